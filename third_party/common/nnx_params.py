@@ -1,0 +1,42 @@
+"""Puts a converted parameter tree into a Flax NNX module, checking that the two trees match exactly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+
+from disentangle_jax.third_party.common import state_dict as state_dict_lib
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for k, v in tree.items():
+    key = f"{prefix}/{k}" if prefix else str(k)
+    if isinstance(v, dict):
+      out.update(_flatten(v, key))
+    else:
+      out[key] = v
+  return out
+
+
+def assign(module: nnx.Module, params: dict[str, Any], source: str, variable_type: type = nnx.Variable) -> None:
+  """Overwrites every variable of `module` (of `variable_type`) with `params`, a nested dict of arrays.
+
+  Raises `CheckpointMismatchError` naming missing, unexpected and mis-shaped entries instead of broadcasting or
+  silently keeping an initial value.
+  """
+  state = nnx.state(module, variable_type)
+  current = _flatten(state.to_pure_dict())
+  given = _flatten(params)
+  state_dict_lib.check(given, {k: tuple(np.shape(v)) for k, v in current.items()}, source)
+  cast = jax.tree.map(lambda new, old: np.asarray(new, dtype=np.asarray(old).dtype), params, state.to_pure_dict())
+  nnx.replace_by_pure_dict(state, cast)
+  nnx.update(module, state)
+
+
+def params_of(module: nnx.Module, variable_type: type = nnx.Variable) -> dict[str, Any]:
+  """The module's variables as a nested dict of numpy arrays (what `converted.save` stores)."""
+  return jax.tree.map(np.asarray, nnx.state(module, variable_type).to_pure_dict())
