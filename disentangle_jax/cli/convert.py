@@ -1,0 +1,32 @@
+"""`disentangle-jax convert NETWORK SRC DST`: upstream weights -> a converted-weights directory (Orbax + config).
+
+Each ported network's package provides `convert_to(src, dst)`, which infers the architecture from the checkpoint
+itself, checks every key and shape, and writes `third_party/common/converted.py`'s layout.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+
+from absl import app
+
+NETWORKS: dict[str, str] = {
+    "stylegan2": "disentangle_jax.third_party.stylegan2",
+    "stylegan1": "disentangle_jax.third_party.stylegan1",
+    "vggface2": "disentangle_jax.third_party.vggface2",
+    "fan": "disentangle_jax.third_party.fan",
+    "mediapipe_facemesh": "disentangle_jax.third_party.mediapipe_facemesh",
+    "blazeface": "disentangle_jax.third_party.mediapipe_facemesh",
+    "inception_v3": "disentangle_jax.nets.inception",
+}
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) != 4 or argv[1] not in NETWORKS:
+    raise app.UsageError(f"usage: disentangle-jax convert {{{'|'.join(NETWORKS)}}} SRC DST")
+  _, network, src, dst = argv
+  module = importlib.import_module(NETWORKS[network])
+  convert_to = getattr(module, "convert_to_blazeface" if network == "blazeface" else "convert_to")
+  convert_to(src, dst)
+  print(f"converted {network} weights from {src} into {dst}")
