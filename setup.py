@@ -1,4 +1,8 @@
-"""Installs disentangle_jax; the ported frozen networks in third_party/ install as disentangle_jax.third_party."""
+"""Installs disentangle_jax.
+
+The ported frozen networks in third_party/ install as disentangle_jax.third_party and configs/ as
+disentangle_jax.configs, so nothing named third_party or configs lands at the top of site-packages.
+"""
 
 import pathlib
 
@@ -11,7 +15,8 @@ def _packages() -> list[str]:
   """Lists disentangle_jax's packages plus third_party/'s, renamed under disentangle_jax.third_party."""
   own = setuptools.find_packages(include=["disentangle_jax", "disentangle_jax.*"])
   ported = setuptools.find_packages(where="third_party")
-  return own + ["disentangle_jax.third_party"] + [f"disentangle_jax.third_party.{p}" for p in ported]
+  return (own + ["disentangle_jax.configs", "disentangle_jax.third_party"]
+          + [f"disentangle_jax.third_party.{p}" for p in ported])
 
 
 setuptools.setup(
@@ -22,7 +27,7 @@ setuptools.setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=_packages(),
-    package_dir={"disentangle_jax.third_party": "third_party"},
+    package_dir={"disentangle_jax.third_party": "third_party", "disentangle_jax.configs": "configs"},
     package_data={"": ["*.json"]},
     install_requires=[
         "absl-py",

@@ -1,0 +1,1 @@
+"""Experiment configs (`get_config(arg)`); installed as `disentangle_jax.configs`."""

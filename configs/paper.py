@@ -1,0 +1,123 @@
+r"""The paper's setup: FFHQ StyleGAN at 256x256 and the original implementation's hyper-parameters.
+
+Launch (after converting the pretrained weights into ./weights, see the README):
+
+  disentangle-jax generate-data --config=configs/paper.py --out=data/ffhq256
+  disentangle-jax train --config=configs/paper.py --workdir=runs/paper
+
+Presets, comma-separated after a colon: `configs/paper.py:generator=stylegan1,landmarks=facemesh,runlocal`
+  generator=stylegan2|stylegan1   which frozen generator renders the faces (v1 is the paper's own choice)
+  landmarks=fan|facemesh          which frozen landmark net drives the landmark loss
+  id_head=pool|proj               E_id output: the 2048-d pooled feature or the Keras model's 512-d projection
+  runlocal                        a few steps at the full sizes, to check a setup end to end
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+  """Parses "a=1,b=x,flag" into a ConfigDict over `defaults` (a bare name sets a boolean to True)."""
+  out = ml_collections.ConfigDict(defaults)
+  for item in filter(None, (arg or "").split(",")):
+    key, _, value = item.partition("=")
+    if key not in out:
+      raise KeyError(f"unknown preset {key!r}; known: {sorted(out.keys())}")
+    default = out[key]
+    out[key] = True if not value else type(default)(value) if not isinstance(default, bool) else value == "True"
+  return out
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """The paper config; `arg` selects presets (see the module docstring)."""
+  preset = parse_arg(arg, generator="stylegan2", landmarks="fan", id_head="pool", runlocal=False)
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  # Frozen generator G; `weights` is a converted directory or any checkpoint its `load` accepts.
+  c.generator = ml_collections.ConfigDict()
+  c.generator.kind = preset.generator
+  c.generator.weights = f"weights/{preset.generator}_ffhq256"
+  c.generator.arch = ml_collections.ConfigDict()  # sizes for random init; empty when the weights define them
+  c.generator.noise_mode = "const"
+
+  # Frozen identity encoder E_id.
+  c.id_encoder = ml_collections.ConfigDict()
+  c.id_encoder.kind = "vggface2"
+  c.id_encoder.weights = "weights/vggface2_resnet50"
+  c.id_encoder.head = preset.id_head
+  c.id_encoder.arch = ml_collections.ConfigDict()
+
+  # Trainable attribute encoder E_attr (InceptionV3); `weights` optionally a torchvision ImageNet state_dict.
+  c.attr_encoder = ml_collections.ConfigDict()
+  c.attr_encoder.kind = "inception_v3"
+  c.attr_encoder.weights = "weights/inception_v3_imagenet"
+  c.attr_encoder.arch = ml_collections.ConfigDict()
+
+  # Frozen landmark network for the landmark loss.
+  c.landmarks = ml_collections.ConfigDict()
+  c.landmarks.kind = preset.landmarks
+  c.landmarks.weights = "weights/fan_2d" if preset.landmarks == "fan" else "weights/mediapipe_facemesh"
+  c.landmarks.arch = ml_collections.ConfigDict()
+
+  # Trainable mapper M (concat(id, attr) -> w) and latent discriminator D_W.
+  c.mapper = ml_collections.ConfigDict()
+  c.mapper.hidden = (2048, 1024, 512)
+  c.mapper.negative_slope = 0.2
+  c.discriminator = ml_collections.ConfigDict()
+  c.discriminator.hidden = (256, 128, 64)
+  c.discriminator.negative_slope = 0.2
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.identity = 1.0
+  c.loss.landmarks = 0.001
+  c.loss.reconstruction = 0.02
+  c.loss.ms_ssim_weight = 0.84
+  c.loss.l1_weight = 0.16
+  c.loss.mask_sigma = 80.0  # inverse-Gaussian L1 mask, in pixels at 256px (scaled with the resolution)
+  c.loss.adversarial = 1.0
+  c.loss.r1_gamma = 10.0
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.lr = 5e-5  # E_attr + M on the non-adversarial loss
+  c.optim.adversarial_lr_scale = 0.1  # their adversarial update
+  c.optim.discriminator_lr_scale = 0.4  # D_W
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.999
+  c.optim.adversarial_every = 2  # D_W and the adversarial update run every other step
+
+  c.data = ml_collections.ConfigDict()
+  c.data.dir = f"data/{preset.generator}_ffhq256"
+  c.data.num_train = 70_000
+  c.data.num_validation = 10_000
+  c.data.seed = 0
+  c.data.truncation_psi = 0.7
+  c.data.truncation_cutoff = 8
+  c.data.examples_per_shard = 1000
+  c.data.generate_batch_size = 16
+  c.data.cross_every = 3  # every third batch is a cross batch (I_id != I_attr); the others are same-image
+  c.data.shuffle_buffer = 10_000
+
+  c.per_device_batch_size = 6
+  c.num_steps = 500_000
+  c.log_every = 100
+  c.image_every = 2_000
+  c.eval_every = 10_000
+  c.eval_batches = 50
+  c.checkpoint_every = 5_000
+  c.keep_checkpoints = 3
+
+  c.compute = ml_collections.ConfigDict()
+  c.compute.frozen_dtype = "float32"  # or "bfloat16": E_id, G and the landmark net in bf16
+  c.compute.remat_generator = False
+
+  if preset.runlocal:
+    c.num_steps = 20
+    c.log_every = c.image_every = c.eval_every = c.checkpoint_every = 10
+    c.eval_batches = 2
+    c.data.num_train = 256
+    c.data.num_validation = 64
+    c.data.examples_per_shard = 64
+    c.data.shuffle_buffer = 256
+  return c
