@@ -117,13 +117,15 @@ _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
     ("builtins", "set"): set,
     ("builtins", "frozenset"): frozenset,
     ("builtins", "slice"): slice,
+    ("_codecs", "encode"): lambda text, encoding="utf-8": text.encode(encoding),  # protocol-2 bytes
     ("numpy", "dtype"): np.dtype,
-    ("numpy.core.multiarray", "_reconstruct"): np.core.multiarray._reconstruct,  # pylint: disable=protected-access
-    ("numpy._core.multiarray", "_reconstruct"): np.core.multiarray._reconstruct,  # pylint: disable=protected-access
     ("numpy", "ndarray"): np.ndarray,
-    ("numpy.core.multiarray", "scalar"): np.core.multiarray.scalar,
-    ("numpy._core.multiarray", "scalar"): np.core.multiarray.scalar,
 }
+# Plain pickles of numpy arrays (cydonia999's VGGFace2 weights) name numpy's reconstructors under either path.
+_np_multiarray = getattr(np, "_core", None) or np.core  # pylint: disable=protected-access
+for _module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+  _SAFE_GLOBALS[(_module, "_reconstruct")] = _np_multiarray.multiarray._reconstruct  # pylint: disable=protected-access
+  _SAFE_GLOBALS[(_module, "scalar")] = _np_multiarray.multiarray.scalar
 
 
 class SafeUnpickler(pickle.Unpickler):
@@ -274,10 +276,18 @@ def load(path: str, unpickler_cls: type[SafeUnpickler] = SafeUnpickler) -> Any:
     return load_zip(path, unpickler_cls)
   with open(path, "rb") as f:
     try:
-      return load_legacy(f, unpickler_cls)
-    except CheckpointFormatError as legacy_error:
-      f.seek(0)
+      is_legacy = SafeUnpickler(f).load() == _LEGACY_MAGIC
+    except Exception:  # pylint: disable=broad-except
+      is_legacy = False
+    f.seek(0)
+    if is_legacy:
       try:
-        return unpickler_cls(f).load()
-      except Exception as e:  # pylint: disable=broad-except
-        raise CheckpointFormatError(f"{path}: neither a PyTorch checkpoint ({legacy_error}) nor a pickle ({e})") from e
+        return load_legacy(f, unpickler_cls)
+      except CheckpointFormatError as e:
+        raise CheckpointFormatError(f"{path}: {e}") from e
+    try:
+      return _resolve(unpickler_cls(f).load())
+    except CheckpointFormatError as e:
+      raise CheckpointFormatError(f"{path}: {e}") from e
+    except Exception as e:  # pylint: disable=broad-except
+      raise CheckpointFormatError(f"{path}: neither a PyTorch checkpoint nor a readable pickle ({e})") from e

@@ -1,0 +1,56 @@
+"""Builds the frozen networks (G, E_id, the landmark net) from a config section, by kind.
+
+The rest of the project picks a network by config alone: `kind` names a package under
+`disentangle_jax.third_party`, `weights` is anything that package's `load` accepts (an upstream checkpoint or a
+converted directory), and an empty `weights` means random initialisation at the sizes in `arch` (the smoke config
+and the tests), always from an explicit seed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import ml_collections
+
+from disentangle_jax.third_party.common import bundle as bundle_lib
+
+GENERATORS = ("stylegan2", "stylegan1")
+ID_ENCODERS = ("vggface2",)
+LANDMARK_NETS = ("fan", "mediapipe_facemesh")
+_ALIASES = {"facemesh": "mediapipe_facemesh"}
+
+
+def _package(kind: str, allowed: tuple[str, ...], role: str) -> Any:
+  kind = _ALIASES.get(kind, kind)
+  if kind not in allowed:
+    raise ValueError(f"unknown {role} kind {kind!r}; choose one of {allowed}")
+  return importlib.import_module(f"disentangle_jax.third_party.{kind}")
+
+
+def _build(cfg: ml_collections.ConfigDict, package: Any, seed: int) -> bundle_lib.Bundle:
+  if cfg.weights:
+    return package.load(cfg.weights)
+  arch = cfg.arch.to_dict() if hasattr(cfg.arch, "to_dict") else dict(cfg.arch)
+  return package.init(package.Config(**arch), seed)
+
+
+def generator(cfg: ml_collections.ConfigDict, seed: int) -> bundle_lib.Bundle:
+  """G: `config.generator` -> a bundle with `mapping(z, ...)` and `synthesis(ws, ...)`."""
+  return _build(cfg, _package(cfg.kind, GENERATORS, "generator"), seed)
+
+
+def id_encoder(cfg: ml_collections.ConfigDict, seed: int) -> bundle_lib.Bundle:
+  """E_id: `config.id_encoder` -> a bundle with `embed(images, head=...)`."""
+  return _build(cfg, _package(cfg.kind, ID_ENCODERS, "identity encoder"), seed)
+
+
+def landmark_net(cfg: ml_collections.ConfigDict, seed: int) -> bundle_lib.Bundle:
+  """The landmark net: `config.landmarks` -> a bundle with `landmarks(images)`."""
+  return _build(cfg, _package(cfg.kind, LANDMARK_NETS, "landmark net"), seed)
+
+
+def landmark_keep_indices(kind: str) -> tuple[int, ...]:
+  """Indices of the points the landmark loss compares (the jaw / face-oval contour dropped)."""
+  package = _package(kind, LANDMARK_NETS, "landmark net")
+  return tuple(package.NON_JAW_INDICES if hasattr(package, "NON_JAW_INDICES") else package.KEEP_INDICES)
