@@ -1,0 +1,1 @@
+"""The (w, image) dataset: rendering it with G (`generate`), its TFDS format, and the input pipelines."""

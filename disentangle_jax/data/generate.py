@@ -1,0 +1,224 @@
+"""Renders the (w, image) training set with the frozen generator G and writes it as a TFDS folder.
+
+Each example: `z = normal(fold_in(key(data.seed), seed))` -> `ws = G.mapping(z, truncation)` -> `w = ws[:, 0]` ->
+`image = G.synthesis(w broadcast to all num_ws style inputs)`. The method maps (identity, attributes) codes to ONE
+`w` that drives every style input, and its latent discriminator learns the distribution of that `w`; so the stored
+`w` is the first (truncated) row and the image is rendered from that same `w`, which keeps image and `w` in exact
+agreement. (With `truncation_cutoff` < num_ws the mapping's later rows would be untruncated and differ from row 0;
+rendering from the full `ws` would give an image that no single `w` produces.)
+
+Batches are jitted and sharded over every local device along a `data` mesh axis; every process of a pod writes its
+own shards (shard `i` belongs to process `i % process_count`). Output depends only on the config: example `s`'s `z`
+comes from its seed alone, whatever the batch size or the number of devices.
+
+Resumable: each shard is written to a temporary name and atomically renamed when complete; a rerun skips finished
+shards (never opening them for writing) and removes stale temporary files. A `generation.json` records the settings
+that determine the content, so a rerun with different settings fails instead of mixing two datasets.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import math
+import os
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import tensorflow as tf
+from absl import logging
+from array_record.python import array_record_module
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from disentangle_jax import frozen
+from disentangle_jax.data import tfds_format
+
+
+def _get(cfg: ml_collections.ConfigDict, name: str, default: Any) -> Any:
+  return cfg[name] if name in cfg else default
+
+
+def settings(config: ml_collections.ConfigDict, g_config: Any) -> dict[str, Any]:
+  """What determines the dataset's content (recorded in `generation.json`, checked on a rerun)."""
+  d = config.data
+  cutoff = _get(d, "truncation_cutoff", None)
+  return {
+      "seed": int(d.seed),
+      "num_train": int(d.num_train),
+      "num_validation": int(d.num_validation),
+      "examples_per_shard": int(d.examples_per_shard),
+      "truncation_psi": float(_get(d, "truncation_psi", 1.0)),
+      "truncation_cutoff": None if cutoff is None else int(cutoff),
+      "noise_mode": str(_get(config.generator, "noise_mode", "const")),
+      "generator_kind": str(config.generator.kind),
+      "generator_weights": str(config.generator.weights),
+      "generator_init_seed": int(config.seed),
+      "generator_arch": {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.generator.arch.items()},
+      "resolution": int(g_config.resolution),
+      "w_dim": int(g_config.w_dim),
+      "z_dim": int(g_config.z_dim),
+      "num_ws": int(g_config.num_ws),
+  }
+
+
+def make_renderer(module: nnx.Module, g_config: Any, mesh: Mesh, seed: int, truncation_psi: float,
+                  truncation_cutoff: int | None, noise_mode: str = "const"
+                  ) -> Callable[[np.ndarray], tuple[jax.Array, jax.Array, jax.Array]]:
+  """`render(seeds int32 [B]) -> (uint8 images [B, H, W, 3], w [B, w_dim], z [B, z_dim])`, sharded over `data`.
+
+  B must be a multiple of the mesh size. The generator's parameters are replicated on every device once.
+  """
+  graphdef, state = nnx.split(module)
+  replicated = NamedSharding(mesh, P())
+  batch = NamedSharding(mesh, P("data"))
+  state = jax.device_put(state, replicated)
+  z_dim, num_ws = int(g_config.z_dim), int(g_config.num_ws)
+
+  @jax.jit
+  def render(state, seeds):
+    g = nnx.merge(graphdef, state)
+    base = jax.random.key(seed)
+    z = jax.vmap(lambda s: jax.random.normal(jax.random.fold_in(base, s), (z_dim,), jnp.float32))(seeds)
+    ws = g.mapping(z, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
+    w = ws[:, 0]
+    images = g.synthesis(jnp.broadcast_to(w[:, None, :], (w.shape[0], num_ws, w.shape[1])), noise_mode=noise_mode)
+    pixels = jnp.clip(jnp.round((images.astype(jnp.float32) + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
+    out = (pixels, w.astype(jnp.float32), z)
+    return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, batch), out)
+
+  def run(seeds: np.ndarray):
+    return render(state, jax.device_put(np.asarray(seeds, np.uint32), batch))
+
+  return run
+
+
+class _Progress:
+  """Logs images done, images/s and ETA at most every `every_s` seconds (and once at the end)."""
+
+  def __init__(self, total: int, every_s: float = 10.0):
+    self.total, self.done, self.every_s = total, 0, every_s
+    self.start = self.last = time.perf_counter()
+
+  def update(self, n: int, force: bool = False) -> None:
+    self.done += n
+    now = time.perf_counter()
+    if not force and now - self.last < self.every_s:
+      return
+    self.last = now
+    rate = self.done / max(now - self.start, 1e-9)
+    eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+    logging.info("generate-data: %d/%d images, %.2f images/s, ETA %s", self.done, self.total, rate,
+                 time.strftime("%H:%M:%S", time.gmtime(eta)) if math.isfinite(eta) else "?")
+
+
+def _check_settings(out_dir: str, wanted: dict[str, Any]) -> None:
+  path = os.path.join(out_dir, tfds_format.GENERATION_FILE)
+  if tf.io.gfile.exists(path):
+    with tf.io.gfile.GFile(path) as f:
+      found = json.load(f)
+    diff = sorted(k for k in set(found) | set(wanted) if found.get(k) != wanted.get(k))
+    if diff:
+      details = ", ".join(f"{k}: {found.get(k)!r} there, {wanted.get(k)!r} now" for k in diff)
+      raise ValueError(f"{path} was written with other settings ({details}); use another --out or delete it")
+    return
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with tf.io.gfile.GFile(tmp, "w") as f:
+    json.dump(wanted, f, indent=2, sort_keys=True)
+  tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def _write_shard(shard: tfds_format.Shard, render, batch_size: int, feature_dict, progress: _Progress,
+                 pool: concurrent.futures.Executor) -> None:
+  """Renders one shard into a temporary file and renames it into place when complete."""
+  tmp = f"{shard.path}.tmp-{jax.process_index()}-{os.getpid()}"
+  seeds = shard.seeds
+  chunks = [seeds[i:i + batch_size] for i in range(0, len(seeds), batch_size)]
+  padded = [np.pad(c, (0, batch_size - len(c)), mode="edge") for c in chunks]
+  writer = array_record_module.ArrayRecordWriter(tmp, tfds_format.WRITER_OPTIONS)
+  try:
+    pending = render(padded[0])
+    for k, chunk in enumerate(chunks):
+      images, w, z = jax.device_get(pending)
+      if k + 1 < len(chunks):
+        pending = render(padded[k + 1])  # the device renders the next batch while this one is encoded
+      examples = [{"image": images[j], "w": w[j], "z": z[j], "seed": int(chunk[j])} for j in range(len(chunk))]
+      for record in pool.map(feature_dict.serialize_example, examples):
+        writer.write(record)
+      progress.update(len(chunk))
+    writer.close()
+    writer = None
+    tf.io.gfile.rename(tmp, shard.path, overwrite=False)
+  finally:
+    if writer is not None:
+      writer.close()
+    if tf.io.gfile.exists(tmp):
+      tf.io.gfile.remove(tmp)
+
+
+def generate(config: ml_collections.ConfigDict, out_dir: str, *, generator: Any = None,
+             devices: list[jax.Device] | None = None,
+             on_shard_written: Callable[[tfds_format.Shard], None] | None = None,
+             process_index: int | None = None, process_count: int | None = None) -> list[tfds_format.Shard]:
+  """Renders `config.data.num_train` + `num_validation` examples into `out_dir`; returns the shards it wrote.
+
+  Args:
+    config: a full experiment config (`config.data`, `config.generator`, `config.seed` for a random G).
+    out_dir: the dataset folder (created; resumed if partly written).
+    generator: a G bundle; default `frozen.generator(config.generator, config.seed)`, the same G as training.
+    devices: the devices to shard over; default every local device.
+    on_shard_written: called after each shard is renamed into place (progress hooks, tests).
+    process_index, process_count: which shards this process writes; default this JAX process of all of them.
+  """
+  process_index = jax.process_index() if process_index is None else process_index
+  process_count = jax.process_count() if process_count is None else process_count
+  if generator is None:
+    generator = frozen.generator(config.generator, config.seed)
+  g_config = generator.config
+  wanted = settings(config, g_config)
+  tf.io.gfile.makedirs(out_dir)
+  _check_settings(out_dir, wanted)
+
+  shards = tfds_format.plan(out_dir, {"train": wanted["num_train"], "validation": wanted["num_validation"]},
+                            wanted["examples_per_shard"])
+  mine = [s for s in shards if s.index % process_count == process_index]
+  for s in mine:  # leftovers of a killed run; finished shards are never touched
+    for stale in tf.io.gfile.glob(f"{s.path}.tmp-*"):
+      tf.io.gfile.remove(stale)
+  todo = [s for s in mine if not tf.io.gfile.exists(s.path)]
+  feature_dict = tfds_format.features(wanted["resolution"], wanted["w_dim"], wanted["z_dim"])
+  written = []
+  if todo:
+    devices = list(jax.local_devices() if devices is None else devices)
+    mesh = Mesh(np.array(devices), ("data",))
+    batch_size = math.ceil(int(config.data.generate_batch_size) / len(devices)) * len(devices)
+    render = make_renderer(generator.module, g_config, mesh, wanted["seed"], wanted["truncation_psi"],
+                           wanted["truncation_cutoff"], wanted["noise_mode"])
+    progress = _Progress(sum(s.length for s in todo))
+    logging.info("generate-data: %d of %d shards to write into %s on %d devices, batch %d", len(todo),
+                 len(shards), out_dir, len(devices), batch_size)
+    with concurrent.futures.ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
+      for shard in todo:
+        _write_shard(shard, render, batch_size, feature_dict, progress, pool)
+        written.append(shard)
+        if on_shard_written is not None:
+          on_shard_written(shard)
+    progress.update(0, force=True)
+
+  if process_count > 1 and jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    multihost_utils.sync_global_devices("disentangle_jax.generate_data")
+  info_path = os.path.join(out_dir, "dataset_info.json")
+  if process_index == 0 and (written or not tf.io.gfile.exists(info_path)):
+    missing = [s.path for s in shards if not tf.io.gfile.exists(s.path)]
+    if missing:
+      logging.warning("generate-data: %d shards still missing (e.g. %s); metadata not written yet", len(missing),
+                      missing[0])
+    else:
+      tfds_format.write_metadata(out_dir, shards, feature_dict, description=(
+          "(w, image) pairs rendered by a frozen generator; settings in generation.json"))
+  return written

@@ -1,0 +1,268 @@
+"""The training input: a deterministic, index-based tf.data stream over the generated dataset, per process.
+
+Every batch is a pure function of (seed, step): example positions come from per-epoch permutations of this process's
+part of the split, so a run restarted at step k (`start_step=k`) continues exactly the sequence of an uninterrupted
+run without replaying steps 0..k-1, whatever the prefetch depth. Reading is by index from the ArrayRecord shards;
+tf.data decodes in parallel and prefetches; each step becomes global `jax.Array`s sharded over the mesh's `data` axis.
+
+The paper's schedule: with `cross_every = 3`, steps 0, 1 are same-image batches (`I_id = I_attr`, reconstruction
+applies) and step 2 a cross batch (`I_attr` a different image for every row), and so on (`is_same_step`).
+A cross batch pairs row r's identity image (epoch position p) with the attribute image at position
+`(p + shift) mod n` of the same epoch permutation, `shift` in [1, n) drawn per step: never the same image.
+The latent discriminator's real `w` come from an independent permutation stream.
+
+Each step yields a dict (per process: B = per-device batch x this process's devices; globally x processes):
+  "id":     float32 [B, H, W, 3] in [-1, 1], the identity images I_id
+  "attr":   float32 [B, H, W, 3] in [-1, 1], the attribute images I_attr (the very same array as "id" when same)
+  "w_real": float32 [B, w_dim], real w for D_W, unrelated to the images
+  "same":   Python bool, True for same-image steps (reconstruction loss on)
+  "step":   Python int, the step this batch belongs to
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Iterator
+
+import jax
+import ml_collections
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from array_record.python import array_record_module
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+_ID_STREAM, _W_STREAM, _SHIFT_STREAM = 0, 1, 2
+
+
+def is_same_step(step: int, cross_every: int) -> bool:
+  """True when `step` is a same-image step: every `cross_every`-th step (the last of each group) is a cross one."""
+  return cross_every <= 0 or step % cross_every != cross_every - 1
+
+
+class ShardedSource:
+  """This process's part of a split of the generated dataset, read by position (0 .. len-1) from its shards.
+
+  The split is divided between processes with `tfds.split_for_jax_process` (contiguous, disjoint, covering the split).
+  Every shard is opened and its record count checked against `dataset_info.json` up front, so a truncated or
+  replaced shard fails at start-up with its file name rather than mid-training.
+  """
+
+  def __init__(self, data_dir: str, split: str, process_index: int | None = None, process_count: int | None = None):
+    if not tf.io.gfile.exists(os.path.join(data_dir, "dataset_info.json")):
+      raise FileNotFoundError(f"{data_dir}: no dataset_info.json; run `disentangle-jax generate-data --out={data_dir}`"
+                              " (or let it finish)")
+    self.builder = tfds.builder_from_directory(data_dir)
+    if split not in self.builder.info.splits:
+      raise KeyError(f"{data_dir}: no split {split!r}; it has {list(self.builder.info.splits)}")
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+    sub = tfds.split_for_jax_process(split, process_index=process_index, process_count=process_count)
+    self.split_spec = str(sub)
+    self.instructions = [fi for fi in self.builder.info.splits[sub].file_instructions if fi.take > 0]
+    self.ends = np.cumsum([fi.take for fi in self.instructions])
+    if not len(self.ends) or self.ends[-1] < 2:
+      raise ValueError(f"{data_dir}: split {self.split_spec} has fewer than 2 examples for process {process_index}")
+    self.readers = [self._open(fi) for fi in self.instructions]
+    # The split's global example index of every local position (for tests and diagnostics).
+    first = self.builder.info.splits[split].file_instructions
+    file_start = dict(zip((os.fspath(fi.filename) for fi in first), np.cumsum([0] + [fi.take for fi in first])))
+    self.global_indices = np.concatenate([file_start[os.fspath(fi.filename)] + fi.skip + np.arange(fi.take)
+                                          for fi in self.instructions])
+
+  @staticmethod
+  def _open(fi: Any) -> Any:
+    path = os.fspath(fi.filename)
+    if not tf.io.gfile.exists(path):
+      raise FileNotFoundError(f"{path}: shard listed in dataset_info.json is missing")
+    try:
+      reader = array_record_module.ArrayRecordReader(path, "readahead_buffer_size:0")
+      n = reader.num_records()
+    except Exception as e:  # pylint: disable=broad-except
+      raise IOError(f"{path}: unreadable ArrayRecord shard ({e})") from e
+    if n != fi.examples_in_shard:
+      raise IOError(f"{path}: {n} records but dataset_info.json says {fi.examples_in_shard} (truncated or corrupt"
+                    " shard; delete it and rerun generate-data)")
+    return reader
+
+  def __len__(self) -> int:
+    return int(self.ends[-1])
+
+  def locate(self, position: int) -> tuple[str, int]:
+    """(shard file, record index) of a local position."""
+    f = int(np.searchsorted(self.ends, position, side="right"))
+    start = self.ends[f - 1] if f else 0
+    fi = self.instructions[f]
+    return os.fspath(fi.filename), int(fi.skip + position - start)
+
+  def read(self, positions: np.ndarray) -> list[bytes]:
+    """Serialized examples at local `positions`, in order."""
+    positions = np.asarray(positions)
+    files = np.searchsorted(self.ends, positions, side="right")
+    out: list[bytes] = [b""] * len(positions)
+    for f in np.unique(files):
+      rows = np.nonzero(files == f)[0]
+      start = self.ends[f - 1] if f else 0
+      fi = self.instructions[f]
+      records = [int(fi.skip + p - start) for p in positions[rows]]
+      try:
+        got = self.readers[f].read(records)
+      except Exception as e:  # pylint: disable=broad-except
+        raise IOError(f"{fi.filename}: cannot read records {records} ({e})") from e
+      for r, g in zip(rows, got):
+        out[r] = g
+    return out
+
+
+class Schedule:
+  """Which local positions step `step` reads: a pure function of (seed, step, n, batch size, cross_every)."""
+
+  def __init__(self, n: int, batch_size: int, seed: int, cross_every: int, process_index: int = 0):
+    self.n, self.batch_size, self.seed, self.cross_every = n, batch_size, seed, cross_every
+    self.process_index = process_index
+    self._cache: dict[tuple[int, int], np.ndarray] = {}
+
+  def _permutation(self, stream: int, epoch: int) -> np.ndarray:
+    key = (stream, epoch)
+    if key not in self._cache:
+      if len(self._cache) >= 8:
+        self._cache.pop(next(iter(self._cache)))
+      self._cache[key] = np.random.default_rng([self.seed, self.process_index, stream, epoch]).permutation(self.n)
+    return self._cache[key]
+
+  def _stream(self, stream: int, step: int, shift: int = 0) -> np.ndarray:
+    p = step * self.batch_size + np.arange(self.batch_size)
+    epochs, within = p // self.n, p % self.n
+    return np.array([self._permutation(stream, int(e))[(j + shift) % self.n] for e, j in zip(epochs, within)])
+
+  def same(self, step: int) -> bool:
+    return is_same_step(step, self.cross_every)
+
+  def positions(self, step: int) -> dict[str, np.ndarray]:
+    """{"id", "attr", "w_real"} local positions of `step` ("attr" equals "id" on same-image steps)."""
+    ids = self._stream(_ID_STREAM, step)
+    if self.same(step):
+      attr = ids
+    else:
+      shift = 1 + int(np.random.default_rng([self.seed, self.process_index, _SHIFT_STREAM, step]).integers(self.n - 1))
+      attr = self._stream(_ID_STREAM, step, shift)
+    return {"id": ids, "attr": attr, "w_real": self._stream(_W_STREAM, step)}
+
+
+def _decode_images(serialized: tf.Tensor, resolution: int) -> tf.Tensor:
+  images = tf.io.parse_example(serialized, {"image": tf.io.FixedLenFeature([], tf.string)})["image"]
+  pixels = tf.map_fn(lambda b: tf.io.decode_png(b, channels=3), images, 
+                      fn_output_signature=tf.TensorSpec([resolution, resolution, 3], tf.uint8))
+  pixels = tf.ensure_shape(pixels, [None, resolution, resolution, 3])
+  return tf.cast(pixels, tf.float32) / 127.5 - 1.0
+
+
+class Pipeline:
+  """Iterates training batches (see the module docstring for the keys) from `start_step` on."""
+
+  def __init__(self, data_dir: str, split: str, *, batch_size: int, seed: int, cross_every: int,
+               start_step: int = 0, num_steps: int | None = None, mesh: Mesh | None = None,
+               process_index: int | None = None, process_count: int | None = None, prefetch: int = 4):
+    """Args:
+      data_dir: a folder written by `generate`.
+      split: "train" or "validation" (or any TFDS split spec of the folder).
+      batch_size: examples per step for THIS process (per-device batch x its local devices).
+      seed: the data seed; with `step` it fixes every batch.
+      cross_every: every `cross_every`-th step is a cross batch (0: never).
+      start_step: the first step to yield (a restored checkpoint's step).
+      num_steps: stop after this many steps (default: endless).
+      mesh: if given, outputs are global `jax.Array`s sharded as P("data") over it; otherwise numpy arrays.
+      process_index, process_count: simulate another process's view (tests); default the JAX process.
+      prefetch: steps decoded ahead of the consumer.
+    """
+    self.source = ShardedSource(data_dir, split, process_index, process_count)
+    info = self.source.builder.info.features
+    self.resolution = int(info["image"].shape[0])
+    self.w_dim = int(info["w"].shape[0])
+    self.schedule = Schedule(len(self.source), batch_size, seed, cross_every,
+                             jax.process_index() if process_index is None else process_index)
+    self.start_step, self.num_steps, self.mesh, self.prefetch = start_step, num_steps, mesh, prefetch
+    self._sharding = None if mesh is None else NamedSharding(mesh, P("data"))
+
+  def _read(self, step: np.int64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    pos = self.schedule.positions(int(step))
+    ids = np.array(self.source.read(pos["id"]), dtype=object)
+    attr = np.array([], dtype=object) if self.schedule.same(int(step)) else np.array(self.source.read(pos["attr"]),
+                                                                                      dtype=object)
+    w = np.array(self.source.read(pos["w_real"]), dtype=object)
+    return ids, attr, w
+
+  def dataset(self) -> tf.data.Dataset:
+    """The tf.data pipeline of (step, id, attr, w_real) host tensors; `attr` is empty on same-image steps."""
+    end = np.iinfo(np.int64).max if self.num_steps is None else self.start_step + self.num_steps
+    w_dim, res = self.w_dim, self.resolution
+
+    def load(step):
+      ids, attr, w = tf.numpy_function(self._read, [step], [tf.string, tf.string, tf.string], stateful=False)
+      w = tf.io.parse_example(w, {"w": tf.io.FixedLenFeature([w_dim], tf.float32)})["w"]
+      return step, _decode_images(ids, res), _decode_images(attr, res), w
+
+    ds = tf.data.Dataset.range(self.start_step, end)
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    options = tf.data.Options()
+    options.deterministic = True
+    options.threading.private_threadpool_size = max(2, os.cpu_count() or 2)
+    return ds.with_options(options).prefetch(self.prefetch)
+
+  def diagnose(self, step: int) -> str:
+    """Finds which file/record of `step` cannot be decoded (called after tf.data reported an error)."""
+    pos = self.schedule.positions(step)
+    for key in ("id", "attr", "w_real"):
+      for p in pos[key]:
+        path, record = self.source.locate(int(p))
+        raw = self.source.read(np.array([p]))[0]
+        try:
+          example = tf.train.Example.FromString(raw)
+          feature = example.features.feature
+          if len(feature["w"].float_list.value) != self.w_dim:
+            raise ValueError(f"w has {len(feature['w'].float_list.value)} values, expected {self.w_dim}")
+          if key != "w_real":
+            image = tf.io.decode_png(feature["image"].bytes_list.value[0], channels=3)
+            if tuple(image.shape) != (self.resolution, self.resolution, 3):
+              raise ValueError(f"image shape {tuple(image.shape)}, expected {(self.resolution, self.resolution, 3)}")
+        except Exception as e:  # pylint: disable=broad-except
+          return f"{path}: record {record} is corrupt ({type(e).__name__}: {e})"
+    return "no single corrupt record found"
+
+  def _to_global(self, x: np.ndarray) -> Any:
+    if self._sharding is None:
+      return x
+    global_shape = (x.shape[0] * jax.process_count(),) + x.shape[1:]
+    return jax.make_array_from_process_local_data(self._sharding, x, global_shape)
+
+  def __iter__(self) -> Iterator[dict[str, Any]]:
+    it = iter(self.dataset().as_numpy_iterator())
+    step = self.start_step
+    while self.num_steps is None or step < self.start_step + self.num_steps:
+      try:
+        got_step, ids, attr, w = next(it)
+      except StopIteration:
+        return
+      except tf.errors.OpError as e:
+        raise IOError(f"input pipeline failed at step {step}: {self.diagnose(step)}") from e
+      assert got_step == step, (got_step, step)
+      same = self.schedule.same(step)
+      ids = self._to_global(ids)
+      yield {"id": ids, "attr": ids if same else self._to_global(attr), "w_real": self._to_global(w),
+             "same": same, "step": int(step)}
+      step += 1
+
+
+def _get(cfg: ml_collections.ConfigDict, name: str, default: Any) -> Any:
+  return cfg[name] if name in cfg else default
+
+
+def train_pipeline(config: ml_collections.ConfigDict, mesh: Mesh, *, start_step: int = 0, split: str = "train",
+                   data_dir: str | None = None, num_steps: int | None = None) -> Pipeline:
+  """The training input of `config` on `mesh`, from `start_step` (global batch = per_device_batch_size x devices)."""
+  local_devices = sum(d.process_index == jax.process_index() for d in mesh.devices.flat)
+  return Pipeline(data_dir or config.data.dir, split,
+                  batch_size=int(config.per_device_batch_size) * local_devices,
+                  seed=int(_get(config.data, "pipeline_seed", config.data.seed)) + (0 if split == "train" else 1),
+                  cross_every=int(_get(config.data, "cross_every", 3)), start_step=start_step,
+                  num_steps=num_steps, mesh=mesh)
