@@ -1,0 +1,198 @@
+"""E_id (VGGFace2 ResNet-50): parity with upstream (fixture set C), shapes of the real checkpoint (set F),
+preprocessing, gradients, converters and their errors."""
+
+from __future__ import annotations
+
+import pickle
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from tests import recipe
+from disentangle_jax.third_party import vggface2
+from disentangle_jax.third_party.common import converted
+from disentangle_jax.third_party.common.state_dict import CheckpointMismatchError
+from disentangle_jax.third_party.common.torch_pickle import CheckpointFormatError
+from disentangle_jax.third_party.vggface2.preprocess import reference_preprocess
+
+SET = "vggface2_resnet50"
+SMOKE = vggface2.Config(width=8, layers=(1, 1, 1, 1), input_size=64, proj_dim=16)
+
+
+def _atol(output: str) -> float:
+  return recipe.meta(SET)["suggested_atol"][output]
+
+
+@pytest.fixture(scope="module")
+def fixture_npz(tmp_path_factory) -> str:
+  """The rebuilt full-size set C state_dict as an `.npz`, the format `convert` reads with no torch."""
+  path = tmp_path_factory.mktemp("vggface2") / "resnet50.npz"
+  np.savez(path, **recipe.state_dict(SET))
+  return str(path)
+
+
+def test_full_size_parity_with_upstream(fixture_npz):
+  """One batch-2 forward of the full ResNet-50 reproduces upstream's pooled features and logits."""
+  io = recipe.io(SET)
+  bundle = vggface2.load(fixture_npz)
+  assert bundle.config == vggface2.Config(num_classes=8631)
+  out = bundle.features(jnp.asarray(io["input"].transpose(0, 2, 3, 1)))
+  np.testing.assert_allclose(np.asarray(out["pool"]), io["features"][:, :, 0, 0], rtol=0, atol=_atol("features"))
+  np.testing.assert_allclose(np.asarray(out["logits"]), io["logits"], rtol=0, atol=_atol("logits"))
+
+
+def test_caffe_normalize_reproduces_fixture_input():
+  io = recipe.io(SET)
+  got = np.asarray(vggface2.caffe_normalize(io["image_rgb_uint8"]))
+  np.testing.assert_allclose(got, io["input"].transpose(0, 2, 3, 1), rtol=0, atol=2e-5)
+
+
+@pytest.mark.parametrize("size,input_size", [(256, 224), (32, 64), (1024, 224)])
+def test_preprocess_matches_float64_reference(size, input_size):
+  """Central 80% crop, bilinear resize (half-pixel, no antialias), centre crop, BGR minus mean."""
+  images = np.random.RandomState(size).uniform(-1, 1, (2, size, size, 3)).astype(np.float32)
+  got = np.asarray(vggface2.preprocess(jnp.asarray(images), input_size))
+  want = reference_preprocess(images, input_size)
+  assert got.shape == (2, input_size, input_size, 3)
+  np.testing.assert_allclose(got, want, rtol=0, atol=1e-3)  # float32 resize weights on a 0..255 range
+
+
+def test_preprocess_of_flat_colour_is_its_bgr_minus_mean():
+  rgb = np.array([0.2, -0.4, 0.9], np.float32)
+  images = np.broadcast_to(rgb, (1, 256, 256, 3))
+  got = np.asarray(vggface2.preprocess(jnp.asarray(images)))
+  want = (rgb[::-1] + 1) * 127.5 - np.asarray(vggface2.MEAN_BGR)
+  np.testing.assert_allclose(got, np.broadcast_to(want, got.shape), rtol=0, atol=1e-4)
+
+
+def test_full_size_shapes_match_the_released_checkpoint():
+  """Every key/shape of upstream `resnet50(num_classes=8631)` maps one-to-one onto a Flax variable."""
+  manifest = {k: v for k, v in recipe.manifest(SET).items() if not k.endswith("num_batches_tracked")}
+  assert vggface2.expected_state_dict(vggface2.Config(num_classes=8631)) == manifest
+  assert vggface2.expected_state_dict(vggface2.FULL) == {k: v for k, v in manifest.items()
+                                                          if not k.startswith("fc.")}
+
+
+def test_smoke_config_outputs_and_round_trip(tmp_path):
+  bundle = vggface2.init(SMOKE, seed=3)
+  images = jnp.asarray(np.random.RandomState(0).uniform(-1, 1, (2, 48, 48, 3)), jnp.float32)
+  for head, dim in (("pool", SMOKE.feature_dim), ("proj", 16)):
+    emb = np.asarray(bundle.embed(images, head=head))
+    assert emb.shape == (2, dim)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=-1), 1.0, atol=1e-5)
+  # .npz export -> convert -> converted dir -> load gives the same network.
+  npz = tmp_path / "smoke.npz"
+  np.savez(npz, **vggface2.to_numpy_state_dict(bundle))
+  vggface2.convert_to(str(npz), str(tmp_path / "conv"))
+  back = vggface2.load(str(tmp_path / "conv"), input_size=64)
+  assert back.config == SMOKE
+  np.testing.assert_array_equal(np.asarray(back.embed(images, head="proj")), np.asarray(bundle.embed(images,
+                                                                                                   head="proj")))
+
+
+def test_input_size_224_global_mean_equals_avgpool7():
+  """At 224 the last map is 7x7, so the global mean is upstream's AvgPool2d(7)."""
+  module = vggface2.Module(vggface2.Config(width=4, layers=(1, 1, 1, 1)), rngs=nnx.Rngs(1))
+  x = jnp.asarray(np.random.RandomState(1).normal(0, 50, (1, 224, 224, 3)), jnp.float32)
+  h = jax.nn.relu(module.bn1(module.conv1(x)))
+  from disentangle_jax.third_party.common import layers  # pylint: disable=import-outside-toplevel
+  h = layers.max_pool(h, 3, 2, ceil_mode=True)
+  assert h.shape[1:3] == (56, 56)
+  for s in range(4):
+    h = getattr(module, f"layer{s + 1}")(h)
+  assert h.shape[1:3] == (7, 7)
+  avg7 = jax.lax.reduce_window(h, 0.0, jax.lax.add, (1, 7, 7, 1), (1, 1, 1, 1), "VALID")[:, 0, 0] / 49
+  np.testing.assert_allclose(np.asarray(module.features(x)["pool"]), np.asarray(avg7), rtol=1e-5, atol=1e-6)
+
+
+def test_embed_gradient_matches_finite_differences():
+  """d<embed(x), r>/dx along a random direction, by autodiff and by central differences in float64."""
+  with jax.enable_x64(True):
+    module = vggface2.Module(SMOKE, rngs=nnx.Rngs(5))
+    state = nnx.state(module)
+    nnx.update(module, jax.tree.map(lambda v: v.astype(jnp.float64), state))
+    rng = np.random.RandomState(2)
+    x = jnp.asarray(rng.uniform(-0.9, 0.9, (1, 40, 40, 3)))
+    r = jnp.asarray(rng.normal(size=(1, SMOKE.feature_dim)))
+    v = jnp.asarray(rng.normal(size=x.shape))
+
+    @jax.jit
+    def f(img):
+      return jnp.sum(module.embed(img) * r)
+
+    analytic = jnp.vdot(jax.jit(jax.grad(f))(x), v)
+    h = 1e-5
+    numeric = (f(x + h * v) - f(x - h * v)) / (2 * h)
+    np.testing.assert_allclose(float(analytic), float(numeric), rtol=1e-5)
+
+
+def test_missing_key_names_it(tmp_path):
+  sd = vggface2.to_numpy_state_dict(vggface2.init(SMOKE, seed=0))
+  del sd["layer2.0.bn2.running_var"]
+  path = tmp_path / "missing.npz"
+  np.savez(path, **sd)
+  with pytest.raises(CheckpointMismatchError, match=r"layer2\.1\.bn2\.running_var"):
+    vggface2.convert(str(path))
+
+
+def test_misshaped_key_names_it(tmp_path):
+  sd = vggface2.to_numpy_state_dict(vggface2.init(SMOKE, seed=0))
+  sd["layer3.0.conv2.weight"] = sd["layer3.0.conv2.weight"][:, :, :2]
+  path = tmp_path / "bad.npz"
+  np.savez(path, **sd)
+  with pytest.raises(CheckpointMismatchError, match=r"layer3\.0\.conv2\.weight"):
+    vggface2.convert(str(path))
+
+
+def test_truncated_files_raise_format_errors(tmp_path):
+  sd = vggface2.to_numpy_state_dict(vggface2.init(SMOKE, seed=0))
+  pkl = tmp_path / "weights.pkl"
+  pkl.write_bytes(pickle.dumps(sd, protocol=2))
+  cut = tmp_path / "cut.pkl"
+  cut.write_bytes(pkl.read_bytes()[:5000])
+  with pytest.raises(CheckpointFormatError, match="cut.pkl"):
+    vggface2.convert(str(cut))
+  npz = tmp_path / "cut.npz"
+  np.savez(tmp_path / "full.npz", **sd)
+  npz.write_bytes((tmp_path / "full.npz").read_bytes()[:3000])
+  with pytest.raises(CheckpointFormatError, match="cut.npz"):
+    vggface2.convert(str(npz))
+
+
+def test_python2_pickle_of_numpy_arrays_without_counters(tmp_path):
+  """cydonia999's .pkl layout: protocol-2 pickle of numpy arrays, state_dict names, no num_batches_tracked."""
+  bundle = vggface2.init(vggface2.Config(width=8, layers=(1, 1, 1, 1), input_size=64, num_classes=5), seed=1)
+  sd = vggface2.to_numpy_state_dict(bundle)
+  path = tmp_path / "resnet50_ft_weight.pkl"
+  path.write_bytes(pickle.dumps(sd, protocol=2))
+  config, params = vggface2.convert(str(path))
+  assert config == vggface2.Config(width=8, layers=(1, 1, 1, 1), num_classes=5)
+  np.testing.assert_array_equal(params["fc"]["kernel"], sd["fc.weight"].T)
+  np.testing.assert_array_equal(params["layer1"]["block0"]["downsample_conv"]["kernel"],
+                                sd["layer1.0.downsample.0.weight"].transpose(2, 3, 1, 0))
+
+
+def test_torch_zip_checkpoint_is_read_without_torch():
+  """The set-A `.pt` is a real `torch.save` file: reading a ResNet from it must fail naming the keys, not crash."""
+  with pytest.raises(CheckpointMismatchError, match="conv1.weight"):
+    vggface2.convert(str(recipe.TESTDATA / "sg2ada_r32_weights.pt"))
+
+
+def test_converted_dir_refuses_other_network(tmp_path):
+  converted.save(tmp_path / "other", "fan", {}, {"a": np.zeros(1)})
+  with pytest.raises(ValueError, match="fan"):
+    vggface2.load(str(tmp_path / "other"))
+
+
+def test_random_proj_head_needs_an_explicit_seed(tmp_path):
+  config = vggface2.Config(width=8, layers=(1, 1, 1, 1), input_size=64)
+  path = tmp_path / "noproj.npz"
+  np.savez(path, **vggface2.to_numpy_state_dict(vggface2.init(config, seed=0)))
+  with pytest.raises(ValueError, match="seed"):
+    vggface2.load(str(path), proj_dim=16, input_size=64)
+  bundle = vggface2.load(str(path), proj_dim=16, seed=4, input_size=64)
+  assert bundle.config == SMOKE
+  assert np.asarray(bundle.embed(jnp.zeros((1, 64, 64, 3)), head="proj")).shape == (1, 16)

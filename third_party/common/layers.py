@@ -1,0 +1,69 @@
+"""Small layers the ported CNNs share: inference-mode BatchNorm, convolutions and pooling in PyTorch's semantics.
+
+`nnx.BatchNorm` switches to batch statistics when a module tree is put in training mode (`module.train()`); the
+ported networks must not: frozen networks are always evaluated with their stored statistics, and the trainable
+InceptionV3 deliberately keeps running statistics too (see `disentangle_jax/nets/inception.py`). `BatchNorm` here
+has no training mode at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+# He (Kaiming) normal, fan-in: keeps unit activation scale through ReLU networks whose BatchNorm statistics are
+# fixed (0, 1) at random init, so a randomly initialised deep net neither explodes nor vanishes.
+he_normal = nnx.initializers.variance_scaling(2.0, "fan_in", "normal")
+
+
+class BatchNorm(nnx.Module):
+  """`y = (x - mean) / sqrt(var + eps) * scale + bias` over the last axis, always with the stored statistics.
+
+  `scale`/`bias` are `nnx.Param` (trainable where the owner is), `mean`/`var` are `nnx.BatchStat` (never trained,
+  never updated). Computes in the input's dtype, so casting params and inputs to bfloat16 runs it in bfloat16.
+  """
+
+  def __init__(self, num_features: int, epsilon: float):
+    self.epsilon = epsilon
+    self.scale = nnx.Param(jnp.ones((num_features,), jnp.float32))
+    self.bias = nnx.Param(jnp.zeros((num_features,), jnp.float32))
+    self.mean = nnx.BatchStat(jnp.zeros((num_features,), jnp.float32))
+    self.var = nnx.BatchStat(jnp.ones((num_features,), jnp.float32))
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    dtype = x.dtype
+    inv = self.scale[...].astype(dtype) * jax.lax.rsqrt(self.var[...].astype(dtype) + jnp.asarray(self.epsilon, dtype))
+    return x * inv + (self.bias[...].astype(dtype) - self.mean[...].astype(dtype) * inv)
+
+
+def conv(in_features: int, out_features: int, kernel: int | Sequence[int], *, stride: int = 1,
+         padding: int | Sequence[int] = 0, rngs: nnx.Rngs) -> nnx.Conv:
+  """A bias-free NHWC convolution with PyTorch-style symmetric zero padding (`padding` per spatial axis)."""
+  kernel = (kernel, kernel) if isinstance(kernel, int) else tuple(kernel)
+  padding = (padding, padding) if isinstance(padding, int) else tuple(padding)
+  return nnx.Conv(in_features, out_features, kernel_size=kernel, strides=(stride, stride),
+                  padding=[(p, p) for p in padding], use_bias=False, kernel_init=he_normal, rngs=rngs)
+
+
+def max_pool(x: jax.Array, window: int, stride: int, ceil_mode: bool = False) -> jax.Array:
+  """PyTorch `MaxPool2d(window, stride, padding=0, ceil_mode)` on NHWC.
+
+  With `ceil_mode` the last, partial window is kept: the input is padded at the bottom/right with -inf just enough
+  for `ceil((size - window) / stride) + 1` outputs (with no padding, every such window starts inside the input).
+  """
+  pads = [(0, 0)]
+  for size in x.shape[1:3]:
+    out = -(-(size - window) // stride) + 1 if ceil_mode else (size - window) // stride + 1
+    pads.append((0, max(0, (out - 1) * stride + window - size)))
+  pads.append((0, 0))
+  # A Python-scalar init lets JAX recognise the max monoid (differentiable reduce_window_max) even under tracing.
+  return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, window, window, 1), (1, stride, stride, 1), pads)
+
+
+def avg_pool_3x3_same(x: jax.Array) -> jax.Array:
+  """PyTorch `avg_pool2d(x, 3, stride=1, padding=1)` (count_include_pad=True: always divides by 9) on NHWC."""
+  summed = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, 3, 3, 1), (1, 1, 1, 1), [(0, 0), (1, 1), (1, 1), (0, 0)])
+  return summed / jnp.asarray(9, x.dtype)
