@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import filecmp
 import os
 import shutil
@@ -14,62 +13,19 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from array_record.python import array_record_module
-from flax import nnx
 from PIL import Image
 
+from disentangle_jax import frozen
 from disentangle_jax.configs import smoke
 from disentangle_jax.data import folder, generate, pipeline, tfds_format
-from disentangle_jax.third_party.common import bundle as bundle_lib
 
 NUM_TRAIN, NUM_VALIDATION, PER_SHARD = 40, 12, 16
-
-
-# --- a tiny stand-in generator with StyleGAN2's bundle interface ---------------------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class _Cfg:
-  z_dim: int = 8
-  w_dim: int = 8
-  num_ws: int = 6
-  resolution: int = 32
-
-
-class _StandIn(nnx.Module):
-
-  def __init__(self, cfg: _Cfg, rngs: nnx.Rngs):
-    self.cfg = cfg
-    self.map1 = nnx.Linear(cfg.z_dim, cfg.w_dim, rngs=rngs)
-    self.w_avg = nnx.BatchStat(jnp.full((cfg.w_dim,), 0.1))
-    self.to_feat = nnx.Linear(cfg.w_dim, 4 * 4 * 8, rngs=rngs)
-    self.styles = nnx.Linear(cfg.w_dim, 8, rngs=rngs)
-    self.conv = nnx.Conv(8, 8, (3, 3), rngs=rngs)
-    self.rgb = nnx.Conv(8, 3, (1, 1), rngs=rngs)
-
-  def mapping(self, z, truncation_psi=1.0, truncation_cutoff=None):
-    z = z * jax.lax.rsqrt(jnp.mean(z * z, axis=1, keepdims=True) + 1e-8)
-    ws = jnp.repeat(jax.nn.leaky_relu(self.map1(z), 0.2)[:, None], self.cfg.num_ws, axis=1)
-    cut = self.cfg.num_ws if truncation_cutoff is None else truncation_cutoff
-    layer = jnp.arange(self.cfg.num_ws)[None, :, None] < cut
-    return jnp.where(layer, self.w_avg[...] + truncation_psi * (ws - self.w_avg[...]), ws)
-
-  def synthesis(self, ws, noise_mode="const"):
-    del noise_mode
-    x = self.to_feat(ws[:, 0]).reshape(-1, 4, 4, 8)
-    for i in range(1, 4):
-      x = jnp.repeat(jnp.repeat(x, 2, 1), 2, 2)
-      x = jax.nn.leaky_relu(self.conv(x * (1 + self.styles(ws[:, i])[:, None, None])), 0.2)
-    return jnp.tanh(self.rgb(x))
-
-
-def _generator(config):
-  cfg = _Cfg()
-  return bundle_lib.Bundle(_StandIn(cfg, nnx.Rngs(config.seed)), cfg,
-                           {"mapping": ("truncation_psi", "truncation_cutoff"), "synthesis": ("noise_mode",)})
 
 
 # --- fixtures --------------------------------------------------------------------------------------------------------
 
 def _config():
+  """The smoke config (its tiny random StyleGAN2, 32px) with a smaller dataset."""
   c = smoke.get_config()
   c.data.num_train, c.data.num_validation, c.data.examples_per_shard = NUM_TRAIN, NUM_VALIDATION, PER_SHARD
   c.data.generate_batch_size = 8
@@ -77,11 +33,16 @@ def _config():
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-  """A dataset generated on all 8 CPU devices."""
-  out = str(tmp_path_factory.mktemp("data") / "ds")
+def g():
   config = _config()
-  generate.generate(config, out, generator=_generator(config))
+  return frozen.generator(config.generator, config.seed)  # what generate() builds from the config
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+  """A dataset generated on all 8 CPU devices, G built from the config."""
+  out = str(tmp_path_factory.mktemp("data") / "ds")
+  generate.generate(_config(), out)
   return out
 
 
@@ -96,36 +57,39 @@ def _read_split(d, split):
 
 # --- generation ------------------------------------------------------------------------------------------------------
 
-def test_generated_dataset_reads_back_exactly(dataset):
+def test_generated_dataset_reads_back_exactly(dataset, g):
   config = _config()
-  g = _generator(config)
   builder = tfds.builder_from_directory(dataset)
   assert builder.info.splits["train"].num_examples == NUM_TRAIN
   assert builder.info.splits["validation"].num_examples == NUM_VALIDATION
   assert builder.info.splits["train"].num_shards == 3
-  for split in ("train", "validation"):
-    examples = _read_split(dataset, split)
-    seeds = np.array([e["seed"] for e in examples])
-    np.testing.assert_array_equal(seeds, np.arange(len(examples)) + tfds_format.first_seed(split))
-    base = jax.random.key(config.data.seed)
-    z = np.stack([np.asarray(jax.random.normal(jax.random.fold_in(base, int(s)), (g.config.z_dim,))) for s in seeds])
-    np.testing.assert_array_equal(np.stack([e["z"] for e in examples]), z)
-    ws = np.asarray(g.mapping(jnp.asarray(z), truncation_psi=config.data.truncation_psi,
-                              truncation_cutoff=config.data.truncation_cutoff))
-    w = np.stack([e["w"] for e in examples])
-    np.testing.assert_allclose(w, ws[:, 0], rtol=0, atol=1e-6)
-    images = np.asarray(g.synthesis(jnp.repeat(jnp.asarray(w)[:, None], g.config.num_ws, axis=1)))
-    expected = np.clip(np.round((images + 1) * 127.5), 0, 255).astype(np.uint8)
-    got = np.stack([e["image"] for e in examples])
-    assert got.dtype == np.uint8 and got.shape == (len(examples), 32, 32, 3)
-    assert np.abs(got.astype(int) - expected).max() <= 1
-    assert np.mean(got != expected) < 1e-3
+  train, validation = _read_split(dataset, "train"), _read_split(dataset, "validation")
+  examples = train + validation
+  seeds = np.array([e["seed"] for e in examples])
+  np.testing.assert_array_equal(seeds, np.concatenate([np.arange(NUM_TRAIN), tfds_format.VALIDATION_SEED_OFFSET
+                                                       + np.arange(NUM_VALIDATION)]))
+  # Recompute every example from its seed alone: z, then w = the first truncated row, then G(w broadcast).
+  base = jax.random.key(config.data.seed)
+  z = np.stack([np.asarray(jax.random.normal(jax.random.fold_in(base, int(s)), (g.config.z_dim,))) for s in seeds])
+  np.testing.assert_array_equal(np.stack([e["z"] for e in examples]), z)
+  ws = np.asarray(g.mapping(jnp.asarray(z), truncation_psi=config.data.truncation_psi,
+                            truncation_cutoff=config.data.truncation_cutoff))
+  w = np.stack([e["w"] for e in examples])
+  assert w.dtype == np.float32 and w.shape == (len(examples), g.config.w_dim)
+  np.testing.assert_allclose(w, ws[:, 0], rtol=0, atol=1e-6)
+  images = np.asarray(g.synthesis(jnp.repeat(jnp.asarray(w)[:, None], g.config.num_ws, axis=1)))
+  expected = np.clip(np.round((images + 1) * 127.5), 0, 255).astype(np.uint8)
+  got = np.stack([e["image"] for e in examples])
+  assert got.dtype == np.uint8 and got.shape == (len(examples), 32, 32, 3)
+  assert np.abs(got.astype(int) - expected).max() <= 1  # PNG is lossless; XLA may round one pixel differently
+  assert np.mean(got != expected) < 1e-3
+  assert got.std() > 5  # a real picture, not a constant
 
 
-def test_sharded_generation_equals_single_device(dataset, tmp_path):
+def test_sharded_generation_equals_single_device(dataset, g, tmp_path):
   config = _config()
   out = str(tmp_path / "one")
-  generate.generate(config, out, generator=_generator(config), devices=jax.devices()[:1])
+  generate.generate(config, out, generator=g, devices=jax.devices()[:1])
   for split in ("train", "validation"):
     a, b = _read_split(dataset, split), _read_split(out, split)
     for key in ("seed", "z"):
@@ -136,9 +100,8 @@ def test_sharded_generation_equals_single_device(dataset, tmp_path):
     assert np.abs(ia - ib).max() <= 1 and np.mean(ia != ib) < 1e-3
 
 
-def test_killed_generation_resumes_to_the_same_dataset(dataset, tmp_path):
+def test_killed_generation_resumes_to_the_same_dataset(dataset, g, tmp_path):
   config = _config()
-  g = _generator(config)
   out = str(tmp_path / "resumed")
 
   def die_after_two(shard):
@@ -165,16 +128,15 @@ def test_killed_generation_resumes_to_the_same_dataset(dataset, tmp_path):
   assert generate.generate(config, out, generator=g) == []  # complete: nothing rewritten
 
 
-def test_rerun_with_other_settings_is_refused(dataset):
+def test_rerun_with_other_settings_is_refused(dataset, g):
   config = _config()
   config.data.truncation_psi = 0.5
   with pytest.raises(ValueError, match="generation.json.*truncation_psi"):
-    generate.generate(config, dataset, generator=_generator(config))
+    generate.generate(config, dataset, generator=g)
 
 
-def test_two_processes_write_disjoint_shards(dataset, tmp_path):
+def test_two_processes_write_disjoint_shards(dataset, g, tmp_path):
   config = _config()
-  g = _generator(config)
   out = str(tmp_path / "pod")
   first = generate.generate(config, out, generator=g, process_index=1, process_count=2)
   assert not os.path.exists(os.path.join(out, "dataset_info.json"))
@@ -205,7 +167,7 @@ def test_batch_schedule(dataset):
   assert [b["same"] for b in batches] == [True, True, False] * 3
   assert [b["step"] for b in batches] == list(range(9))
   for b in batches:
-    assert b["id"].shape == (8, 32, 32, 3) and b["id"].dtype == np.float32 and b["w_real"].shape == (8, 8)
+    assert b["id"].shape == (8, 32, 32, 3) and b["id"].dtype == np.float32 and b["w_real"].shape == (8, 32)
     assert -1.0 <= b["id"].min() and b["id"].max() <= 1.0
     if b["same"]:
       np.testing.assert_array_equal(b["id"], b["attr"])
@@ -264,7 +226,7 @@ def test_global_arrays_on_the_mesh(dataset):
   for b in batches:
     assert isinstance(b["id"], jax.Array) and b["id"].shape == (16, 32, 32, 3)
     assert b["id"].sharding.spec == jax.sharding.PartitionSpec("data") and len(b["id"].sharding.device_set) == 8
-    assert b["w_real"].shape == (16, 8)
+    assert b["w_real"].shape == (16, 32)
 
 
 # --- corrupt input -----------------------------------------------------------------------------------------------------

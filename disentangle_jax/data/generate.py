@@ -19,6 +19,7 @@ that determine the content, so a rerun with different settings fails instead of 
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import json
 import math
 import os
@@ -66,33 +67,38 @@ def settings(config: ml_collections.ConfigDict, g_config: Any) -> dict[str, Any]
   }
 
 
+@functools.partial(jax.jit, static_argnames=("graphdef", "seed", "z_dim", "num_ws", "truncation_psi",
+                                             "truncation_cutoff", "noise_mode", "sharding"))
+def _render(state: Any, seeds: jax.Array, *, graphdef: Any, seed: int, z_dim: int, num_ws: int,
+            truncation_psi: float, truncation_cutoff: int | None, noise_mode: str,
+            sharding: NamedSharding) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """One batch: seeds -> (uint8 images, w, z). Module-level so that repeated generations reuse the compilation."""
+  g = nnx.merge(graphdef, state)
+  base = jax.random.key(seed)
+  z = jax.vmap(lambda s: jax.random.normal(jax.random.fold_in(base, s), (z_dim,), jnp.float32))(seeds)
+  ws = g.mapping(z, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
+  w = ws[:, 0]
+  images = g.synthesis(jnp.broadcast_to(w[:, None, :], (w.shape[0], num_ws, w.shape[1])), noise_mode=noise_mode)
+  pixels = jnp.clip(jnp.round((images.astype(jnp.float32) + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
+  return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, sharding), (pixels, w.astype(jnp.float32), z))
+
+
 def make_renderer(module: nnx.Module, g_config: Any, mesh: Mesh, seed: int, truncation_psi: float,
                   truncation_cutoff: int | None, noise_mode: str = "const"
                   ) -> Callable[[np.ndarray], tuple[jax.Array, jax.Array, jax.Array]]:
-  """`render(seeds int32 [B]) -> (uint8 images [B, H, W, 3], w [B, w_dim], z [B, z_dim])`, sharded over `data`.
+  """`render(seeds [B]) -> (uint8 images [B, H, W, 3], w [B, w_dim], z [B, z_dim])`, sharded over `data`.
 
   B must be a multiple of the mesh size. The generator's parameters are replicated on every device once.
   """
   graphdef, state = nnx.split(module)
-  replicated = NamedSharding(mesh, P())
   batch = NamedSharding(mesh, P("data"))
-  state = jax.device_put(state, replicated)
-  z_dim, num_ws = int(g_config.z_dim), int(g_config.num_ws)
-
-  @jax.jit
-  def render(state, seeds):
-    g = nnx.merge(graphdef, state)
-    base = jax.random.key(seed)
-    z = jax.vmap(lambda s: jax.random.normal(jax.random.fold_in(base, s), (z_dim,), jnp.float32))(seeds)
-    ws = g.mapping(z, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
-    w = ws[:, 0]
-    images = g.synthesis(jnp.broadcast_to(w[:, None, :], (w.shape[0], num_ws, w.shape[1])), noise_mode=noise_mode)
-    pixels = jnp.clip(jnp.round((images.astype(jnp.float32) + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
-    out = (pixels, w.astype(jnp.float32), z)
-    return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, batch), out)
+  state = jax.device_put(state, NamedSharding(mesh, P()))
+  static = dict(graphdef=graphdef, seed=seed, z_dim=int(g_config.z_dim), num_ws=int(g_config.num_ws),
+                truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, noise_mode=noise_mode,
+                sharding=batch)
 
   def run(seeds: np.ndarray):
-    return render(state, jax.device_put(np.asarray(seeds, np.uint32), batch))
+    return _render(state, jax.device_put(np.asarray(seeds, np.uint32), batch), **static)
 
   return run
 
