@@ -45,7 +45,7 @@ def module_from_params(config: Config, params: dict[str, Any], source: str = "pa
   """Builds a `Generator` directly from a parameter tree (no random init), checking every entry and shape."""
   abstract = nnx.eval_shape(lambda: Generator(config, rngs=nnx.Rngs(0)))
   graphdef, state = nnx.split(abstract)
-  expected = {k: tuple(v.shape) for k, v in _flatten(state.to_pure_dict()).items()}
+  expected = {k: tuple(v.shape) for k, v in _flatten(nnx.to_pure_dict(state)).items()}
   state_dict_lib.check(_flatten(params), expected, source)
   nnx.replace_by_pure_dict(state, jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), params))
   return nnx.merge(graphdef, state)

@@ -171,8 +171,12 @@ def _with_buffers(params: dict[str, Any], config: model_lib.Config, noise: list[
   return params
 
 
-def from_rosinality(sd: dict[str, Array], step: int | None, source: str) -> tuple[model_lib.Config, dict[str, Any]]:
-  """A `StyledGenerator` state_dict (numpy) -> (Config, params) at progressive step `step` (None: trained blocks)."""
+def from_rosinality(sd: dict[str, Array], step: int | None, source: str,
+                    mean_samples: int = MEAN_STYLE_SAMPLES) -> tuple[model_lib.Config, dict[str, Any]]:
+  """A `StyledGenerator` state_dict (numpy) -> (Config, params) at progressive step `step` (None: trained blocks).
+
+  `w_avg` is the mapping's mean over `mean_samples` z from `MEAN_STYLE_SEED`.
+  """
   sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
   n_mlp = sum(1 for k in sd if re.fullmatch(r"style\.\d+\.linear\.weight_orig", k))
   first = sd.get("style.1.linear.weight_orig")
@@ -189,7 +193,7 @@ def from_rosinality(sd: dict[str, Array], step: int | None, source: str) -> tupl
   params: dict[str, Any] = {}
   for key, (path, fn) in rosinality_key_map(step, n_mlp, config.mapping_lr_mul).items():
     _set(params, path, np.ascontiguousarray(fn(np.asarray(sd[key], np.float32)), dtype=np.float32))
-  params["w_avg"] = mean_style(params, config)
+  params["w_avg"] = mean_style(params, config, samples=mean_samples)
   return config, _with_buffers(params, config, None)
 
 
@@ -279,7 +283,8 @@ def from_nvlabs(variables: dict[str, Array], source: str) -> tuple[model_lib.Con
   n_dense = sum(1 for k in v if re.fullmatch(r"G_mapping/Dense\d+/weight", k))
   synthesis_only = n_dense == 0
   if synthesis_only:
-    w_dim = int(v["G_synthesis/4x4/Const/StyleMod/weight"].shape[0]) if "G_synthesis/4x4/Const/StyleMod/weight" in v else 512
+    style = v.get("G_synthesis/4x4/Const/StyleMod/weight")
+    w_dim = int(style.shape[0]) if style is not None and style.ndim == 2 else 512
     config = nvlabs_config(resolution, w_dim, w_dim, 8)
   else:
     d0, dl = v.get("G_mapping/Dense0/weight"), v.get(f"G_mapping/Dense{n_dense - 1}/weight")

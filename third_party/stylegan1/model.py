@@ -48,8 +48,9 @@ class Config:
   """Sizes and numerics of a StyleGAN v1 generator; everything the module's shape depends on.
 
   Channels at resolution r are min(channel_base // r, channel_max) (rosinality and NVlabs: 512 up to 32 px, then
-  256, 128, 64, 32, 16). `dtype` is the compute dtype of the synthesis network ("float32" or "bfloat16");
-  parameters stay float32 and images come out float32.
+  256, 128, 64, 32, 16). `dtype` is the compute dtype of the synthesis network ("float32" or "bfloat16";
+  "float64" under `jax_enable_x64` for numerical checks); parameters stay float32 and images come out float32
+  (float64 for "float64").
   """
   resolution: int = 256
   z_dim: int = 512
@@ -70,8 +71,8 @@ class Config:
     log2 = math.log2(self.resolution) if self.resolution > 0 else -1
     if self.resolution < 4 or log2 != int(log2):
       raise ValueError(f"Config.resolution must be a power of two >= 4, got {self.resolution}")
-    if self.dtype not in ("float32", "bfloat16", "float16"):
-      raise ValueError(f"Config.dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+    if self.dtype not in ("float32", "bfloat16", "float16", "float64"):
+      raise ValueError(f"Config.dtype must be float32, bfloat16, float16 or float64, got {self.dtype!r}")
 
   @property
   def num_blocks(self) -> int:
@@ -167,9 +168,9 @@ def _conv_up_fused(x: jax.Array, w: jax.Array) -> jax.Array:
 
 
 def _instance_norm(x: jax.Array, eps: float) -> jax.Array:
-  """Per-sample, per-channel normalisation over H, W (biased variance), computed in float32."""
+  """Per-sample, per-channel normalisation over H, W (biased variance), computed in float32 (or wider)."""
   dtype = x.dtype
-  x = x.astype(jnp.float32)
+  x = x.astype(jnp.promote_types(dtype, jnp.float32))
   x = x - jnp.mean(x, axis=(1, 2), keepdims=True)
   x = x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=(1, 2), keepdims=True) + eps)
   return x.astype(dtype)
@@ -231,7 +232,8 @@ class StyledLayer(nnx.Module):
     if noise is not None:
       x = x + noise.astype(self.dtype) * (self.noise_strength[...] * self.noise_scale).astype(self.dtype)
     x = _instance_norm(_lrelu(x), self.eps)
-    s = w.astype(jnp.float32) @ (self.style_w[...] * self.style_scale) + self.style_b[...]
+    w = w.astype(jnp.promote_types(self.dtype, jnp.float32))
+    s = w @ (self.style_w[...] * self.style_scale) + self.style_b[...]
     s = s.astype(self.dtype)[:, None, None, :]
     return x * s[..., :self.channels] + s[..., self.channels:]
 
@@ -342,7 +344,7 @@ class Generator(nnx.Module):
     x = jnp.broadcast_to(self.const[...].astype(dtype)[None], (ws.shape[0],) + self.const.shape)
     for l in range(cfg.num_layers):
       x = getattr(self, f"layer{l}")(x, ws[:, l], noises[l])
-    return self.to_rgb(x).astype(jnp.float32)
+    return self.to_rgb(x).astype(jnp.promote_types(dtype, jnp.float32))
 
   def __call__(self, z: jax.Array, truncation_psi: float | jax.Array = 1.0, truncation_cutoff: int | None = None,
                noise_mode: str = "const", rng: jax.Array | None = None,
