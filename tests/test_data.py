@@ -207,6 +207,13 @@ def test_same_seed_same_batches_and_restart_continues(dataset):
   assert not np.array_equal(full[0]["id"], other[0]["id"])
 
 
+def test_cached_mode_gives_the_same_batches(dataset):
+  streamed = _take(_pipe(dataset, start_step=2, num_steps=4))
+  cached = _take(_pipe(dataset, start_step=2, num_steps=4, cache=True))
+  for a, b in zip(streamed, cached):
+    jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
 def test_two_processes_get_disjoint_covering_parts(dataset):
   parts = [_pipe(dataset, batch_size=4, process_index=i, process_count=2) for i in range(2)]
   a, b = (set(p.source.global_indices.tolist()) for p in parts)
@@ -274,6 +281,8 @@ def test_corrupt_image_is_named(dataset, tmp_path):
   writer.close()
   with pytest.raises(IOError, match=f"{name}: record 5 is corrupt"):
     _take(_pipe(out, num_steps=2 * NUM_TRAIN // 8))
+  with pytest.raises(IOError, match=f"{name}: record 5 is corrupt"):
+    _pipe(out, cache=True)
 
 
 def test_missing_dataset_is_named(tmp_path):

@@ -4,6 +4,8 @@ Every batch is a pure function of (seed, step): example positions come from per-
 part of the split, so a run restarted at step k (`start_step=k`) continues exactly the sequence of an uninterrupted
 run without replaying steps 0..k-1, whatever the prefetch depth. Reading is by index from the ArrayRecord shards;
 tf.data decodes in parallel and prefetches; each step becomes global `jax.Array`s sharded over the mesh's `data` axis.
+With `cache=True` this process's part is decoded once into host memory and steps become gathers (same output):
+PNG decoding is what limits the streaming mode (~125 images/s per CPU core at 256px).
 
 The paper's schedule: with `cross_every = 3`, steps 0, 1 are same-image batches (`I_id = I_attr`, reconstruction
 applies) and step 2 a cross batch (`I_attr` a different image for every row), and so on (`is_same_step`).
@@ -149,20 +151,35 @@ class Schedule:
     return {"id": ids, "attr": attr, "w_real": self._stream(_W_STREAM, step)}
 
 
-def _decode_images(serialized: tf.Tensor, resolution: int) -> tf.Tensor:
-  images = tf.io.parse_example(serialized, {"image": tf.io.FixedLenFeature([], tf.string)})["image"]
-  pixels = tf.map_fn(lambda b: tf.io.decode_png(b, channels=3), images, 
-                      fn_output_signature=tf.TensorSpec([resolution, resolution, 3], tf.uint8))
-  pixels = tf.ensure_shape(pixels, [None, resolution, resolution, 3])
+def _parse(serialized: tf.Tensor, resolution: int, w_dim: int, images: bool = True) -> tuple[tf.Tensor, tf.Tensor]:
+  """Serialized examples [N] -> (uint8 images [N, H, W, 3] (or None), w [N, w_dim])."""
+  spec = {"w": tf.io.FixedLenFeature([w_dim], tf.float32)}
+  if images:
+    spec["image"] = tf.io.FixedLenFeature([], tf.string)
+  parsed = tf.io.parse_example(serialized, spec)
+  if not images:
+    return None, parsed["w"]
+  pixels = tf.map_fn(lambda b: tf.io.decode_png(b, channels=3), parsed["image"],
+                     fn_output_signature=tf.TensorSpec([resolution, resolution, 3], tf.uint8))
+  return tf.ensure_shape(pixels, [None, resolution, resolution, 3]), parsed["w"]
+
+
+def _to_float(pixels: tf.Tensor) -> tf.Tensor:
   return tf.cast(pixels, tf.float32) / 127.5 - 1.0
 
 
 class Pipeline:
-  """Iterates training batches (see the module docstring for the keys) from `start_step` on."""
+  """Iterates training batches (see the module docstring for the keys) from `start_step` on.
+
+  Two modes with identical output: streaming (read and decode each step's PNGs from the shards) and cached
+  (`cache=True`: decode this process's part once at start-up into host memory, N x H x W x 3 bytes, then every step
+  is a gather). Caching takes the PNG decoding, the costly part, out of the steady state.
+  """
 
   def __init__(self, data_dir: str, split: str, *, batch_size: int, seed: int, cross_every: int,
                start_step: int = 0, num_steps: int | None = None, mesh: Mesh | None = None,
-               process_index: int | None = None, process_count: int | None = None, prefetch: int = 4):
+               process_index: int | None = None, process_count: int | None = None, prefetch: int = 4,
+               cache: bool = False):
     """Args:
       data_dir: a folder written by `generate`.
       split: "train" or "validation" (or any TFDS split spec of the folder).
@@ -173,7 +190,8 @@ class Pipeline:
       num_steps: stop after this many steps (default: endless).
       mesh: if given, outputs are global `jax.Array`s sharded as P("data") over it; otherwise numpy arrays.
       process_index, process_count: simulate another process's view (tests); default the JAX process.
-      prefetch: steps decoded ahead of the consumer.
+      prefetch: steps prepared ahead of the consumer.
+      cache: decode this process's part of the split once into memory (see the class docstring).
     """
     self.source = ShardedSource(data_dir, split, process_index, process_count)
     info = self.source.builder.info.features
@@ -183,14 +201,54 @@ class Pipeline:
                              jax.process_index() if process_index is None else process_index)
     self.start_step, self.num_steps, self.mesh, self.prefetch = start_step, num_steps, mesh, prefetch
     self._sharding = None if mesh is None else NamedSharding(mesh, P("data"))
+    self._images: np.ndarray | None = None
+    self._w: np.ndarray | None = None
+    if cache:
+      self._fill_cache()
+
+  @staticmethod
+  def _options() -> tf.data.Options:
+    options = tf.data.Options()
+    options.deterministic = True
+    options.threading.private_threadpool_size = max(2, os.cpu_count() or 2)
+    return options
+
+  def _fill_cache(self, chunk: int = 128) -> None:
+    n, res, w_dim = len(self.source), self.resolution, self.w_dim
+    images = np.empty((n, res, res, 3), np.uint8)
+    w = np.empty((n, w_dim), np.float32)
+
+    def load(start):
+      raw = tf.numpy_function(lambda s: np.array(self.source.read(np.arange(s, min(s + chunk, n))), dtype=object),
+                              [start], tf.string, stateful=False)
+      return (start,) + _parse(raw, res, w_dim)
+
+    ds = tf.data.Dataset.range(0, n, chunk).map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    it = iter(ds.with_options(self._options()).prefetch(2).as_numpy_iterator())
+    for start in range(0, n, chunk):
+      try:
+        _, pixels, ws = next(it)
+      except tf.errors.OpError as e:
+        raise IOError(f"caching the dataset failed: {self.diagnose(np.arange(start, min(start + chunk, n)))}") from e
+      images[start:start + len(pixels)] = pixels
+      w[start:start + len(ws)] = ws
+    self._images, self._w = images, w
+
+  def _positions(self, step: np.int64) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    pos = self.schedule.positions(int(step))
+    return pos["id"], None if self.schedule.same(int(step)) else pos["attr"], pos["w_real"]
 
   def _read(self, step: np.int64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    pos = self.schedule.positions(int(step))
-    ids = np.array(self.source.read(pos["id"]), dtype=object)
-    attr = np.array([], dtype=object) if self.schedule.same(int(step)) else np.array(self.source.read(pos["attr"]),
-                                                                                      dtype=object)
-    w = np.array(self.source.read(pos["w_real"]), dtype=object)
-    return ids, attr, w
+    """Streaming mode: the serialized records of a step (`attr` empty on same-image steps)."""
+    ids, attr, w = self._positions(step)
+    as_array = lambda p: np.array(self.source.read(p) if p is not None else [], dtype=object)  # noqa: E731
+    return as_array(ids), as_array(attr), as_array(w)
+
+  def _gather(self, step: np.int64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cached mode: the uint8 images and w of a step (`attr` empty on same-image steps)."""
+    ids, attr, w = self._positions(step)
+    empty = np.empty((0,) + self._images.shape[1:], np.uint8)
+    return self._images[ids], empty if attr is None else self._images[attr], self._w[w]
 
   def dataset(self) -> tf.data.Dataset:
     """The tf.data pipeline of (step, id, attr, w_real) host tensors; `attr` is empty on same-image steps."""
@@ -199,34 +257,34 @@ class Pipeline:
 
     def load(step):
       ids, attr, w = tf.numpy_function(self._read, [step], [tf.string, tf.string, tf.string], stateful=False)
-      w = tf.io.parse_example(w, {"w": tf.io.FixedLenFeature([w_dim], tf.float32)})["w"]
-      return step, _decode_images(ids, res), _decode_images(attr, res), w
+      _, w = _parse(w, res, w_dim, images=False)
+      return step, _to_float(_parse(ids, res, w_dim)[0]), _to_float(_parse(attr, res, w_dim)[0]), w
+
+    def gather(step):
+      ids, attr, w = tf.numpy_function(self._gather, [step], [tf.uint8, tf.uint8, tf.float32], stateful=False)
+      shape = [None, res, res, 3]
+      return (step, _to_float(tf.ensure_shape(ids, shape)), _to_float(tf.ensure_shape(attr, shape)),
+              tf.ensure_shape(w, [None, w_dim]))
 
     ds = tf.data.Dataset.range(self.start_step, end)
-    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    options = tf.data.Options()
-    options.deterministic = True
-    options.threading.private_threadpool_size = max(2, os.cpu_count() or 2)
-    return ds.with_options(options).prefetch(self.prefetch)
+    ds = ds.map(load if self._images is None else gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.with_options(self._options()).prefetch(self.prefetch)
 
-  def diagnose(self, step: int) -> str:
-    """Finds which file/record of `step` cannot be decoded (called after tf.data reported an error)."""
-    pos = self.schedule.positions(step)
-    for key in ("id", "attr", "w_real"):
-      for p in pos[key]:
-        path, record = self.source.locate(int(p))
-        raw = self.source.read(np.array([p]))[0]
-        try:
-          example = tf.train.Example.FromString(raw)
-          feature = example.features.feature
-          if len(feature["w"].float_list.value) != self.w_dim:
-            raise ValueError(f"w has {len(feature['w'].float_list.value)} values, expected {self.w_dim}")
-          if key != "w_real":
-            image = tf.io.decode_png(feature["image"].bytes_list.value[0], channels=3)
-            if tuple(image.shape) != (self.resolution, self.resolution, 3):
-              raise ValueError(f"image shape {tuple(image.shape)}, expected {(self.resolution, self.resolution, 3)}")
-        except Exception as e:  # pylint: disable=broad-except
-          return f"{path}: record {record} is corrupt ({type(e).__name__}: {e})"
+  def diagnose(self, positions: np.ndarray, images: bool = True) -> str:
+    """Names the first file/record among local `positions` that cannot be parsed or decoded."""
+    for p in np.asarray(positions).ravel():
+      path, record = self.source.locate(int(p))
+      raw = self.source.read(np.array([p]))[0]
+      try:
+        feature = tf.train.Example.FromString(raw).features.feature
+        if len(feature["w"].float_list.value) != self.w_dim:
+          raise ValueError(f"w has {len(feature['w'].float_list.value)} values, expected {self.w_dim}")
+        if images:
+          image = tf.io.decode_png(feature["image"].bytes_list.value[0], channels=3)
+          if tuple(image.shape) != (self.resolution, self.resolution, 3):
+            raise ValueError(f"image shape {tuple(image.shape)}, expected {(self.resolution, self.resolution, 3)}")
+      except Exception as e:  # pylint: disable=broad-except
+        return f"{path}: record {record} is corrupt ({type(e).__name__}: {e})"
     return "no single corrupt record found"
 
   def _to_global(self, x: np.ndarray) -> Any:
@@ -244,7 +302,12 @@ class Pipeline:
       except StopIteration:
         return
       except tf.errors.OpError as e:
-        raise IOError(f"input pipeline failed at step {step}: {self.diagnose(step)}") from e
+        ids, attr, w = self._positions(step)
+        suspects = np.concatenate([ids] + ([] if attr is None else [attr]))
+        problem = self.diagnose(suspects)
+        if problem.startswith("no single"):
+          problem = self.diagnose(w, images=False)
+        raise IOError(f"input pipeline failed at step {step}: {problem}") from e
       assert got_step == step, (got_step, step)
       same = self.schedule.same(step)
       ids = self._to_global(ids)
@@ -257,11 +320,33 @@ def _get(cfg: ml_collections.ConfigDict, name: str, default: Any) -> Any:
   return cfg[name] if name in cfg else default
 
 
+def _auto_cache(data_dir: str, split: str, fraction: float = 0.25) -> bool:
+  """Cache decoded images when this process's part takes at most `fraction` of the host's memory."""
+  if not tf.io.gfile.exists(os.path.join(data_dir, "dataset_info.json")):
+    return False  # Pipeline raises the explanatory error
+  info = tfds.builder_from_directory(data_dir).info
+  res = int(info.features["image"].shape[0])
+  need = info.splits[split].num_examples / jax.process_count() * res * res * 3
+  try:
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  except (ValueError, OSError):
+    return False
+  return need <= fraction * total
+
+
 def train_pipeline(config: ml_collections.ConfigDict, mesh: Mesh, *, start_step: int = 0, split: str = "train",
                    data_dir: str | None = None, num_steps: int | None = None) -> Pipeline:
-  """The training input of `config` on `mesh`, from `start_step` (global batch = per_device_batch_size x devices)."""
+  """The training input of `config` on `mesh`, from `start_step` (global batch = per_device_batch_size x devices).
+
+  Optional config fields: `data.cache_decoded` (True / False; default: cache when this process's decoded part fits
+  in a quarter of the host's memory) and `data.pipeline_seed` (default `data.seed`).
+  """
   local_devices = sum(d.process_index == jax.process_index() for d in mesh.devices.flat)
-  return Pipeline(data_dir or config.data.dir, split,
+  data_dir = data_dir or config.data.dir
+  cache = _get(config.data, "cache_decoded", None)
+  if cache is None:
+    cache = _auto_cache(data_dir, split)
+  return Pipeline(data_dir, split, cache=bool(cache),
                   batch_size=int(config.per_device_batch_size) * local_devices,
                   seed=int(_get(config.data, "pipeline_seed", config.data.seed)) + (0 if split == "train" else 1),
                   cross_every=int(_get(config.data, "cross_every", 3)), start_step=start_step,
