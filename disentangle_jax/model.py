@@ -1,0 +1,197 @@
+"""The composed model: frozen E_id, G and landmark net around the trainable E_attr, M and D_W.
+
+    out = G(broadcast(M(concat(E_id(I_id), E_attr(I_attr)))))
+
+Two NNX containers keep the split the optimiser relies on: `Frozen` (G, E_id, the landmark net; never in an
+optimiser, optionally cast to bfloat16) and `Trainable` (E_attr, M, D_W). The functions below are pure and take the
+modules as arguments, so the jitted train step, the evaluation and the applications share one definition of the
+forward pass. `build(config)` creates everything from a config, each network from its own explicit seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from disentangle_jax import frozen as frozen_lib
+from disentangle_jax.nets import discriminator as discriminator_lib
+from disentangle_jax.nets import mapper as mapper_lib
+
+# Offsets added to `config.seed` for the networks initialised at random. G uses `config.seed` itself: the dataset
+# generator renders with the same G, and a random G must be the same network in both places.
+SEED_OFFSETS = {"generator": 0, "id_encoder": 1, "landmarks": 2, "attr_encoder": 3, "mapper": 4, "discriminator": 5}
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+  """Static facts the pure functions need (hashable: they are compile-time constants)."""
+  resolution: int
+  w_dim: int
+  num_ws: int
+  id_dim: int
+  attr_dim: int
+  id_head: str
+  landmark_keep: tuple[int, ...]
+  noise_mode: str = "const"
+  frozen_dtype: str = "float32"
+  remat_generator: bool = False
+
+
+class Frozen(nnx.Module):
+  """G, E_id and the landmark net: evaluated, differentiated through, never updated."""
+
+  def __init__(self, generator: nnx.Module, id_encoder: nnx.Module, landmarks: nnx.Module):
+    self.generator = generator
+    self.id_encoder = id_encoder
+    self.landmarks = landmarks
+
+
+class Trainable(nnx.Module):
+  """E_attr, M and D_W: the only parameters any optimiser sees."""
+
+  def __init__(self, attr_encoder: nnx.Module, mapper: nnx.Module, discriminator: nnx.Module):
+    self.attr_encoder = attr_encoder
+    self.mapper = mapper
+    self.discriminator = discriminator
+
+
+@dataclasses.dataclass
+class Model:
+  spec: Spec
+  frozen: Frozen
+  trainable: Trainable
+  generator_bundle: Any = None  # G's jitted bundle (renders the dataset with the very same network)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The forward pass
+
+
+def _frozen_in(spec: Spec, x: jax.Array) -> jax.Array:
+  return x.astype(jnp.bfloat16 if spec.frozen_dtype == "bfloat16" else jnp.float32)
+
+
+def embed_identity(frozen: Frozen, spec: Spec, images: jax.Array) -> jax.Array:
+  """E_id(images) -> L2-normalised [B, id_dim] float32."""
+  emb = frozen.id_encoder.embed(_frozen_in(spec, images), head=spec.id_head).astype(jnp.float32)
+  if spec.frozen_dtype != "float32":  # re-normalise what bfloat16 rounding left slightly off the unit sphere
+    emb = emb / jnp.linalg.norm(emb, axis=-1, keepdims=True)
+  return emb
+
+
+def detect_landmarks(frozen: Frozen, spec: Spec, images: jax.Array) -> jax.Array:
+  """The landmark net's points [B, P, 2 or 3] in its input pixels, float32."""
+  return frozen.landmarks.landmarks(_frozen_in(spec, images)).astype(jnp.float32)
+
+
+def render(frozen: Frozen, spec: Spec, w: jax.Array) -> jax.Array:
+  """G(w broadcast to every style input) -> [B, H, W, 3] float32 in ~[-1, 1].
+
+  With `spec.remat_generator`, G's activations are recomputed in the backward pass instead of stored: the largest
+  activations of the step are G's, and the identity and landmark losses back-propagate through all of them.
+  """
+  def synthesize(generator: nnx.Module, w: jax.Array) -> jax.Array:
+    ws = jnp.broadcast_to(w[:, None, :], (w.shape[0], spec.num_ws, w.shape[-1]))
+    return generator.synthesis(_frozen_in(spec, ws), noise_mode=spec.noise_mode).astype(jnp.float32)
+
+  if spec.remat_generator:
+    synthesize = jax.checkpoint(synthesize)
+  return synthesize(frozen.generator, w)
+
+
+def encode(trainable: Trainable, id_embedding: jax.Array, attr_images: jax.Array) -> jax.Array:
+  """M(concat(id, E_attr(attr))) -> w [B, w_dim]."""
+  attr = trainable.attr_encoder(attr_images.astype(jnp.float32))
+  return trainable.mapper(mapper_lib.concat_codes(id_embedding, attr))
+
+
+def swap(frozen: Frozen, trainable: Trainable, spec: Spec, id_images: jax.Array, attr_images: jax.Array
+         ) -> tuple[jax.Array, jax.Array]:
+  """The method itself: the identity of `id_images` with the attributes of `attr_images` -> (images, w)."""
+  w = encode(trainable, embed_identity(frozen, spec, id_images), attr_images)
+  return render(frozen, spec, w), w
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Building
+
+
+def _arch(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
+  arch = cfg.get("arch", ml_collections.ConfigDict())
+  return {k: tuple(v) if isinstance(v, list) else v for k, v in (arch.to_dict() if hasattr(arch, "to_dict")
+                                                                   else dict(arch)).items()}
+
+
+def _set_inference(module: nnx.Module) -> nnx.Module:
+  """BatchNorm on running statistics and no dropout, as in the original (Keras models called outside `fit`)."""
+  module.eval()
+  return module
+
+
+def attr_encoder(cfg: ml_collections.ConfigDict, seed: int) -> nnx.Module:
+  """E_attr (InceptionV3) from `config.attr_encoder`; `weights` optionally an ImageNet checkpoint to start from."""
+  if cfg.kind != "inception_v3":
+    raise ValueError(f"config.attr_encoder.kind: unknown {cfg.kind!r}; choose 'inception_v3'")
+  from disentangle_jax.nets import inception  # pylint: disable=import-outside-toplevel
+  if cfg.weights:
+    if not os.path.exists(cfg.weights):
+      raise FileNotFoundError(f"config.attr_encoder.weights: {cfg.weights!r} does not exist; convert the ImageNet "
+                              "weights or set it to '' for a random init")
+    config, params = inception.convert(cfg.weights)
+    overrides = {k: v for k, v in _arch(cfg).items() if k == "input_size"}
+    if overrides:
+      config = dataclasses.replace(config, **overrides)
+    module = inception.InceptionV3(config, rngs=nnx.Rngs(seed))
+    from disentangle_jax.third_party.common import nnx_params  # pylint: disable=import-outside-toplevel
+    nnx_params.assign(module, params, cfg.weights)
+  else:
+    module = inception.InceptionV3(inception.Config(**_arch(cfg)), rngs=nnx.Rngs(seed))
+  return _set_inference(module)
+
+
+def _output_dim(fn: Any, *shapes: tuple[int, ...]) -> int:
+  out = jax.eval_shape(fn, *(jax.ShapeDtypeStruct(s, jnp.float32) for s in shapes))
+  return int(out.shape[-1])
+
+
+def build(config: ml_collections.ConfigDict) -> Model:
+  """Every network of `config`, frozen ones loaded (or randomly initialised) and trainable ones initialised."""
+  seed = int(config.seed)
+  g = frozen_lib.generator(config.generator, seed + SEED_OFFSETS["generator"])
+  e_id = frozen_lib.id_encoder(config.id_encoder, seed + SEED_OFFSETS["id_encoder"])
+  lnd = frozen_lib.landmark_net(config.landmarks, seed + SEED_OFFSETS["landmarks"])
+  frozen = Frozen(_set_inference(g.module), _set_inference(e_id.module), _set_inference(lnd.module))
+  g_cfg = g.config
+  res, w_dim, num_ws = int(g_cfg.resolution), int(g_cfg.w_dim), int(g_cfg.num_ws)
+  head = str(config.id_encoder.head)
+  id_dim = _output_dim(lambda x: frozen.id_encoder.embed(x, head=head), (1, res, res, 3))
+  e_attr = attr_encoder(config.attr_encoder, seed + SEED_OFFSETS["attr_encoder"])
+  attr_dim = _output_dim(e_attr, (1, res, res, 3))
+  m = mapper_lib.Mapper(id_dim + attr_dim, tuple(config.mapper.hidden), w_dim,
+                        negative_slope=float(config.mapper.negative_slope),
+                        rngs=nnx.Rngs(seed + SEED_OFFSETS["mapper"]))
+  d = discriminator_lib.LatentDiscriminator(w_dim, tuple(config.discriminator.hidden),
+                                            negative_slope=float(config.discriminator.negative_slope),
+                                            rngs=nnx.Rngs(seed + SEED_OFFSETS["discriminator"]))
+  compute = config.compute
+  if compute.frozen_dtype not in ("float32", "bfloat16"):
+    raise ValueError(f"config.compute.frozen_dtype: {compute.frozen_dtype!r}; choose 'float32' or 'bfloat16'")
+  spec = Spec(resolution=res, w_dim=w_dim, num_ws=num_ws, id_dim=id_dim, attr_dim=attr_dim, id_head=head,
+              landmark_keep=tuple(int(i) for i in frozen_lib.landmark_keep_indices(config.landmarks.kind)),
+              noise_mode=str(config.generator.get("noise_mode", "const")),
+              frozen_dtype=str(compute.frozen_dtype), remat_generator=bool(compute.remat_generator))
+  return Model(spec, frozen, Trainable(e_attr, m, d), generator_bundle=g)
+
+
+def cast_frozen_state(state: Any, dtype: str) -> Any:
+  """The frozen networks' state in `dtype` (floating leaves only): halves their memory and runs them in bf16."""
+  if dtype == "float32":
+    return state
+  target = jnp.dtype(dtype)
+  return jax.tree.map(lambda x: x.astype(target) if jnp.issubdtype(x.dtype, jnp.floating) else x, state)

@@ -1,0 +1,269 @@
+"""`train_and_evaluate(config, workdir)`: the training loop, in sections (mesh, data, model, state, loop).
+
+What it guarantees:
+- resumes by itself from the latest checkpoint in `workdir/checkpoints` (the input pipeline restarts at that step,
+  so an interrupted-then-resumed run is step-for-step the uninterrupted one);
+- on SIGTERM (preemption) it finishes the current step, saves a checkpoint and returns normally; with several
+  processes the decision is taken together through JAX's preemption sync point;
+- a non-finite loss or gradient norm stops the run with `FloatingPointError` naming the term and the step, before
+  any checkpoint of the bad state can be written: every metric since the last check is inspected before each save;
+- process 0 writes TensorBoard scalars (every loss term, the learning rates, steps/s), image grids (rows: identity
+  image | attribute image | output) and the hyper-parameters (once, on a fresh start) through clu; other processes
+  only log.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+from clu import metric_writers
+from clu import periodic_actions
+from flax import nnx
+
+from disentangle_jax import evaluate as evaluate_lib
+from disentangle_jax import model as model_lib
+from disentangle_jax import train_step as step_lib
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+@dataclasses.dataclass
+class Result:
+  """What a run returns: its last step, logged training metrics per step, and evaluation results per step."""
+  step: int
+  history: dict[int, dict[str, float]]
+  evaluations: dict[int, dict[str, float]]
+  preempted: bool = False
+
+
+class NonFiniteLossError(FloatingPointError):
+  """A loss term or gradient norm became NaN/inf; the newest checkpoint predates it."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _flat_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  out = {}
+
+  def walk(d: Any, prefix: str) -> None:
+    for k, v in d.items():
+      key = f"{prefix}{k}"
+      if isinstance(v, (dict, ml_collections.ConfigDict)):
+        walk(v, key + ".")
+      else:
+        out[key] = v if isinstance(v, (int, float, str, bool)) else str(v)
+
+  walk(config.to_dict(), "")
+  return out
+
+
+def data_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """`config.data.dir`, or `<workdir>/data` when it is empty (the smoke config)."""
+  return config.data.dir or os.path.join(workdir, "data")
+
+
+def ensure_dataset(config: ml_collections.ConfigDict, directory: str, generator: Any = None) -> None:
+  """Renders the dataset with G if `directory` has none yet (resumes a partly written one)."""
+  if os.path.exists(os.path.join(directory, "dataset_info.json")):
+    return
+  from disentangle_jax.data import generate  # pylint: disable=import-outside-toplevel
+  logging.info("no dataset in %s: generating it with the configured generator", directory)
+  generate.generate(config, directory, generator=generator)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    multihost_utils.sync_global_devices("disentangle_jax.train.dataset_ready")
+
+
+def image_grid(rows: list[np.ndarray], max_columns: int = 8) -> np.ndarray:
+  """Stacks image rows [B, H, W, 3] in [-1, 1] into one [R*H, C*W, 3] picture in [0, 1] (one example per column)."""
+  rows = [np.clip((np.asarray(r[:max_columns], np.float32) + 1.0) / 2.0, 0.0, 1.0) for r in rows]
+  return np.concatenate([np.concatenate(list(r), axis=1) for r in rows], axis=0)
+
+
+class _Preemption:
+  """SIGTERM -> save and stop. One process: our own handler; several: JAX's preemption sync point."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):  # pylint: disable=unused-argument
+    logging.warning("SIGTERM received: saving a checkpoint after this step, then stopping")
+    self.requested = True
+
+  def reached(self, step: int) -> bool:
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+      try:
+        return bool(multihost_utils.reached_preemption_sync_point(step))
+      except RuntimeError:  # the preemption service is not running (jax.distributed not initialised by us)
+        return False
+    return self.requested
+
+  def close(self) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+class _MetricBuffer:
+  """Step metrics kept on device until a log or a checkpoint; checked for NaN/inf when read."""
+
+  def __init__(self, adversarial_every: int):
+    self.pending: list[tuple[int, dict[str, jax.Array]]] = []
+    self.every = adversarial_every
+
+  def add(self, step: int, metrics: dict[str, jax.Array]) -> None:
+    self.pending.append((step, metrics))
+
+  def drain(self) -> dict[str, float]:
+    """Averages of the pending steps (adversarial terms over the steps that ran them); raises on a non-finite value."""
+    if not self.pending:
+      return {}
+    fetched = jax.device_get(self.pending)
+    self.pending = []
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for step, metrics in fetched:
+      adversarial = step % self.every == 0
+      for k, v in metrics.items():
+        v = float(v)
+        if not np.isfinite(v):
+          raise NonFiniteLossError(f"non-finite {k} = {v} at step {step}")
+        if k in step_lib.ADVERSARIAL_METRICS and not adversarial:
+          continue
+        sums[k] = sums.get(k, 0.0) + v
+        counts[k] = counts.get(k, 0) + 1
+    return {k: sums[k] / counts[k] for k in sums}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The loop
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Result:
+  """Trains E_attr, M and D_W as `config` says, writing metrics, images and checkpoints into `workdir`."""
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  num_steps = int(config.num_steps)
+
+  # ---- mesh and writers
+  mesh = step_lib.make_mesh()
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  logging.info("mesh: %s over %d devices in %d processes", dict(mesh.shape), jax.device_count(),
+               jax.process_count())
+
+  # ---- model (frozen networks loaded or initialised, trainable ones initialised)
+  model = model_lib.build(config)
+  spec = model.spec
+  graphs, frozen_state, params, constants = step_lib.split_model(model)
+  frozen_state = step_lib.replicate(model_lib.cast_frozen_state(frozen_state, spec.frozen_dtype), mesh)
+  optimizers = step_lib.make_optimizers(config.optim)
+  state = step_lib.replicate(step_lib.init_state(params, constants, optimizers), mesh)
+
+  # ---- data
+  directory = data_dir(config, workdir)
+  ensure_dataset(config, directory, generator=model.generator_bundle)
+
+  # ---- checkpoints: resume from the newest one
+  manager = ocp.CheckpointManager(
+      os.path.join(workdir, CHECKPOINT_DIR),
+      options=ocp.CheckpointManagerOptions(max_to_keep=int(config.keep_checkpoints), create=True))
+  latest = manager.latest_step()
+  if latest is not None:
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+    state = manager.restore(latest, args=ocp.args.StandardRestore(abstract))
+    logging.info("resumed from the checkpoint of step %d", latest)
+  start = int(jax.device_get(state["step"]))
+  if start == 0 and jax.process_index() == 0:
+    writer.write_hparams(_flat_hparams(config))
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+
+  # ---- steps
+  train_step = step_lib.make_train_step(graphs, spec, config, optimizers, mesh)
+  eval_step = evaluate_lib.make_eval_step(graphs, spec, mesh)
+  swap = jax.jit(lambda state, frozen_state, ids, attrs: model_lib.swap(
+      nnx.merge(graphs.frozen, frozen_state), evaluate_lib.trainable_from_state(graphs, state), spec, ids, attrs)[0])
+  from disentangle_jax.data import pipeline as pipeline_lib  # pylint: disable=import-outside-toplevel
+  batches = pipeline_lib.train_pipeline(config, mesh, start_step=start, data_dir=directory,
+                                        num_steps=max(0, num_steps - start))
+  validation = pipeline_lib.Pipeline(
+      directory, "validation", batch_size=int(config.per_device_batch_size) * jax.local_device_count(),
+      seed=int(config.data.seed) + 1, cross_every=1, num_steps=int(config.eval_batches), mesh=mesh)
+
+  # ---- the loop
+  buffer = _MetricBuffer(int(config.optim.adversarial_every))
+  progress = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer)
+  preemption = _Preemption()
+  result = Result(step=start, history={}, evaluations={})
+  last_saved = latest
+  lrs = {f"learning_rate/{k}": v for k, v in optimizers.learning_rates.items()}
+
+  def save(step: int) -> None:
+    nonlocal last_saved
+    buffer_metrics = buffer.drain()  # raises before a bad state is saved
+    if buffer_metrics:
+      writer.write_scalars(step, {**buffer_metrics, **lrs})
+      result.history[step] = buffer_metrics
+    manager.save(step, args=ocp.args.StandardSave(state), force=True)
+    last_saved = step
+
+  try:
+    step = start
+    for batch in batches:
+      step = batch["step"]
+      with jax.profiler.StepTraceAnnotation("train", step_num=step):
+        state, metrics = train_step(state, frozen_state, step_lib.step_batch(batch, mesh))
+      done = step + 1
+      buffer.add(step, metrics)
+      progress(done)
+      result.step = done
+
+      if done % int(config.log_every) == 0 or done == num_steps:
+        averages = buffer.drain()
+        writer.write_scalars(done, {**averages, **lrs})
+        result.history[done] = averages
+      if done % int(config.image_every) == 0 or done == num_steps:
+        out = swap(state, frozen_state, batch["id"], batch["attr"])
+        rows = [np.asarray(jax.device_get(x))[:8] for x in (batch["id"], batch["attr"], out)]
+        if jax.process_index() == 0:
+          writer.write_images(done, {"train/id_attr_output": image_grid(rows)[None]})
+      if done % int(config.eval_every) == 0 or done == num_steps:
+        with progress.timed("eval"):
+          scores = evaluate_lib.evaluate(eval_step, state, frozen_state, validation)
+        writer.write_scalars(done, {f"eval/{k}": v for k, v in scores.items()})
+        result.evaluations[done] = scores
+      stop = preemption.reached(done)
+      if done % int(config.checkpoint_every) == 0 or done == num_steps or stop:
+        save(done)
+      if stop:
+        result.preempted = True
+        logging.warning("preempted: checkpoint of step %d saved in %s; stopping", done, workdir)
+        break
+  except NonFiniteLossError as e:
+    manager.wait_until_finished()
+    where = f"step {last_saved}" if last_saved is not None else "none yet"
+    raise NonFiniteLossError(f"{e}; training stopped, the newest checkpoint ({where}) in "
+                             f"{os.path.join(workdir, CHECKPOINT_DIR)} predates it and is intact") from None
+  finally:
+    preemption.close()
+    manager.wait_until_finished()
+    manager.close()
+    writer.flush()
+  return result
+
