@@ -16,6 +16,7 @@ runtime value of each is the stored one times a constant fixed by the shapes:
   fc{j}/w [in, out]            x sqrt(2 / in) * mapping_lr_mul; fc{j}/b x mapping_lr_mul
   layer{l}/conv_w [3,3,in,out] x sqrt(2 / (9 in)); for the fused up-sampling layers (>= fused_up_min_res) the 4x4
                                transposed-conv kernel is the mean of the four 1-pixel shifts of the padded 3x3 kernel
+                               (computed as the equivalent nearest x2 + flipped 3x3 conv, / 4, split by output phase)
   layer{l}/noise_strength [C]  x sqrt(2 / C)
   layer{l}/style_w [w_dim,2C]  x sqrt(2 / w_dim); AdaIN: x * s[:C] + s[C:] with s = w @ style_w' + style_b
   to_rgb/w [C, 3]              x sqrt(2 / C)
@@ -139,12 +140,6 @@ def _lrelu(x: jax.Array) -> jax.Array:
   return jnp.where(x >= 0, x, x * 0.2)
 
 
-def _up_nearest(x: jax.Array) -> jax.Array:
-  b, h, w, c = x.shape
-  x = jnp.broadcast_to(x[:, :, None, :, None, :], (b, h, 2, w, 2, c))
-  return x.reshape(b, 2 * h, 2 * w, c)
-
-
 def _blur(x: jax.Array) -> jax.Array:
   """Depthwise [1,2,1] x [1,2,1] / 16 with zero padding 1, as a separable shift-and-add (cheap on every backend)."""
   a, b, c = _BLUR_1D
@@ -158,13 +153,26 @@ def _conv(x: jax.Array, w: jax.Array) -> jax.Array:
   return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-def _conv_up_fused(x: jax.Array, w: jax.Array) -> jax.Array:
-  """x2 up-sampling transposed conv (PyTorch `conv_transpose2d(stride=2, padding=1)`) with a 4x4 kernel w [4,4,I,O].
+# Nearest x2 up-sampling followed by a 3x3 conv, split by output phase: output row 2m uses input rows (m-1, m) with
+# taps (w0, w1 + w2), row 2m+1 uses (m, m+1) with (w0 + w1, w2); likewise for columns. Each phase is a 2x2 conv at
+# the input resolution, 4/9 of the work of the 3x3 conv at the output resolution (and 1/4 of a transposed conv
+# by input dilation).
+_PHASE_TAPS = np.array([[[1, 0, 0], [0, 1, 1]], [[1, 1, 0], [0, 0, 1]]], np.float32)  # [phase, tap, 3x3 row]
 
-  A transposed conv is a conv of the 2x-dilated input with the spatially flipped kernel, padded by k - 1 - p = 2.
-  """
-  return jax.lax.conv_general_dilated(x, w[::-1, ::-1], (1, 1), ((2, 2), (2, 2)), lhs_dilation=(2, 2),
-                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+def _conv_up2(x: jax.Array, w: jax.Array) -> jax.Array:
+  """`conv3x3(nearest_up2(x), w)` with zero padding 1, as one 2x2 conv producing the four output phases."""
+  b, h, wd, _ = x.shape
+  c_out = w.shape[-1]
+  taps = jnp.asarray(_PHASE_TAPS, w.dtype)
+  # k[a, c, i, o, ry, rx] = sum_{ky, kx} taps[ry, a, ky] taps[rx, c, kx] w[ky, kx, i, o]
+  k = jnp.einsum("yak,xcl,klio->acioyx", taps, taps, w)
+  k = k.reshape(2, 2, w.shape[2], c_out * 4)
+  p = jax.lax.conv_general_dilated(x, k, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  p = p.reshape(b, h + 1, wd + 1, c_out, 2, 2)
+  rows = [jnp.stack([p[:, ry:ry + h, rx:rx + wd, :, ry, rx] for rx in (0, 1)], axis=3) for ry in (0, 1)]
+  out = jnp.stack(rows, axis=2)  # [b, h, 2, wd, 2, c_out]
+  return out.reshape(b, 2 * h, 2 * wd, c_out)
 
 
 def _instance_norm(x: jax.Array, eps: float) -> jax.Array:
@@ -216,12 +224,10 @@ class StyledLayer(nnx.Module):
     b = self.bias[...].astype(self.dtype)
     if self.kind == "conv":
       return _conv(x, w) + b
-    if self.kind == "up":
-      x = _conv(_up_nearest(x), w)
-    else:
-      w = jnp.pad(w, ((1, 1), (1, 1), (0, 0), (0, 0)))
-      w = (w[1:, 1:] + w[:-1, 1:] + w[1:, :-1] + w[:-1, :-1]) / 4
-      x = _conv_up_fused(x, w)
+    # The fused layers' transposed conv (stride 2, padding 1) whose 4x4 kernel is the mean of the four shifts of
+    # the padded 3x3 kernel is exactly nearest up-sampling + 3x3 conv with the flipped kernel, divided by 4 (the /4
+    # is rosinality's; NVlabs weights are scaled by 4 on conversion).
+    x = _conv_up2(x, w[::-1, ::-1] / 4 if self.kind == "fused" else w)
     if self.bias_after_blur:
       return _blur(x) + b
     return _blur(x + b)
