@@ -1,8 +1,8 @@
 """StyleGAN v1 generator (AdaIN + instance norm) as a frozen Flax NNX module, NHWC.
 
 The architecture is that of Karras et al. 2019 as ported by rosinality/style-based-gan-pytorch (whose released FFHQ
-checkpoints the paper era used), with switches for the few places where the official NVlabs TF code computes
-differently, so weights of either origin run exactly as they were trained:
+256 px checkpoint is the usual v1 generator outside TensorFlow), with switches for the few places where the
+official NVlabs TF code computes differently, so weights of either origin run exactly as they were trained:
 
   Config field          rosinality (default)       NVlabs official
   instance_norm_eps     1e-5                       1e-8
@@ -24,6 +24,9 @@ runtime value of each is the stored one times a constant fixed by the shapes:
 
 Non-trainable state is `Buffer`: `w_avg` (truncation centre) and `noise{i}` (the "const" noise maps). Checkpoints
 with stored noise (NVlabs) keep theirs; otherwise they are drawn from `Config.const_noise_seed` (see `const_noise`).
+
+Not ported: progressive growing's fade-in (rosinality's `alpha < 1`, blending in the previous resolution's toRGB).
+A frozen generator renders at its final resolution only (alpha = 1, what `generate.py` uses).
 """
 
 from __future__ import annotations
