@@ -18,13 +18,16 @@ class Bundle:
   """Holds `module` and `config`; `bundle.<method>(*args, **kwargs)` runs `module.<method>` under `jax.jit`.
 
   Keyword arguments listed in `static` (strings, Python numbers that pick code paths) are compile-time constants;
-  one compiled function is cached per distinct set of them and per input shape.
+  one compiled function is cached per distinct set of them and per input shape. `compiler_options` (XLA debug
+  options) are passed to every `jax.jit`, for networks that need a backend quirk worked around.
   """
 
-  def __init__(self, module: nnx.Module, config: Any, methods: dict[str, tuple[str, ...]]):
+  def __init__(self, module: nnx.Module, config: Any, methods: dict[str, tuple[str, ...]],
+               compiler_options: dict[str, Any] | None = None):
     self.module = module
     self.config = config
     self._methods = methods
+    self._compiler_options = compiler_options
     self._cache: dict[tuple[str, tuple], Callable[..., Any]] = {}
 
   def __getattr__(self, name: str) -> Any:
@@ -44,7 +47,7 @@ class Bundle:
       def run(module, args, kwargs):
         return getattr(module, name)(*args, **kwargs, **fixed)
 
-      self._cache[key] = jax.jit(run)
+      self._cache[key] = jax.jit(run, compiler_options=self._compiler_options)
     return self._cache[key](self.module, args, dynamic)
 
   def __repr__(self) -> str:
