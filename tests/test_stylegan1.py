@@ -8,7 +8,6 @@ resolution only, so that case is not checked.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import math
 import shutil
@@ -29,8 +28,7 @@ from disentangle_jax.third_party.stylegan1 import model as model_lib
 from tests import recipe
 from tests import torch_writer
 
-# The package's `convert` is the function; the module of the same name is reached through importlib.
-convert_lib = importlib.import_module("disentangle_jax.third_party.stylegan1.convert")
+convert_lib = stylegan1.convert_lib
 DATA = recipe.TESTDATA / "stylegan1"
 SD = DATA / "state_dict_g_running.npz"
 W_ATOL, IMAGE_ATOL = 5e-5, 2e-3
@@ -55,7 +53,7 @@ def g64(state_dict, cases):
   """The fixture generator at step 4 (64 px), with the fixture's mean style as truncation centre."""
   config, params = convert_lib.from_rosinality(state_dict, 4, str(SD), FEW)
   params["w_avg"] = cases["mean_style"][0]
-  return stylegan1.module_from_params(config, params)
+  return stylegan1.from_params(config, params)
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +115,7 @@ def test_released_256px_path(state_dict, cases):
   """Step 6 (the released FFHQ 256 model's path), with the fused up-sampling blocks 5 and 6; one image."""
   config, params = convert_lib.from_rosinality(state_dict, 6, str(SD), FEW)
   params["w_avg"] = cases["mean_style"][0]
-  g = stylegan1.module_from_params(config, params)
+  g = stylegan1.from_params(config, params)
   assert config == stylegan1.FFHQ256 and config.num_ws == 14
   ws = g.mapping(jnp.asarray(cases["s6_z"][:1]), truncation_psi=0.7)
   img = jax.jit(lambda m, ws, n: m.synthesis(ws, noise=n))(g, ws, _noise(cases, "s6_noise_", 7, slice(0, 1)))
@@ -127,7 +125,7 @@ def test_released_256px_path(state_dict, cases):
 def test_every_block_matches(state_dict, cases):
   """Blocks 0-8 one at a time (4 -> 8 px inputs), which covers blocks 7 and 8 (512, 1024 px) and their toRGB."""
   config, params = convert_lib.from_rosinality(state_dict, 8, str(SD), FEW)
-  g = stylegan1.module_from_params(config, params)
+  g = stylegan1.from_params(config, params)
   to_rgbs = []
   for i in range(9):
     rgb_w = state_dict[f"generator.to_rgb.{i}.conv.weight_orig"].astype(np.float32)[:, :, 0, 0].T
@@ -182,7 +180,7 @@ def test_gradient_wrt_ws_matches_finite_differences():
   """Directional derivatives of a random projection of the image, in float64 (instance norm on tiny maps is so
   curved that float32 central differences are not accurate enough to check anything)."""
   with jax.enable_x64(True):
-    config = stylegan1.Config(resolution=8, z_dim=8, w_dim=8, mapping_layers=2, channel_max=8, dtype="float64")
+    config = stylegan1.Config(resolution=8, z_dim=8, w_dim=8, mapping_layers=2, channel_max=8, compute_dtype="float64")
     g = stylegan1.Generator(config, rngs=nnx.Rngs(3))
     for l in range(config.num_layers):  # upstream init has zero noise strengths: make the noise count
       layer = getattr(g, f"layer{l}")
@@ -283,7 +281,7 @@ def test_nvlabs_npz_round_trip(tmp_path, nvlabs64, cases, render64):
   np.testing.assert_array_equal(params["noise3"], nvlabs64["G_synthesis/noise3"][0, 0])
   rosinality = dataclasses.replace(config, instance_norm_eps=1e-5, bias_after_blur=False)
   params["w_avg"] = cases["mean_style"][0]
-  g = stylegan1.module_from_params(rosinality, params)
+  g = stylegan1.from_params(rosinality, params)
   ws = g.mapping(jnp.asarray(cases["trunc_z"]), truncation_psi=0.7)  # official cutoff: layers 0-7 only
   np.testing.assert_allclose(np.asarray(ws[:, 7]), cases["trunc_w_truncated"], rtol=0, atol=W_ATOL)
   np.testing.assert_allclose(np.asarray(ws[:, 8]), cases["trunc_w"], rtol=0, atol=W_ATOL)
@@ -385,24 +383,28 @@ def test_random_init_api_and_noise_modes():
   for l in range(config.num_layers):  # nonzero noise strengths so the noise modes differ
     layer = getattr(g.module, f"layer{l}")
     layer.noise_strength[...] = jnp.ones_like(layer.noise_strength[...])
-  bf16 = stylegan1.module_from_params(dataclasses.replace(config, dtype="bfloat16"),
-                                      nnx.to_pure_dict(nnx.state(g.module)))
+  # bfloat16: by config (weights as stored) and per call with the state cast to bfloat16, as training does.
+  bf16 = stylegan1.from_params(dataclasses.replace(config, compute_dtype="bfloat16"),
+                               nnx.to_pure_dict(nnx.state(g.module)))
+  graphdef, state = nnx.split(g.module)
+  cast = nnx.merge(graphdef, jax.tree.map(lambda a: a.astype(jnp.bfloat16), state))
 
   @jax.jit
-  def render(g, bf16, z):
+  def render(g, bf16, cast, z):
     ws = g.mapping(z, truncation_psi=0.5)
     return (ws, g.synthesis(ws, noise_mode="const"), g.synthesis(ws, noise_mode="none"),
             g.synthesis(ws, noise_mode="random", rng=jax.random.key(1)),
             g.synthesis(ws, noise_mode="random", rng=jax.random.key(1)), g(z, truncation_psi=0.5),
-            bf16.synthesis(ws))
+            bf16.synthesis(ws), cast.synthesis(ws.astype(jnp.bfloat16), dtype="bfloat16"))
 
-  ws, const, none, r1, r1_again, full, img16 = render(g.module, bf16, z)
+  ws, const, none, r1, r1_again, full, by_config, by_call = render(g.module, bf16, cast, z)
   assert ws.shape == (3, 8, 32) and const.shape == (3, 32, 32, 3) and const.dtype == jnp.float32
   assert not np.allclose(const, none) and not np.allclose(r1, const)
   np.testing.assert_array_equal(r1, r1_again)
   np.testing.assert_array_equal(full, const)
-  assert img16.dtype == jnp.float32
-  assert float(jnp.max(jnp.abs(img16 - const))) < 0.1 * float(jnp.max(jnp.abs(const)))
+  for img16 in (by_config, by_call):
+    assert img16.dtype == jnp.float32
+    assert float(jnp.max(jnp.abs(img16 - const))) < 0.1 * float(jnp.max(jnp.abs(const)))
   with pytest.raises(ValueError, match="explicit rng"):
     g.module.synthesis(ws, noise_mode="random")
   with pytest.raises(ValueError, match="shape"):
@@ -432,7 +434,7 @@ def test_convert_to_and_load(tmp_path, nvlabs64):
                nnx.to_pure_dict(nnx.state(direct.module)))
   ws = loaded.mapping(jnp.ones((1, 16)), truncation_psi=0.7)
   assert loaded.synthesis(ws).shape == (1, 16, 16, 3)
-  assert stylegan1.load(dst, dtype="bfloat16").config.dtype == "bfloat16"
+  assert stylegan1.load(dst, compute_dtype="bfloat16").config.compute_dtype == "bfloat16"
   with pytest.raises(FileExistsError):
     stylegan1.convert_to(src, dst)
   shutil.rmtree(dst)

@@ -52,9 +52,9 @@ class Config:
   """Sizes and numerics of a StyleGAN v1 generator; everything the module's shape depends on.
 
   Channels at resolution r are min(channel_base // r, channel_max) (rosinality and NVlabs: 512 up to 32 px, then
-  256, 128, 64, 32, 16). `dtype` is the compute dtype of the synthesis network ("float32" or "bfloat16";
-  "float64" under `jax_enable_x64` for numerical checks); parameters stay float32 and images come out float32
-  (float64 for "float64").
+  256, 128, 64, 32, 16). `compute_dtype` is the default compute dtype of the synthesis network ("float32" or
+  "bfloat16"; "float64" under `jax_enable_x64` for numerical checks); parameters stay as stored and images come
+  out float32 (float64 for "float64").
   """
   resolution: int = 256
   z_dim: int = 512
@@ -69,14 +69,15 @@ class Config:
   noise_per_layer: bool = False
   truncation_cutoff: int | None = None
   const_noise_seed: int = 0
-  dtype: str = "float32"
+  compute_dtype: str = "float32"
 
   def __post_init__(self):
     log2 = math.log2(self.resolution) if self.resolution > 0 else -1
     if self.resolution < 4 or log2 != int(log2):
       raise ValueError(f"Config.resolution must be a power of two >= 4, got {self.resolution}")
-    if self.dtype not in ("float32", "bfloat16", "float16", "float64"):
-      raise ValueError(f"Config.dtype must be float32, bfloat16, float16 or float64, got {self.dtype!r}")
+    if self.compute_dtype not in ("float32", "bfloat16", "float16", "float64"):
+      raise ValueError(f"Config.compute_dtype must be float32, bfloat16, float16 or float64, "
+                       f"got {self.compute_dtype!r}")
 
   @property
   def num_blocks(self) -> int:
@@ -220,11 +221,10 @@ class StyledLayer(nnx.Module):
     self.channels = c_out
     self.eps = config.instance_norm_eps
     self.bias_after_blur = config.bias_after_blur
-    self.dtype = jnp.dtype(config.dtype)
 
   def _convolve(self, x: jax.Array) -> jax.Array:
-    w = (self.conv_w[...] * self.conv_scale).astype(self.dtype)
-    b = self.bias[...].astype(self.dtype)
+    w = (self.conv_w[...] * self.conv_scale).astype(x.dtype)
+    b = self.bias[...].astype(x.dtype)
     if self.kind == "conv":
       return _conv(x, w) + b
     # The fused layers' transposed conv (stride 2, padding 1) whose 4x4 kernel is the mean of the four shifts of
@@ -236,14 +236,16 @@ class StyledLayer(nnx.Module):
     return _blur(x + b)
 
   def __call__(self, x: jax.Array, w: jax.Array, noise: jax.Array | None) -> jax.Array:
+    """x [B, h, w, C_in] in the compute dtype (the const itself for layer 0), w [B, w_dim], noise [B|1, r, r, 1]."""
+    dtype = x.dtype
     if self.kind != "const":
       x = self._convolve(x)
     if noise is not None:
-      x = x + noise.astype(self.dtype) * (self.noise_strength[...] * self.noise_scale).astype(self.dtype)
+      x = x + noise.astype(dtype) * (self.noise_strength[...] * self.noise_scale).astype(dtype)
     x = _instance_norm(_lrelu(x), self.eps)
-    w = w.astype(jnp.promote_types(self.dtype, jnp.float32))
-    s = w @ (self.style_w[...] * self.style_scale) + self.style_b[...]
-    s = s.astype(self.dtype)[:, None, None, :]
+    w = w.astype(jnp.promote_types(dtype, jnp.float32))
+    s = w @ (self.style_w[...] * self.style_scale).astype(w.dtype) + self.style_b[...].astype(w.dtype)
+    s = s.astype(dtype)[:, None, None, :]
     return x * s[..., :self.channels] + s[..., self.channels:]
 
 
@@ -340,16 +342,21 @@ class Generator(nnx.Module):
     return [maps[l] if cfg.noise_per_layer else maps[l // 2] for l in range(cfg.num_layers)]
 
   def synthesis(self, ws: jax.Array, noise_mode: str = "const", rng: jax.Array | None = None,
-                noise: Sequence[jax.Array] | None = None) -> jax.Array:
+                noise: Sequence[jax.Array] | None = None, dtype: Any = None) -> jax.Array:
     """ws [B, num_ws, w_dim] -> images [B, R, R, 3] float32 (raw toRGB output, nominally in [-1, 1]).
 
-    `noise` (a list of `config.num_noise` maps [B, r, r, 1]) overrides `noise_mode`.
+    Args:
+      ws: one w per styled layer (style mixing: rows from different latents, see `mix_styles`).
+      noise_mode: "const" (the stored maps), "random" (fresh N(0, 1) from `rng`) or "none".
+      rng: a jax.random key, for noise_mode "random".
+      noise: `config.num_noise` explicit maps [B, r, r, 1]; overrides `noise_mode`.
+      dtype: compute dtype (default `config.compute_dtype`).
     """
     cfg = self.config
     if ws.ndim != 3 or ws.shape[1:] != (cfg.num_ws, cfg.w_dim):
       raise ValueError(f"stylegan1 synthesis expects ws of shape [B, {cfg.num_ws}, {cfg.w_dim}], got {ws.shape}")
     noises = self._noise(ws.shape[0], noise_mode, rng, noise)
-    dtype = jnp.dtype(cfg.dtype)
+    dtype = jnp.dtype(dtype or cfg.compute_dtype)
     x = jnp.broadcast_to(self.const[...].astype(dtype)[None], (ws.shape[0],) + self.const.shape)
     for l in range(cfg.num_layers):
       x = getattr(self, f"layer{l}")(x, ws[:, l], noises[l])
@@ -357,10 +364,10 @@ class Generator(nnx.Module):
 
   def __call__(self, z: jax.Array, truncation_psi: float | jax.Array = 1.0, truncation_cutoff: int | None = None,
                noise_mode: str = "const", rng: jax.Array | None = None,
-               noise: Sequence[jax.Array] | None = None) -> jax.Array:
+               noise: Sequence[jax.Array] | None = None, dtype: Any = None) -> jax.Array:
     """z [B, z_dim] -> images [B, R, R, 3]."""
     ws = self.mapping(z, truncation_psi, truncation_cutoff)
-    return self.synthesis(ws, noise_mode=noise_mode, rng=rng, noise=noise)
+    return self.synthesis(ws, noise_mode=noise_mode, rng=rng, noise=noise, dtype=dtype)
 
 
 def mix_styles(ws1: jax.Array, ws2: jax.Array, lo: int, hi: int, per_layer: bool = False) -> jax.Array:
