@@ -232,8 +232,11 @@ def test_global_arrays_on_the_mesh(dataset):
   assert [b["step"] for b in batches] == [1, 2, 3] and [b["same"] for b in batches] == [True, False, True]
   for b in batches:
     assert isinstance(b["id"], jax.Array) and b["id"].shape == (16, 32, 32, 3)
-    assert b["id"].sharding.spec == jax.sharding.PartitionSpec("data") and len(b["id"].sharding.device_set) == 8
+    expected = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    for key in ("id", "attr", "w_real"):
+      assert b[key].dtype == jnp.float32 and b[key].sharding.is_equivalent_to(expected, b[key].ndim)
     assert b["w_real"].shape == (16, 32)
+    assert -1.0 <= float(b["attr"].min()) and float(b["attr"].max()) <= 1.0
 
 
 # --- corrupt input -----------------------------------------------------------------------------------------------------
