@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import pickle
 import shutil
 
 import h5py
@@ -345,6 +346,39 @@ def test_keras_h5_matches_nvlabs(tmp_path, nvlabs64):
   config, params = stylegan1.convert(synth)
   assert config.resolution == 64
   jax.tree.map(np.testing.assert_array_equal, params["layer5"], ref["layer5"])
+
+
+class _Network:
+  """Pickled as `dnnlib.tflib.network.Network` with NVlabs' state layout (no upstream code involved)."""
+
+  def __init__(self, name, variables, components=None):
+    self.name, self.variables, self.components = name, variables, components or {}
+
+  def __getstate__(self):
+    return {"version": 3, "name": self.name, "static_kwargs": {"resolution": 64}, "components": self.components,
+            "build_module_src": "raise RuntimeError('never executed')", "build_func_name": "G_style",
+            "variables": list(self.variables.items())}
+
+
+def test_nvlabs_pickle_matches_npz(tmp_path, nvlabs64):
+  """The official `(G, D, Gs)` pickle layout: Gs's own variables plus those of its G_mapping / G_synthesis."""
+  own = {k: v for k, v in nvlabs64.items() if "/" not in k}
+  parts = {p: {k[len(p) + 1:]: v for k, v in nvlabs64.items() if k.startswith(p + "/")}
+           for p in ("G_mapping", "G_synthesis")}
+  gs = _Network("Gs", own, {"mapping": _Network("G_mapping", parts["G_mapping"]),
+                            "synthesis": _Network("G_synthesis", parts["G_synthesis"])})
+  d = _Network("D", {"4x4/Conv/weight": np.zeros((3, 3, 4, 4), np.float32)})
+  path = tmp_path / "karras2019stylegan-ffhq-64x64.pkl"
+  with torch_writer.fake_modules({"dnnlib": {}, "dnnlib.tflib": {}, "dnnlib.tflib.network": {"Network": _Network}}):
+    path.write_bytes(pickle.dumps((gs, d, gs), protocol=3))
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(pickle.dumps((gs, d, _Network("Gs", {"x": print})), protocol=3))
+  config, params = stylegan1.convert(path)
+  ref_config, ref = convert_lib.from_nvlabs(nvlabs64, "ref")
+  assert config == ref_config
+  jax.tree.map(np.testing.assert_array_equal, params, ref)
+  with pytest.raises(torch_pickle.CheckpointFormatError, match="builtins.print"):
+    stylegan1.convert(evil)
 
 
 def test_corrupt_checkpoints_name_the_fault(tmp_path, state_dict, nvlabs64):

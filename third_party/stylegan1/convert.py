@@ -11,8 +11,9 @@ Every reader returns `(Config, params)`, params being the nested dict of float32
   The checkpoint has no mean style; `w_avg` is the mean of mapping(z) over 10 x 1024 z drawn from
   `numpy.random.default_rng(MEAN_STYLE_SEED)` (generate.py's recipe, with an explicit seed).
 * NVlabs `Gs.vars` exported to `.npz` (`G_mapping/Dense0/weight`, `G_synthesis/4x4/Const/const`, `dlatent_avg`,
-  `G_synthesis/noise0`, ...), converted with the official numerics switched on (eps 1e-8, bias after blur,
-  per-layer noise from the stored maps, truncation cutoff 8).
+  `G_synthesis/noise0`, ...), or the official pickle itself (`karras2019stylegan-ffhq-1024x1024.pkl`, read with
+  stand-ins for dnnlib's Network class: no TensorFlow, no code execution), converted with the official numerics
+  switched on (eps 1e-8, bias after blur, per-layer noise from the stored maps, truncation cutoff 8).
 * the Keras `.h5` of YotamNitzan/StyleGAN-Tensorflow2 (`save_weights` of `StyleGAN_G` or `StyleGAN_G_synthesis`):
   weight names read from the file's `weight_names` attributes and mapped onto the NVlabs names.
 """
@@ -324,6 +325,48 @@ def from_nvlabs(variables: dict[str, Array], source: str) -> tuple[model_lib.Con
   return config, _with_buffers(params, config, noise)
 
 
+class _TFNetwork:
+  """Stand-in for `dnnlib.tflib.network.Network`: keeps the pickled state (name, variables, components) only."""
+
+  state: dict[str, Any]
+
+  def __setstate__(self, state: dict[str, Any]) -> None:
+    self.state = state
+
+
+class _NVlabsUnpickler(torch_pickle.SafeUnpickler):
+  """Unpickles NVlabs' TF pickles without TensorFlow or dnnlib: networks become `_TFNetwork`, arrays numpy."""
+
+  extra_globals = {("dnnlib.tflib.network", "Network"): _TFNetwork, ("dnnlib.util", "EasyDict"): dict}
+
+
+def _tf_network_vars(net: Any, source: str, prefix: str = "") -> dict[str, Array]:
+  state = getattr(net, "state", None)
+  if not isinstance(state, dict) or "variables" not in state:
+    raise ValueError(f"{source}: a pickled network without variables: not an NVlabs StyleGAN pickle")
+  out = {prefix + str(name): np.asarray(value) for name, value in state["variables"]}
+  for component in state.get("components", {}).values():
+    out.update(_tf_network_vars(component, source, prefix + str(component.state["name"]) + "/"))
+  return out
+
+
+def read_nvlabs_pickle(path: str) -> dict[str, Array]:
+  """`Gs.vars` of an NVlabs StyleGAN pickle (`(G, D, Gs)`, or a single network): name -> numpy array."""
+  with open(path, "rb") as f:
+    try:
+      obj = _NVlabsUnpickler(f).load()
+    except torch_pickle.CheckpointFormatError as e:
+      raise torch_pickle.CheckpointFormatError(f"{path}: {e}") from e
+  if isinstance(obj, tuple) and len(obj) == 3 and all(isinstance(n, _TFNetwork) for n in obj):
+    obj = obj[2]  # Gs, the long-term average generator
+  if not isinstance(obj, _TFNetwork):
+    raise ValueError(f"{path}: expected a pickled (G, D, Gs) tuple of networks, got {type(obj).__name__}")
+  version = obj.state.get("version", 0)
+  if version >= 4:
+    raise ValueError(f"{path}: network pickle version {version} is StyleGAN2; convert it with stylegan2")
+  return _tf_network_vars(obj, path)
+
+
 # ----------------------------------------------------------------------------------------------- Keras .h5
 
 
@@ -389,9 +432,11 @@ def convert(path: str | os.PathLike, resolution: int | None = None) -> tuple[mod
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{path}: no such StyleGAN v1 checkpoint")
   with open(path, "rb") as f:
-    head = f.read(8)
+    head = f.read(1 << 16)
   if head.startswith(b"\x89HDF"):
     return from_nvlabs(read_keras_h5(path), path)
+  if not head.startswith(b"PK") and b"dnnlib.tflib.network" in head:
+    return from_nvlabs(read_nvlabs_pickle(path), path)
   if path.endswith(".npz"):
     with np.load(path) as data:
       arrays = {k: data[k] for k in data.files}
