@@ -9,7 +9,8 @@
 
 from disentangle_jax.third_party.common.state_dict import CheckpointMismatchError
 from disentangle_jax.third_party.common.torch_pickle import CheckpointFormatError
-from disentangle_jax.third_party.fan.convert import convert, convert_to, init, load, read_state_dict
+from disentangle_jax.third_party.fan.convert import (convert, convert_to, init, load, read_state_dict,
+                                                     to_state_dict)
 from disentangle_jax.third_party.fan.decode import hard_argmax, soft_argmax
 from disentangle_jax.third_party.fan.model import FAN, FAN4, Config
 
@@ -22,4 +23,5 @@ NON_JAW_INDICES = tuple(range(17, 68))
 __all__ = [
     "CheckpointFormatError", "CheckpointMismatchError", "Config", "FAN", "FAN4", "JAW_INDICES", "Module",
     "NON_JAW_INDICES", "convert", "convert_to", "hard_argmax", "init", "load", "read_state_dict", "soft_argmax",
+    "to_state_dict",
 ]

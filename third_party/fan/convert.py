@@ -18,6 +18,8 @@ from __future__ import annotations
 import os
 import pathlib
 import re
+import zipfile
+import zlib
 from typing import Any
 
 import jax
@@ -64,10 +66,14 @@ def _to_upstream_shape(path: tuple[str, ...], shape: tuple[int, ...]) -> tuple[i
   return tuple(shape)
 
 
+def upstream_shapes(variables: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+  """upstream key -> upstream shape for a nested dict of a FAN's variables (arrays or shape structs)."""
+  return {upstream_key(p): _to_upstream_shape(p, tuple(v.shape)) for p, v in _flatten(variables).items()}
+
+
 def layout(config: model.Config) -> dict[str, tuple[tuple[str, ...], tuple[int, ...]]]:
   """upstream key -> (Flax variable path, upstream shape) for a network of `config`; no weights are computed."""
-  abstract = nnx.eval_shape(lambda: model.FAN(config, rngs=nnx.Rngs(0)))
-  flat = _flatten(nnx.state(abstract, nnx.Variable).to_pure_dict())
+  flat = _flatten(nnx.to_pure_dict(nnx.state(model.FAN(config, rngs=None), nnx.Variable)))
   return {upstream_key(p): (p, _to_upstream_shape(p, tuple(v.shape))) for p, v in flat.items()}
 
 
@@ -80,7 +86,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     try:
       with np.load(path, allow_pickle=False) as f:
         obj: Any = {k: f[k] for k in f.files}
-    except (ValueError, OSError, EOFError) as e:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
       raise torch_pickle.CheckpointFormatError(f"{path}: not a readable .npz archive: {e}") from e
   else:
     try:
@@ -140,6 +146,15 @@ def to_params(state_dict: dict[str, np.ndarray], config: model.Config, source: s
   return params
 
 
+def to_state_dict(params: dict[str, Any]) -> dict[str, np.ndarray]:
+  """The inverse of `to_params`: Flax parameters -> a face-alignment state_dict (for export and for tests)."""
+  out = {}
+  for path, value in _flatten(params).items():
+    value = np.asarray(value, dtype=np.float32)
+    out[upstream_key(path)] = np.ascontiguousarray(value.transpose(3, 2, 0, 1)) if path[-1] == "kernel" else value
+  return out
+
+
 def convert(path: str | os.PathLike) -> tuple[model.Config, dict[str, Any]]:
   """Any supported FAN checkpoint (not a converted directory) -> (Config, Flax parameter dict)."""
   state_dict = read_state_dict(path)
@@ -159,8 +174,8 @@ def _bundle(module: model.FAN) -> bundle_lib.Bundle:
 
 def build(config: model.Config, params: dict[str, Any], source: str) -> model.FAN:
   """A FAN of `config` holding `params` (checked: every variable present, shaped as the module needs)."""
-  graphdef, state = nnx.split(nnx.eval_shape(lambda: model.FAN(config, rngs=nnx.Rngs(0))))
-  wanted = {"/".join(p): tuple(v.shape) for p, v in _flatten(state.to_pure_dict()).items()}
+  graphdef, state = nnx.split(model.FAN(config, rngs=None))
+  wanted = {"/".join(p): tuple(v.shape) for p, v in _flatten(nnx.to_pure_dict(state)).items()}
   given = {"/".join(p): np.asarray(v) for p, v in _flatten(params).items()}
   state_dict_lib.check(given, wanted, source)
   nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, params))
@@ -183,5 +198,5 @@ def load(path: str | os.PathLike, input_size: int | None = None) -> bundle_lib.B
 
 
 def init(config: model.Config, seed: int) -> bundle_lib.Bundle:
-  """A randomly initialised FAN (He-normal convs, identity BatchNorm) drawn from `seed`, as a jitted bundle."""
+  """A randomly initialised FAN (PyTorch's default conv init, identity BatchNorm) drawn from `seed`, jitted."""
   return _bundle(model.FAN(config, rngs=nnx.Rngs(seed)))

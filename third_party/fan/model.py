@@ -18,6 +18,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from disentangle_jax.third_party.fan import decode
@@ -74,15 +75,72 @@ class Config:
 FAN4 = Config()
 
 
-def _conv(cin: int, cout: int, kernel: int, rngs: nnx.Rngs, stride: int = 1, bias: bool = True) -> nnx.Conv:
-  """A conv with PyTorch's symmetric zero padding (kernel // 2), which 'SAME' would not match for stride 2."""
-  pad = kernel // 2
-  return nnx.Conv(cin, cout, (kernel, kernel), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
-                  use_bias=bias, kernel_init=nnx.initializers.he_normal(), rngs=rngs)
+class _Init:
+  """Where a FAN's initial weights come from: a numpy generator seeded from the caller's `nnx.Rngs`, or nothing.
+
+  Drawing with numpy keeps construction fast: flax's `nnx.Conv` costs JAX dispatches per layer and, under
+  `nnx.eval_shape`, a tracer `.sharding` lookup per random-stream call whose error message walks the whole trace,
+  which made building FAN4 take tens of seconds. Without `rngs` every variable is a `jax.ShapeDtypeStruct` (an
+  abstract module whose values a converter fills in); under a JAX transformation (`nnx.eval_shape`) they are zeros
+  of the right shapes, which the transformation turns into shapes as well.
+  """
+
+  def __init__(self, rngs: nnx.Rngs | None):
+    self.rng, self.traced = None, False
+    if rngs is not None:
+      key = rngs.params()
+      self.traced = isinstance(key, jax.core.Tracer)
+      if not self.traced:
+        self.rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+
+  def _placeholder(self, shape: tuple[int, ...]) -> jax.Array | jax.ShapeDtypeStruct:
+    return jnp.zeros(shape, jnp.float32) if self.traced else jax.ShapeDtypeStruct(shape, jnp.float32)
+
+  def uniform(self, shape: tuple[int, ...], bound: float) -> jax.Array | jax.ShapeDtypeStruct:
+    if self.rng is None:
+      return self._placeholder(shape)
+    return jnp.asarray(self.rng.uniform(-bound, bound, shape).astype(np.float32))
+
+  def constant(self, shape: tuple[int, ...], value: float) -> jax.Array | jax.ShapeDtypeStruct:
+    if self.rng is None:
+      return self._placeholder(shape)
+    return jnp.full(shape, value, jnp.float32)
 
 
-def _bn(features: int, rngs: nnx.Rngs) -> nnx.BatchNorm:
-  return nnx.BatchNorm(features, use_running_average=True, epsilon=BATCHNORM_EPS, rngs=rngs)
+class Conv(nnx.Module):
+  """2-D convolution, NHWC, with PyTorch's symmetric zero padding (kernel // 2) and default init.
+
+  The init is PyTorch's Conv2d default (kaiming_uniform with a = sqrt(5), bias likewise: U(+-1/sqrt(fan_in))),
+  so a randomly initialised port behaves like a randomly initialised upstream FAN.
+  """
+
+  def __init__(self, cin: int, cout: int, kernel: int, init: _Init, stride: int = 1, bias: bool = True):
+    bound = 1.0 / float(np.sqrt(cin * kernel * kernel))
+    self.kernel = nnx.Param(init.uniform((kernel, kernel, cin, cout), bound))
+    self.bias = nnx.Param(init.uniform((cout,), bound)) if bias else None
+    self.stride = stride
+    self.pad = kernel // 2
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    y = jax.lax.conv_general_dilated(
+        x, self.kernel[...].astype(x.dtype), (self.stride, self.stride), [(self.pad, self.pad)] * 2,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return y if self.bias is None else y + self.bias[...].astype(x.dtype)
+
+
+class BatchNorm(nnx.Module):
+  """Inference-only BatchNorm (running statistics, eps 1e-5): the network is frozen, so nothing updates them."""
+
+  def __init__(self, features: int, init: _Init):
+    self.scale = nnx.Param(init.constant((features,), 1.0))
+    self.bias = nnx.Param(init.constant((features,), 0.0))
+    self.mean = nnx.BatchStat(init.constant((features,), 0.0))
+    self.var = nnx.BatchStat(init.constant((features,), 1.0))
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    dtype = x.dtype
+    inv = self.scale[...].astype(dtype) * jax.lax.rsqrt(self.var[...].astype(dtype) + BATCHNORM_EPS)
+    return (x - self.mean[...].astype(dtype)) * inv + self.bias[...].astype(dtype)
 
 
 def _avg_pool2(x: jax.Array) -> jax.Array:
@@ -99,18 +157,18 @@ def _upsample2(x: jax.Array) -> jax.Array:
 class ConvBlock(nnx.Module):
   """Pre-activation residual block whose output concatenates three 3x3 convs (out/2, out/4, out/4 channels)."""
 
-  def __init__(self, cin: int, cout: int, rngs: nnx.Rngs):
-    self.bn1 = _bn(cin, rngs)
-    self.conv1 = _conv(cin, cout // 2, 3, rngs, bias=False)
-    self.bn2 = _bn(cout // 2, rngs)
-    self.conv2 = _conv(cout // 2, cout // 4, 3, rngs, bias=False)
-    self.bn3 = _bn(cout // 4, rngs)
-    self.conv3 = _conv(cout // 4, cout // 4, 3, rngs, bias=False)
+  def __init__(self, cin: int, cout: int, init: _Init):
+    self.bn1 = BatchNorm(cin, init)
+    self.conv1 = Conv(cin, cout // 2, 3, init, bias=False)
+    self.bn2 = BatchNorm(cout // 2, init)
+    self.conv2 = Conv(cout // 2, cout // 4, 3, init, bias=False)
+    self.bn3 = BatchNorm(cout // 4, init)
+    self.conv3 = Conv(cout // 4, cout // 4, 3, init, bias=False)
     # Upstream `downsample = Sequential(BatchNorm2d, ReLU, Conv2d 1x1)`: keys downsample.0.* and downsample.2.*.
     self.has_downsample = cin != cout
     if self.has_downsample:
-      self.downsample_bn = _bn(cin, rngs)
-      self.downsample_conv = _conv(cin, cout, 1, rngs, bias=False)
+      self.downsample_bn = BatchNorm(cin, init)
+      self.downsample_conv = Conv(cin, cout, 1, init, bias=False)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     out1 = self.conv1(jax.nn.relu(self.bn1(x)))
@@ -123,14 +181,14 @@ class ConvBlock(nnx.Module):
 class HourGlass(nnx.Module):
   """Recursive hourglass: at each level an upper ConvBlock branch plus a pooled lower branch, upsampled and added."""
 
-  def __init__(self, depth: int, features: int, rngs: nnx.Rngs):
+  def __init__(self, depth: int, features: int, init: _Init):
     self.depth = depth
     for level in range(depth, 0, -1):
-      setattr(self, f"b1_{level}", ConvBlock(features, features, rngs))
-      setattr(self, f"b2_{level}", ConvBlock(features, features, rngs))
+      setattr(self, f"b1_{level}", ConvBlock(features, features, init))
+      setattr(self, f"b2_{level}", ConvBlock(features, features, init))
       if level == 1:
-        setattr(self, f"b2_plus_{level}", ConvBlock(features, features, rngs))
-      setattr(self, f"b3_{level}", ConvBlock(features, features, rngs))
+        setattr(self, f"b2_plus_{level}", ConvBlock(features, features, init))
+      setattr(self, f"b3_{level}", ConvBlock(features, features, init))
 
   def _level(self, level: int, x: jax.Array) -> jax.Array:
     up1 = getattr(self, f"b1_{level}")(x)
@@ -146,29 +204,34 @@ class HourGlass(nnx.Module):
 class FAN(nnx.Module):
   """FAN-2D; `heatmaps` and `landmarks` take generator images (float32 NHWC in [-1, 1])."""
 
-  def __init__(self, config: Config, *, rngs: nnx.Rngs):
+  def __init__(self, config: Config, *, rngs: nnx.Rngs | None):
+    """`rngs` seeds the random init; None builds an abstract module (shapes only) for a converter to fill."""
     self.config = config
+    init = _Init(rngs)
     w, k = config.width, config.num_landmarks
-    self.conv1 = _conv(3, w // 4, 7, rngs, stride=2)
-    self.bn1 = _bn(w // 4, rngs)
-    self.conv2 = ConvBlock(w // 4, w // 2, rngs)
-    self.conv3 = ConvBlock(w // 2, w // 2, rngs)
-    self.conv4 = ConvBlock(w // 2, w, rngs)
+    self.conv1 = Conv(3, w // 4, 7, init, stride=2)
+    self.bn1 = BatchNorm(w // 4, init)
+    self.conv2 = ConvBlock(w // 4, w // 2, init)
+    self.conv3 = ConvBlock(w // 2, w // 2, init)
+    self.conv4 = ConvBlock(w // 2, w, init)
     for i in range(config.num_modules):
-      setattr(self, f"m{i}", HourGlass(HOURGLASS_DEPTH, w, rngs))
-      setattr(self, f"top_m_{i}", ConvBlock(w, w, rngs))
-      setattr(self, f"conv_last{i}", _conv(w, w, 1, rngs))
-      setattr(self, f"bn_end{i}", _bn(w, rngs))
-      setattr(self, f"l{i}", _conv(w, k, 1, rngs))
+      setattr(self, f"m{i}", HourGlass(HOURGLASS_DEPTH, w, init))
+      setattr(self, f"top_m_{i}", ConvBlock(w, w, init))
+      setattr(self, f"conv_last{i}", Conv(w, w, 1, init))
+      setattr(self, f"bn_end{i}", BatchNorm(w, init))
+      setattr(self, f"l{i}", Conv(w, k, 1, init))
       if i < config.num_modules - 1:
-        setattr(self, f"bl{i}", _conv(w, w, 1, rngs))
-        setattr(self, f"al{i}", _conv(k, w, 1, rngs))
+        setattr(self, f"bl{i}", Conv(w, w, 1, init))
+        setattr(self, f"al{i}", Conv(k, w, 1, init))
 
   def preprocess(self, images: jax.Array) -> jax.Array:
     """[-1, 1] NHWC images -> the network input: [0, 1] (upstream's uint8 / 255), resized to input_size."""
     if images.ndim != 4 or images.shape[-1] != 3:
       raise ValueError(f"FAN expects images [B, H, W, 3], got shape {images.shape}")
-    x = (images.astype(jnp.float32) + 1.0) * 0.5
+    images = jnp.asarray(images)
+    if not jnp.issubdtype(images.dtype, jnp.floating):
+      raise ValueError(f"FAN expects float images in [-1, 1], got dtype {images.dtype}")
+    x = (images + 1.0) * 0.5  # float64 stays float64, for finite-difference checks
     s = self.config.input_size
     if x.shape[1:3] != (s, s):
       x = jax.image.resize(x, (x.shape[0], s, s, 3), method="linear", antialias=True)
