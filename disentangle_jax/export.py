@@ -1,0 +1,87 @@
+"""`export`: the inference parameters of a trained model as a small, self-describing Orbax checkpoint.
+
+A training checkpoint carries D_W, three Adam states and the step counter: three to four times what inference
+needs, and its layout is the training code's business. An export holds only E_attr (parameters and BatchNorm
+statistics) and M, plus the config whose `generator` / `id_encoder` sections reference the frozen networks'
+converted weights (relative paths made absolute, so the export loads from any working directory). Random-init
+frozen networks (the smoke config) are referenced by their seed, which rebuilds them exactly.
+
+    DST/inference.json   {"format": "disentangle_jax.inference", "version": 1, "config": {...},
+                          "attr_encoder_config": {...}, "spec": {...}, "source": "...", "step": N}
+    DST/params/          Orbax StandardCheckpointer tree {"attr_encoder": {...}, "mapper": {...}} of float32 arrays
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+from typing import Any
+
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from disentangle_jax import inference
+
+FROZEN_SECTIONS = ("generator", "id_encoder", "attr_encoder", "landmarks")
+
+
+def _absolute_weights(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict(config.to_dict())
+  for section in FROZEN_SECTIONS:
+    if section in config and config[section].get("weights"):
+      p = pathlib.Path(config[section].weights)
+      if not p.is_absolute() and p.exists():
+        config[section].weights = str(p.absolute())
+  return config
+
+
+def _config_of(module: nnx.Module) -> dict[str, Any] | None:
+  cfg = getattr(module, "config", None)
+  if cfg is None:
+    return None
+  if hasattr(cfg, "to_dict"):
+    return cfg.to_dict()
+  if dataclasses.is_dataclass(cfg):
+    return dataclasses.asdict(cfg)
+  return None
+
+
+def export_model(model: inference.InferenceModel, dst: str | os.PathLike, step: int | None = None) -> pathlib.Path:
+  """Writes `model`'s E_attr and M with its config into `dst` (which must not exist or be empty)."""
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+
+  dst = pathlib.Path(dst).absolute()
+  if dst.exists() and any(dst.iterdir()):
+    raise FileExistsError(f"{dst} exists and is not empty; choose a new export directory")
+  trainable = nnx.merge(model._trainable_def, model._trainable_state)  # pylint: disable=protected-access
+  params = {name: _numpy(nnx.state(getattr(trainable, name)).to_pure_dict()) for name in ("attr_encoder", "mapper")}
+  dst.mkdir(parents=True, exist_ok=True)
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(dst / inference.EXPORT_PARAMS, params)
+    ckptr.wait_until_finished()
+  spec = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(model.spec).items()}
+  meta = {"format": inference.EXPORT_FORMAT, "version": inference.EXPORT_VERSION,
+          "config": json.loads(_absolute_weights(model.config).to_json_best_effort()),
+          "attr_encoder_config": _config_of(trainable.attr_encoder), "spec": spec, "source": model.source,
+          "step": step}
+  # Written last: a directory without it is an unfinished export and `load` says so.
+  (dst / inference.EXPORT_META).write_text(json.dumps(meta, indent=2))
+  return dst
+
+
+def export(src: str | os.PathLike, dst: str | os.PathLike) -> pathlib.Path:
+  """Exports a training workdir's latest checkpoint (or re-exports an export) into `dst`."""
+  model = inference.load(src)
+  step = None
+  if "(step " in model.source:
+    step = int(model.source.rsplit("(step ", 1)[1].rstrip(")"))
+  return export_model(model, dst, step)
+
+
+def _numpy(tree: Any) -> Any:
+  if isinstance(tree, dict):
+    return {str(k): _numpy(v) for k, v in tree.items()}
+  return np.asarray(tree)
