@@ -23,7 +23,6 @@ from flax import nnx
 from disentangle_jax.third_party.common import bundle as bundle_lib
 from disentangle_jax.third_party.common import converted
 from disentangle_jax.third_party.common import nnx_params
-from disentangle_jax.third_party.mediapipe_facemesh import convert as facemesh_convert
 from disentangle_jax.third_party.mediapipe_facemesh import detection
 from disentangle_jax.third_party.mediapipe_facemesh import graph as graph_lib
 from disentangle_jax.third_party.mediapipe_facemesh import layers
@@ -198,7 +197,7 @@ def build_blazeface(config: BlazeFaceConfig, params: dict[str, Any] | None, sour
   """A `Detector` around the module with `params` put in (or its random init from `seed` if params is None)."""
   module = BlazeFace(config, rngs=nnx.Rngs(seed))
   if params is not None:
-    nnx_params.assign(module, facemesh_convert.int_keys(params), source, nnx.Param)
+    nnx_params.assign(module, graph_lib.int_keys(params), source, nnx.Param)
   return Detector(module, config, METHODS, xla_options.compiler_options())
 
 

@@ -90,18 +90,11 @@ def convert(path: str | os.PathLike) -> tuple[model_lib.Config, dict[str, Any]]:
   return from_tflite(tflite.load(path, WHEEL_MEMBER))
 
 
-def int_keys(tree: Any) -> Any:
-  """Orbax stores list indices as strings; NNX lists want ints back."""
-  if isinstance(tree, dict):
-    return {(int(k) if isinstance(k, str) and k.isdigit() else k): int_keys(v) for k, v in tree.items()}
-  return tree
-
-
 def build(config: model_lib.Config, params: dict[str, Any] | None, source: str, seed: int = 0) -> bundle_lib.Bundle:
   """A jitted bundle of the module with `params` put in (or its random init from `seed` if params is None)."""
   module = model_lib.FaceMesh(config, rngs=nnx.Rngs(seed))
   if params is not None:
-    nnx_params.assign(module, int_keys(params), source, nnx.Param)
+    nnx_params.assign(module, graph_lib.int_keys(params), source, nnx.Param)
   return bundle_lib.Bundle(module, config, METHODS, xla_options.compiler_options())
 
 

@@ -284,7 +284,10 @@ def read_bytes(path: str | os.PathLike, member: str) -> tuple[bytes, str]:
   path = pathlib.Path(path)
   if not path.is_file():
     raise FileNotFoundError(f"{path}: no such file (expected a .tflite model or a mediapipe wheel)")
-  if zipfile.is_zipfile(path):
+  with open(path, "rb") as f:
+    head = f.read(8)
+  # TFLite files with metadata may end in a zip of associated files, so the FlatBuffer identifier decides first.
+  if head[4:8] != b"TFL3" and zipfile.is_zipfile(path):
     try:
       with zipfile.ZipFile(path) as archive:
         if member not in archive.namelist():
