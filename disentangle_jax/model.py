@@ -139,19 +139,14 @@ def attr_encoder(cfg: ml_collections.ConfigDict, seed: int) -> nnx.Module:
   if cfg.kind != "inception_v3":
     raise ValueError(f"config.attr_encoder.kind: unknown {cfg.kind!r}; choose 'inception_v3'")
   from disentangle_jax.nets import inception  # pylint: disable=import-outside-toplevel
+  arch = _arch(cfg)
   if cfg.weights:
     if not os.path.exists(cfg.weights):
       raise FileNotFoundError(f"config.attr_encoder.weights: {cfg.weights!r} does not exist; convert the ImageNet "
-                              "weights or set it to '' for a random init")
-    config, params = inception.convert(cfg.weights)
-    overrides = {k: v for k, v in _arch(cfg).items() if k == "input_size"}
-    if overrides:
-      config = dataclasses.replace(config, **overrides)
-    module = inception.InceptionV3(config, rngs=nnx.Rngs(seed))
-    from disentangle_jax.third_party.common import nnx_params  # pylint: disable=import-outside-toplevel
-    nnx_params.assign(module, params, cfg.weights)
+                              "weights (`disentangle-jax convert inception_v3`) or set it to '' for a random init")
+    module = inception.load(cfg.weights, input_size=int(arch.get("input_size", 299)), num_classes=0)
   else:
-    module = inception.InceptionV3(inception.Config(**_arch(cfg)), rngs=nnx.Rngs(seed))
+    module = inception.init(inception.Config(**arch), seed)
   return _set_inference(module)
 
 

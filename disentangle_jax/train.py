@@ -139,11 +139,12 @@ class _MetricBuffer:
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
     for step, metrics in fetched:
+      bad = {k: float(v) for k, v in metrics.items() if not np.isfinite(v)}
+      if bad:
+        raise NonFiniteLossError(f"non-finite {', '.join(f'{k} = {v}' for k, v in bad.items())} at step {step}")
       adversarial = step % self.every == 0
       for k, v in metrics.items():
         v = float(v)
-        if not np.isfinite(v):
-          raise NonFiniteLossError(f"non-finite {k} = {v} at step {step}")
         if k in step_lib.ADVERSARIAL_METRICS and not adversarial:
           continue
         sums[k] = sums.get(k, 0.0) + v
