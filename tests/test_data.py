@@ -325,3 +325,22 @@ def test_folder_unreadable_image_is_named(tmp_path):
     folder.list_images(str(empty))
   with pytest.raises(FileNotFoundError, match="not a folder"):
     folder.list_images(str(tmp_path / "a.png"))
+
+
+# --- the command -------------------------------------------------------------------------------------------------------
+
+def test_generate_data_command(tmp_path):
+  """`disentangle-jax generate-data` with the installed smoke config (its default), shrunk by flags."""
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  out = tmp_path / "cli"
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+  result = subprocess.run(
+      [sys.executable, "-m", "disentangle_jax", "generate-data", f"--out={out}", "--config.data.num_train=6",
+       "--config.data.num_validation=2", "--config.data.examples_per_shard=4", "--config.data.generate_batch_size=2"],
+      capture_output=True, text=True, env=env, timeout=600, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "images/s" in result.stderr and "dataset complete" in result.stderr
+  builder = tfds.builder_from_directory(str(out))
+  assert builder.info.splits["train"].num_shards == 2 and builder.info.splits["validation"].num_examples == 2
+  assert _read_split(str(out), "train")[5]["image"].shape == (32, 32, 3)

@@ -135,8 +135,12 @@ class Schedule:
 
   def _stream(self, stream: int, step: int, shift: int = 0) -> np.ndarray:
     p = step * self.batch_size + np.arange(self.batch_size)
-    epochs, within = p // self.n, p % self.n
-    return np.array([self._permutation(stream, int(e))[(j + shift) % self.n] for e, j in zip(epochs, within)])
+    epochs, within = p // self.n, (p + shift) % self.n
+    out = np.empty(self.batch_size, np.int64)
+    for e in np.unique(epochs):  # a batch spans at most a few epochs
+      rows = epochs == e
+      out[rows] = self._permutation(stream, int(e))[within[rows]]
+    return out
 
   def same(self, step: int) -> bool:
     return is_same_step(step, self.cross_every)
