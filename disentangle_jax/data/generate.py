@@ -8,8 +8,9 @@ agreement. (With `truncation_cutoff` < num_ws the mapping's later rows would be 
 rendering from the full `ws` would give an image that no single `w` produces.)
 
 Batches are jitted and sharded over every local device along a `data` mesh axis; every process of a pod writes its
-own shards (shard `i` belongs to process `i % process_count`). Output depends only on the config: example `s`'s `z`
-comes from its seed alone, whatever the batch size or the number of devices.
+own shards (the i-th shard of the whole dataset belongs to process `i % process_count`). The content depends only on
+the config: example `s`'s `z` comes from its seed alone, whatever the batch size or the number of devices (XLA's
+kernels may round the last bit of `w` differently for another batch shape; pixels then agree within one level).
 
 Resumable: each shard is written to a temporary name and atomically renamed when complete; a rerun skips finished
 shards (never opening them for writing) and removes stale temporary files. A `generation.json` records the settings
@@ -107,15 +108,15 @@ class _Progress:
   """Logs images done, images/s and ETA at most every `every_s` seconds (and once at the end)."""
 
   def __init__(self, total: int, every_s: float = 10.0):
-    self.total, self.done, self.every_s = total, 0, every_s
+    self.total, self.done, self.every_s, self.logged = total, 0, every_s, -1
     self.start = self.last = time.perf_counter()
 
   def update(self, n: int, force: bool = False) -> None:
     self.done += n
     now = time.perf_counter()
-    if not force and now - self.last < self.every_s:
+    if (not force and now - self.last < self.every_s) or self.logged == self.done:
       return
-    self.last = now
+    self.last, self.logged = now, self.done
     rate = self.done / max(now - self.start, 1e-9)
     eta = (self.total - self.done) / rate if rate > 0 else float("inf")
     logging.info("generate-data: %d/%d images, %.2f images/s, ETA %s", self.done, self.total, rate,
@@ -191,7 +192,7 @@ def generate(config: ml_collections.ConfigDict, out_dir: str, *, generator: Any 
 
   shards = tfds_format.plan(out_dir, {"train": wanted["num_train"], "validation": wanted["num_validation"]},
                             wanted["examples_per_shard"])
-  mine = [s for s in shards if s.index % process_count == process_index]
+  mine = shards[process_index::process_count]  # both splits' shards in one sequence, dealt out in turn
   for s in mine:  # leftovers of a killed run; finished shards are never touched
     for stale in tf.io.gfile.glob(f"{s.path}.tmp-*"):
       tf.io.gfile.remove(stale)
