@@ -190,8 +190,8 @@ def test_images_and_w_match_the_dataset(dataset):
   examples = _read_split(dataset, "train")
   pos = p.schedule.positions(0)
   np.testing.assert_array_equal(batch["id"], 
-                                np.stack([examples[i]["image"] for i in pos["id"]]).astype(np.float32) / np.float32(127.5)
-                                - np.float32(1))
+                                np.stack([examples[i]["image"] for i in pos["id"]]).astype(np.float32)
+                                / np.float32(127.5) - np.float32(1))
   np.testing.assert_array_equal(batch["w_real"], np.stack([examples[i]["w"] for i in pos["w_real"]]))
 
 
@@ -239,7 +239,7 @@ def test_global_arrays_on_the_mesh(dataset):
     assert -1.0 <= float(b["attr"].min()) and float(b["attr"].max()) <= 1.0
 
 
-# --- corrupt input -----------------------------------------------------------------------------------------------------
+# --- corrupt input ---------------------------------------------------------------------------------------------------
 
 def _copy(dataset, tmp_path):
   out = str(tmp_path / "copy")
@@ -327,7 +327,7 @@ def test_folder_unreadable_image_is_named(tmp_path):
     folder.list_images(str(tmp_path / "a.png"))
 
 
-# --- the command -------------------------------------------------------------------------------------------------------
+# --- the command -----------------------------------------------------------------------------------------------------
 
 def test_generate_data_command(tmp_path):
   """`disentangle-jax generate-data` with the installed smoke config (its default), shrunk by flags."""

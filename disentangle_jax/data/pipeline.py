@@ -3,9 +3,10 @@
 Every batch is a pure function of (seed, step): example positions come from per-epoch permutations of this process's
 part of the split (numpy PCG64 from [seed, process, stream, epoch]: shuffle before repeat, each epoch a full
 permutation), so a run restarted at step k (`start_step=k`) continues exactly the sequence of an uninterrupted run
-without replaying steps 0..k-1, whatever the prefetch depth; no step needs folding into the seed. Reading is by index from the ArrayRecord shards;
-tf.data decodes in parallel and prefetches; each step becomes global `jax.Array`s sharded over the mesh's `data` axis
-(`jax.make_array_from_process_local_data`), shipped as uint8 and converted to float on the devices.
+without replaying steps 0..k-1, whatever the prefetch depth; no step needs folding into the seed. Reading is by
+index from the ArrayRecord shards; tf.data decodes in parallel and prefetches; each step becomes global `jax.Array`s
+sharded over the mesh's `data` axis (`jax.make_array_from_process_local_data`), shipped as uint8 and converted to
+float on the devices.
 With `cache=True` this process's part is decoded once into host memory and steps become gathers (same output):
 PNG decoding is what limits the streaming mode (~125 images/s per CPU core at 256px).
 
