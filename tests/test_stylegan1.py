@@ -301,6 +301,88 @@ def test_nvlabs_fused_layers_round_trip(state_dict):
   np.testing.assert_allclose(params["fc3"]["w"], ref["fc3"]["w"], rtol=1e-6)
 
 
+def _official_reference(v, z, psi, cutoff, fused_res):
+  """NVlabs' G_style (networks_stylegan.py) in float64 numpy, NCHW, written from the official definitions."""
+  lrelu = lambda x: np.where(x >= 0, x, 0.2 * x)
+  x = z / np.sqrt(np.mean(z * z, axis=1, keepdims=True) + 1e-8)
+  for j in range(2):
+    w = v[f"G_mapping/Dense{j}/weight"]
+    x = lrelu(x @ (w * np.sqrt(2) / np.sqrt(w.shape[0]) * 0.01) + v[f"G_mapping/Dense{j}/bias"] * 0.01)
+  n_layers = 6
+  ws = np.repeat(x[:, None], n_layers, axis=1)
+  avg = v["dlatent_avg"]
+  ws = np.where((np.arange(n_layers) < cutoff)[None, :, None], avg + psi * (ws - avg), ws)
+
+  def conv(x, w):  # SAME cross-correlation, w [kh, kw, in, out]
+    k = w.shape[0]
+    p = np.pad(x, ((0, 0), (0, 0), (k // 2, k // 2), (k // 2, k // 2)))
+    h, wd = x.shape[2:]
+    return sum(np.einsum("bihw,io->bohw", p[:, :, a:a + h, c:c + wd], w[a, c]) for a in range(k) for c in range(k))
+
+  def conv_transpose(x, k):  # stride 2, 'SAME' (padding 1) with a 4x4 kernel k [4, 4, in, out]: scatter-add
+    b, _, h, wd = x.shape
+    out = np.zeros((b, k.shape[3], 2 * h + 2, 2 * wd + 2))
+    for a in range(4):
+      for c in range(4):
+        out[:, :, a:a + 2 * h:2, c:c + 2 * wd:2] += np.einsum("bihw,io->bohw", x, k[a, c])
+    return out[:, :, 1:-1, 1:-1]
+
+  def blur(x):
+    f = np.outer([1, 2, 1], [1, 2, 1]) / 16.0
+    c = x.shape[1]
+    return conv(x, np.einsum("ac,io->acio", f, np.eye(c)))
+
+  def epilogue(x, l, scope):
+    x = x + v[f"G_synthesis/noise{l}"] * v[scope + "/Noise/weight"][None, :, None, None]
+    x = lrelu(x + v[scope + "/bias"][None, :, None, None])
+    x = x - x.mean(axis=(2, 3), keepdims=True)
+    x = x / np.sqrt(np.mean(x * x, axis=(2, 3), keepdims=True) + 1e-8)
+    style = ws[:, l] @ (v[scope + "/StyleMod/weight"] / np.sqrt(ws.shape[2])) + v[scope + "/StyleMod/bias"]
+    c = x.shape[1]
+    return x * (style[:, :c, None, None] + 1) + style[:, c:, None, None]
+
+  he = lambda w: w * np.sqrt(2) / np.sqrt(np.prod(w.shape[:3]))
+  x = epilogue(np.repeat(v["G_synthesis/4x4/Const/const"], len(z), axis=0), 0, "G_synthesis/4x4/Const")
+  x = epilogue(conv(x, he(v["G_synthesis/4x4/Conv/weight"])), 1, "G_synthesis/4x4/Conv")
+  for l in (2, 4):
+    scope, res = convert_lib.nvlabs_scope(l), 4 * 2 ** (l // 2)
+    w = he(v[scope + "/weight"])
+    if res >= fused_res:
+      w = np.pad(w, ((1, 1), (1, 1), (0, 0), (0, 0)))
+      x = conv_transpose(x, w[1:, 1:] + w[:-1, 1:] + w[1:, :-1] + w[:-1, :-1])
+    else:
+      x = conv(x.repeat(2, axis=2).repeat(2, axis=3), w)
+    x = epilogue(blur(x), l, scope)
+    scope = convert_lib.nvlabs_scope(l + 1)
+    x = epilogue(conv(x, he(v[scope + "/weight"])), l + 1, scope)
+  rgb = v["G_synthesis/ToRGB_lod0/weight"]
+  return ws, conv(x, rgb / np.sqrt(rgb.shape[2])) + v["G_synthesis/ToRGB_lod0/bias"][None, :, None, None]
+
+
+@pytest.mark.parametrize("fused_res", [128, 16])
+def test_official_numerics_match_independent_reference(fused_res):
+  """A tiny random NVlabs-layout generator (stored noise, eps 1e-8, bias after blur, StyleMod +1, cutoff) against
+  a float64 re-implementation of the official code; fused_res=16 runs the 16 px layer as the fused transposed conv
+  (official 'auto' fuses from 128 px, too large for a unit test)."""
+  config = convert_lib.nvlabs_config(16, 8, 8, 2, channel_max=8)
+  rng = np.random.default_rng(7)
+  v = {k: rng.normal(size=s) for k, s in convert_lib.nvlabs_expected(config).items()}
+  v["G_mapping/Dense0/weight"] /= 0.01  # stored at 1 / lr_mul scale, as official init
+  v["G_mapping/Dense1/weight"] /= 0.01
+  _, params = convert_lib.from_nvlabs(v, "synthetic")
+  config = dataclasses.replace(config, fused_up_min_res=fused_res)
+  if fused_res == 16:  # what from_nvlabs does for the layers it fuses
+    params["layer4"]["conv_w"] = 4 * params["layer4"]["conv_w"]
+  g = stylegan1.from_params(config, params)
+  z = rng.normal(size=(2, 8))
+  ws_ref, img_ref = _official_reference(v, z, 0.7, 3, fused_res)
+  run = jax.jit(lambda g, z: (lambda ws: (ws, g.synthesis(ws, noise_mode="const")))(
+      g.mapping(z, truncation_psi=0.7, truncation_cutoff=3)))
+  ws, img = run(g, jnp.asarray(z, jnp.float32))
+  np.testing.assert_allclose(np.asarray(ws), ws_ref, rtol=0, atol=W_ATOL)
+  np.testing.assert_allclose(_nchw(img), img_ref, rtol=0, atol=IMAGE_ATOL)
+
+
 def _write_keras_h5(path, variables, synthesis_only=False):
   """`save_weights` of StyleGAN-Tensorflow2's StyleGAN_G: groups G_mapping and G_synthesis, Keras weight names."""
 

@@ -237,10 +237,12 @@ def nvlabs_scope(layer: int) -> str:
   return f"G_synthesis/{res}x{res}/{'Conv1' if layer % 2 else 'Conv0_up'}"
 
 
-def nvlabs_config(resolution: int, z_dim: int = 512, w_dim: int = 512, mapping_layers: int = 8) -> model_lib.Config:
+def nvlabs_config(resolution: int, z_dim: int = 512, w_dim: int = 512, mapping_layers: int = 8,
+                  channel_max: int = 512) -> model_lib.Config:
   """The official numerics (eps 1e-8, bias after blur, per-layer stored noise, truncation cutoff 8)."""
   return model_lib.Config(resolution=resolution, z_dim=z_dim, w_dim=w_dim, mapping_layers=mapping_layers,
-                          instance_norm_eps=1e-8, bias_after_blur=True, noise_per_layer=True, truncation_cutoff=8)
+                          channel_max=channel_max, instance_norm_eps=1e-8, bias_after_blur=True,
+                          noise_per_layer=True, truncation_cutoff=8)
 
 
 def nvlabs_expected(config: model_lib.Config, with_synthesis_only: bool = False) -> dict[str, tuple[int, ...]]:
@@ -283,15 +285,17 @@ def from_nvlabs(variables: dict[str, Array], source: str) -> tuple[model_lib.Con
   resolution = max(res_keys, default=4)
   n_dense = sum(1 for k in v if re.fullmatch(r"G_mapping/Dense\d+/weight", k))
   synthesis_only = n_dense == 0
+  const = v.get("G_synthesis/4x4/Const/const")
+  channel_max = int(const.shape[1]) if const is not None and const.ndim == 4 else 512  # nf at 4 px is the maximum
   if synthesis_only:
     style = v.get("G_synthesis/4x4/Const/StyleMod/weight")
     w_dim = int(style.shape[0]) if style is not None and style.ndim == 2 else 512
-    config = nvlabs_config(resolution, w_dim, w_dim, 8)
+    config = nvlabs_config(resolution, w_dim, w_dim, 8, channel_max)
   else:
     d0, dl = v.get("G_mapping/Dense0/weight"), v.get(f"G_mapping/Dense{n_dense - 1}/weight")
     z_dim = int(d0.shape[0]) if d0 is not None and d0.ndim == 2 else 512
     w_dim = int(dl.shape[1]) if dl is not None and dl.ndim == 2 else 512
-    config = nvlabs_config(resolution, z_dim, w_dim, n_dense)
+    config = nvlabs_config(resolution, z_dim, w_dim, n_dense, channel_max)
   expected = nvlabs_expected(config, synthesis_only)
   state_dict_lib.check({k: a for k, a in v.items() if not _nvlabs_ignored(k)}, expected, source)
 
