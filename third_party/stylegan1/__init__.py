@@ -1,7 +1,7 @@
 """StyleGAN v1 (Karras et al. 2019), the generator the identity-disentanglement paper used, as a frozen NNX module.
 
     from disentangle_jax.third_party import stylegan1
-    g = stylegan1.load("stylegan-256px-new.model")      # rosinality .pt/.npz, NVlabs .pkl/.npz, Keras .h5, converted dir
+    g = stylegan1.load("stylegan-256px-new.model")  # rosinality .pt/.npz, NVlabs .pkl/.npz, Keras .h5, converted dir
     ws = g.mapping(z, truncation_psi=0.7)               # z [B, 512] -> ws [B, num_ws, 512]
     img = g.synthesis(ws, noise_mode="const")           # [B, 256, 256, 3] float32 NHWC
 
