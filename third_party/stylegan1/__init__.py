@@ -2,8 +2,8 @@
 
     from disentangle_jax.third_party import stylegan1
     g = stylegan1.load("stylegan-256px-new.model")  # rosinality .pt/.npz, NVlabs .pkl/.npz, Keras .h5, converted dir
-    ws = g.mapping(z, truncation_psi=0.7)               # z [B, 512] -> ws [B, num_ws, 512]
-    img = g.synthesis(ws, noise_mode="const")           # [B, 256, 256, 3] float32 NHWC
+    ws = g.mapping(z, truncation_psi=0.7)           # z [B, 512] -> ws [B, num_ws, 512]
+    img = g.synthesis(ws, noise_mode="const")       # [B, 256, 256, 3] float32 NHWC
 
 The API matches `stylegan2`; `g.module` is the NNX module for use inside a larger jitted function (and `jax.grad`
 w.r.t. ws).
