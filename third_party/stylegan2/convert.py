@@ -10,7 +10,8 @@ Formats (`convert(path)` tells them apart by content, not by name):
 - a stylegan2-ada-pytorch `G.state_dict()` / `G_ema.state_dict()`: `torch.save` file (zip or legacy) or `.npz`.
 - rosinality stylegan2-pytorch `.pt`: `{"g_ema": state_dict, "latent_avg": [w_dim]}` (convert_weight.py), or a
   train.py checkpoint (`g`, `d`, `g_ema`, optimisers, no `latent_avg`): then `w_avg` is the mean w of
-  `LATENT_AVG_SAMPLES` z drawn from `latent_avg_seed` (0 unless given), as upstream's `mean_latent(4096)` does.
+  `LATENT_AVG_SAMPLES` z drawn with numpy from `latent_avg_seed` (0 unless given), as upstream's
+  `mean_latent(4096)` does.
 - a bare rosinality `g_ema` state_dict (`.pt` / `.npz`): `w_avg` as for a train.py checkpoint.
 
 `conv_clamp` is not stored in an ada state_dict: it is read from a pickle's `init_kwargs`, and otherwise defaults
@@ -375,21 +376,21 @@ def convert(path: str | os.PathLike, *, latent_avg_seed: int = 0, **overrides: A
       raise state_dict_lib.CheckpointMismatchError(path, misshaped=[("latent_avg", extra["latent_avg"].shape,
                                                                      (config.w_dim,))])
   else:
-    avg = _mean_w(config, params, latent_avg_seed)
+    avg = mean_w(config, params, latent_avg_seed)
   params["mapping_net"]["w_avg"] = np.asarray(avg, np.float32)
   return config, params
 
 
-def _mean_w(config: Config, params: dict[str, Any], seed: int) -> np.ndarray:
-  """Mean mapping output of LATENT_AVG_SAMPLES z ~ N(0, 1) drawn from `seed` (rosinality's `mean_latent`)."""
-  import jax  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+def mean_w(config: Config, params: dict[str, Any], seed: int, samples: int = LATENT_AVG_SAMPLES) -> np.ndarray:
+  """Mean mapping output of `samples` z ~ N(0, 1) from numpy's PCG64 seeded `seed` (rosinality's `mean_latent`).
 
-  z = jax.random.normal(jax.random.key(seed), (LATENT_AVG_SAMPLES, config.z_dim), jnp.float32)
-  x = z * jax.lax.rsqrt(jnp.mean(z * z, axis=1, keepdims=True) + 1e-8)
+  Plain numpy, in float64: cheap (one pass of `samples` rows through the FC layers) and needs no compilation.
+  """
+  z = np.random.default_rng(seed).standard_normal((samples, config.z_dim))
+  x = z / np.sqrt(np.mean(z * z, axis=1, keepdims=True) + 1e-8)
   for i in range(config.mapping_layers):
     fc = params["mapping_net"][f"fc{i}"]
-    x = x @ (jnp.asarray(fc["weight"]) * (config.lr_multiplier / math.sqrt(fc["weight"].shape[0])))
-    x = x + jnp.asarray(fc["bias"]) * config.lr_multiplier
-    x = jnp.where(x >= 0, x, 0.2 * x) * math.sqrt(2.0)
-  return np.asarray(jnp.mean(x, axis=0))
+    weight = np.asarray(fc["weight"], np.float64)
+    x = x @ (weight * (config.lr_multiplier / math.sqrt(weight.shape[0]))) + np.asarray(fc["bias"]) * config.lr_multiplier
+    x = np.where(x >= 0, x, 0.2 * x) * math.sqrt(2.0)
+  return np.mean(x, axis=0).astype(np.float32)

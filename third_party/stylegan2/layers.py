@@ -108,8 +108,30 @@ def conv2d(x: jax.Array, weight: jax.Array, up: bool = False, groups: int = 1) -
                                    feature_group_count=groups)  # [B, H+1, W+1, (G) 4 O]
   if groups > 1:
     y = y.reshape(b, h + 1, w + 1, groups, 4, cout_g).transpose(0, 1, 2, 4, 3, 5)
-  y = y.reshape(b, h + 1, w + 1, 2, 2, cout).transpose(0, 1, 3, 2, 4, 5).reshape(b, 2 * h + 2, 2 * w + 2, cout)
-  return _fir_after_transpose(y, 2 * h)
+  y = y.reshape(b, h + 1, w + 1, 2, 2, cout)  # y[2m + r] = Y[m, r] on each axis, m in [0, H]
+  z = _fir_phases(_fir_phases(y, 1, 3), 2, 4)  # [B, H, W, 2, 2, O]
+  return z.transpose(0, 1, 3, 2, 4, 5).reshape(b, 2 * h, 2 * w, cout)
+
+
+def _fir_phases(y: jax.Array, axis: int, phase_axis: int) -> jax.Array:
+  """The post-transpose FIR z[n] = (y[n-1] + 3 y[n] + 3 y[n+1] + y[n+2]) / 4, on the phase-split layout.
+
+  With y[2m + r] = Y[m, r] (m in [0, H], y[-1] = 0) the two output phases are
+  Z[m, 0] = (Y[m-1, 1] + 3 Y[m, 0] + 3 Y[m, 1] + Y[m+1, 0]) / 4 and
+  Z[m, 1] = (Y[m, 0] + 3 Y[m, 1] + 3 Y[m+1, 0] + Y[m+1, 1]) / 4, for m in [0, H).
+  """
+  n = y.shape[axis] - 1
+  y0 = jax.lax.index_in_dim(y, 0, phase_axis, keepdims=False)
+  y1 = jax.lax.index_in_dim(y, 1, phase_axis, keepdims=False)
+  ax = axis if axis < phase_axis else axis - 1
+  cur0, nxt0 = (jax.lax.slice_in_dim(y0, s, s + n, axis=ax) for s in (0, 1))
+  cur1, nxt1 = (jax.lax.slice_in_dim(y1, s, s + n, axis=ax) for s in (0, 1))
+  pad = [(0, 0)] * y1.ndim
+  pad[ax] = (1, 0)
+  prev1 = jax.lax.slice_in_dim(jnp.pad(y1, pad), 0, n, axis=ax)
+  z0 = _FIR_UP[0] * prev1 + _FIR_UP[1] * cur0 + _FIR_UP[2] * cur1 + _FIR_UP[3] * nxt0
+  z1 = _FIR_UP[0] * cur0 + _FIR_UP[1] * cur1 + _FIR_UP[2] * nxt0 + _FIR_UP[3] * nxt1
+  return jnp.stack([z0, z1], axis=phase_axis).astype(y.dtype)
 
 
 def modulated_conv2d(x: jax.Array, weight: jax.Array, styles: jax.Array, *, demodulate: bool = True,

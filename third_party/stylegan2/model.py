@@ -185,8 +185,10 @@ class ToRGB(nnx.Module):
 
   def __call__(self, x: jax.Array, w: jax.Array) -> jax.Array:
     styles = self.affine(w) * self.weight_gain
-    # A 1x1 conv without demodulation is a per-sample matmul: (x * s) @ W.
-    x = (x * styles.astype(x.dtype)[:, None, None, :]) @ self.weight[...].astype(x.dtype)
+    # A 1x1 conv without demodulation is a per-sample matmul with the modulated kernel s_bi W_io (a batched
+    # einsum: on a CPU several times faster than scaling the activations, then one matmul with 3 outputs).
+    kernel = (styles[:, :, None] * self.weight[...]).astype(x.dtype)
+    x = jnp.einsum("bhwi,bio->bhwo", x, kernel)
     x = x.astype(jnp.float32) + self.bias[...]
     if self.conv_clamp is not None:
       x = jnp.clip(x, -self.conv_clamp, self.conv_clamp)
