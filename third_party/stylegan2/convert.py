@@ -275,6 +275,9 @@ class _SnapshotUnpickler(torch_pickle.SafeUnpickler):
       ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_persistent_obj,
       ("dnnlib.util", "EasyDict"): _EasyDict,
       ("dnnlib", "EasyDict"): _EasyDict,
+      # Protocol-2 pickles name builtins by their Python 2 module (a module's `_non_persistent_buffers_set`).
+      ("__builtin__", "set"): set,
+      ("__builtin__", "frozenset"): frozenset,
   }
 
 
