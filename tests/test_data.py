@@ -133,6 +133,10 @@ def test_rerun_with_other_settings_is_refused(dataset, g):
   config.data.truncation_psi = 0.5
   with pytest.raises(ValueError, match="generation.json.*truncation_psi"):
     generate.generate(config, dataset, generator=g)
+  config = _config()
+  other = frozen.generator(config.generator, config.seed + 1)
+  with pytest.raises(ValueError, match="generation.json.*generator_fingerprint"):
+    generate.generate(config, dataset, generator=other)
 
 
 def test_two_processes_write_disjoint_shards(dataset, g, tmp_path):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import hashlib
 import json
 import math
 import os
@@ -45,8 +46,20 @@ def _get(cfg: ml_collections.ConfigDict, name: str, default: Any) -> Any:
   return cfg[name] if name in cfg else default
 
 
-def settings(config: ml_collections.ConfigDict, g_config: Any) -> dict[str, Any]:
+def fingerprint(module: nnx.Module) -> str:
+  """A hash of every array of G (parameters and buffers): two runs with different generators never mix."""
+  digest = hashlib.sha256()
+  leaves, _ = jax.tree_util.tree_flatten_with_path(nnx.state(module))
+  for path, leaf in sorted(leaves, key=lambda kv: jax.tree_util.keystr(kv[0])):
+    array = np.asarray(leaf)
+    digest.update(f"{jax.tree_util.keystr(path)}:{array.dtype}:{array.shape}".encode())
+    digest.update(np.ascontiguousarray(array).tobytes())
+  return digest.hexdigest()[:20]
+
+
+def settings(config: ml_collections.ConfigDict, generator: Any) -> dict[str, Any]:
   """What determines the dataset's content (recorded in `generation.json`, checked on a rerun)."""
+  g_config = generator.config
   d = config.data
   cutoff = _get(d, "truncation_cutoff", None)
   return {
@@ -59,7 +72,7 @@ def settings(config: ml_collections.ConfigDict, g_config: Any) -> dict[str, Any]
       "noise_mode": str(_get(config.generator, "noise_mode", "const")),
       "generator_kind": str(config.generator.kind),
       "generator_weights": str(config.generator.weights),
-      "generator_init_seed": int(config.seed),
+      "generator_fingerprint": fingerprint(generator.module),
       "generator_arch": {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.generator.arch.items()},
       "resolution": int(g_config.resolution),
       "w_dim": int(g_config.w_dim),
@@ -186,7 +199,7 @@ def generate(config: ml_collections.ConfigDict, out_dir: str, *, generator: Any 
   if generator is None:
     generator = frozen.generator(config.generator, config.seed)
   g_config = generator.config
-  wanted = settings(config, g_config)
+  wanted = settings(config, generator)
   tf.io.gfile.makedirs(out_dir)
   _check_settings(out_dir, wanted)
 
