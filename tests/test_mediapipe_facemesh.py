@@ -20,8 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import skimage.data
+from flax import nnx
 
 from disentangle_jax.third_party import mediapipe_facemesh as mp
+from disentangle_jax.third_party.common import nnx_params
 from disentangle_jax.third_party.mediapipe_facemesh import blazeface
 from disentangle_jax.third_party.mediapipe_facemesh import detection
 from disentangle_jax.third_party.mediapipe_facemesh import tflite
@@ -212,9 +214,20 @@ def test_mesh_indices():
 
 
 def test_init_and_shapes():
-  bundle = mp.init(mp.Config(), seed=3)
-  out = jax.eval_shape(bundle.module.landmarks_and_score, jax.ShapeDtypeStruct((2, 256, 256, 3), jnp.float32))
+  full = jax.eval_shape(lambda: mp.FaceMesh(mp.Config(), rngs=nnx.Rngs(0)))
+  out = jax.eval_shape(lambda m, x: m.landmarks_and_score(x), full,
+                       jax.ShapeDtypeStruct((2, 256, 256, 3), jnp.float32))
   assert out[0].shape == (2, 468, 3) and out[1].shape == (2,)
+  head = lambda out_channels, tail: mp.HeadConfig(((8, 2),), 4, tail, out_channels, 3, 3)
+  tiny = mp.Config(input_size=24, stem_channels=4, backbone=((8, 2),), landmark_head=head(1404, ((4, 1),)),
+                   presence_head=head(1, ()))
+  bundle = mp.init(tiny, seed=3)
+  points = bundle.landmarks(jnp.zeros((2, 40, 40, 3)))
+  assert points.shape == (2, 468, 3) and bool(jnp.all(jnp.isfinite(points)))
+  same, other = (nnx_params.params_of(mp.init(tiny, seed=s).module, nnx.Param) for s in (3, 4))
+  mine = nnx_params.params_of(bundle.module, nnx.Param)
+  np.testing.assert_array_equal(mine["stem"]["conv"]["kernel"], same["stem"]["conv"]["kernel"])
+  assert not np.array_equal(mine["stem"]["conv"]["kernel"], other["stem"]["conv"]["kernel"])
   with pytest.raises(ValueError, match="shape"):
     bundle.module.landmarks(jnp.zeros((2, 64, 64)))
 
@@ -222,14 +235,15 @@ def test_init_and_shapes():
 def test_converted_directory_round_trip(wheel, tmp_path):
   mp.convert_to(wheel, tmp_path / "mesh")
   mp.convert_to_blazeface(wheel, tmp_path / "face")
-  x = _face_crop(192)[None]
-  np.testing.assert_array_equal(np.asarray(mp.load(tmp_path / "mesh").landmarks(x)),
-                                np.asarray(mp.load(wheel).landmarks(x)))
-  y = detection.letterbox(_face_crop(128), 128)[0][None]
-  np.testing.assert_array_equal(np.asarray(mp.load_blazeface(tmp_path / "face").raw(y)[0]),
-                                np.asarray(mp.load_blazeface(wheel).raw(y)[0]))
+  for load, name in ((mp.load, "mesh"), (mp.load_blazeface, "face")):
+    restored, original = load(tmp_path / name), load(wheel)
+    assert restored.config == original.config
+    jax.tree.map(np.testing.assert_array_equal, nnx_params.params_of(restored.module, nnx.Param),
+                 nnx_params.params_of(original.module, nnx.Param))
   with pytest.raises(ValueError, match="blazeface"):
     mp.load(tmp_path / "face")
+  with pytest.raises(FileExistsError):
+    mp.convert_to(wheel, tmp_path / "mesh")
 
 
 # --- BlazeFace ------------------------------------------------------------------------------------------------

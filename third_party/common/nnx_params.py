@@ -26,13 +26,14 @@ def assign(module: nnx.Module, params: dict[str, Any], source: str, variable_typ
   """Overwrites every variable of `module` (of `variable_type`) with `params`, a nested dict of arrays.
 
   Raises `CheckpointMismatchError` naming missing, unexpected and mis-shaped entries instead of broadcasting or
-  silently keeping an initial value.
+  silently keeping an initial value. `module` may be abstract (from `nnx.eval_shape`), which skips the random
+  initialisation of weights that are overwritten anyway.
   """
   state = nnx.state(module, variable_type)
   current = _flatten(state.to_pure_dict())
   given = _flatten(params)
   state_dict_lib.check(given, {k: tuple(np.shape(v)) for k, v in current.items()}, source)
-  cast = jax.tree.map(lambda new, old: np.asarray(new, dtype=np.asarray(old).dtype), params, state.to_pure_dict())
+  cast = jax.tree.map(lambda new, old: np.asarray(new, dtype=old.dtype), params, state.to_pure_dict())
   nnx.replace_by_pure_dict(state, cast)
   nnx.update(module, state)
 

@@ -30,6 +30,7 @@ from disentangle_jax.third_party.mediapipe_facemesh.mesh_indices import RIGHT_EY
 from disentangle_jax.third_party.mediapipe_facemesh.mesh_indices import RIGHT_EYE_INDICES
 from disentangle_jax.third_party.mediapipe_facemesh.model import Config
 from disentangle_jax.third_party.mediapipe_facemesh.model import FaceMesh
+from disentangle_jax.third_party.mediapipe_facemesh.model import HeadConfig
 from disentangle_jax.third_party.mediapipe_facemesh.tflite import TFLiteFormatError
 
 Module = FaceMesh

@@ -195,8 +195,10 @@ def convert_blazeface(path: str | os.PathLike) -> tuple[BlazeFaceConfig, dict[st
 
 def build_blazeface(config: BlazeFaceConfig, params: dict[str, Any] | None, source: str, seed: int = 0) -> Detector:
   """A `Detector` around the module with `params` put in (or its random init from `seed` if params is None)."""
-  module = BlazeFace(config, rngs=nnx.Rngs(seed))
-  if params is not None:
+  if params is None:
+    module = BlazeFace(config, rngs=nnx.Rngs(seed))
+  else:  # shapes only: every weight is overwritten
+    module = nnx.eval_shape(lambda: BlazeFace(config, rngs=nnx.Rngs(seed)))
     nnx_params.assign(module, graph_lib.int_keys(params), source, nnx.Param)
   return Detector(module, config, METHODS, xla_options.compiler_options())
 

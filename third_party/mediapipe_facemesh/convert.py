@@ -92,8 +92,10 @@ def convert(path: str | os.PathLike) -> tuple[model_lib.Config, dict[str, Any]]:
 
 def build(config: model_lib.Config, params: dict[str, Any] | None, source: str, seed: int = 0) -> bundle_lib.Bundle:
   """A jitted bundle of the module with `params` put in (or its random init from `seed` if params is None)."""
-  module = model_lib.FaceMesh(config, rngs=nnx.Rngs(seed))
-  if params is not None:
+  if params is None:
+    module = model_lib.FaceMesh(config, rngs=nnx.Rngs(seed))
+  else:  # shapes only: every weight is overwritten, so drawing random ones first would be wasted time
+    module = nnx.eval_shape(lambda: model_lib.FaceMesh(config, rngs=nnx.Rngs(seed)))
     nnx_params.assign(module, graph_lib.int_keys(params), source, nnx.Param)
   return bundle_lib.Bundle(module, config, METHODS, xla_options.compiler_options())
 
