@@ -57,7 +57,8 @@ def export_model(model: inference.InferenceModel, dst: str | os.PathLike, step: 
   if dst.exists() and any(dst.iterdir()):
     raise FileExistsError(f"{dst} exists and is not empty; choose a new export directory")
   trainable = nnx.merge(model._trainable_def, model._trainable_state)  # pylint: disable=protected-access
-  params = {name: _numpy(nnx.state(getattr(trainable, name)).to_pure_dict()) for name in ("attr_encoder", "mapper")}
+  params = {name: _numpy(nnx.to_pure_dict(nnx.state(getattr(trainable, name))))
+            for name in ("attr_encoder", "mapper")}
   dst.mkdir(parents=True, exist_ok=True)
   with ocp.StandardCheckpointer() as ckptr:
     ckptr.save(dst / inference.EXPORT_PARAMS, params)

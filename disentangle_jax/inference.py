@@ -285,7 +285,7 @@ def _output_dim(fn: Any, shape: tuple[int, ...]) -> int:
 def _assign(module: nnx.Module, pure: dict[str, Any], name: str) -> None:
   """Puts a pure-dict state into `module`, with an error naming the first missing / unexpected / mis-shaped key."""
   state = nnx.state(module)
-  want = _flat(state.to_pure_dict())
+  want = _flat(nnx.to_pure_dict(state))
   got = _flat(pure)
   missing = sorted(set(want) - set(got))
   unexpected = sorted(set(got) - set(want))
@@ -302,7 +302,7 @@ def _assign(module: nnx.Module, pure: dict[str, Any], name: str) -> None:
       return {k: fill(v, prefix + (str(k),)) for k, v in node.items()}
     return jnp.asarray(got[prefix], node.dtype)
 
-  nnx.replace_by_pure_dict(state, fill(state.to_pure_dict(), ()))
+  nnx.replace_by_pure_dict(state, fill(nnx.to_pure_dict(state), ()))
   nnx.update(module, state)
 
 

@@ -95,3 +95,77 @@ def test_several_faces_largest_first_or_all():
   text = align.describe(every)
   assert text.splitlines()[0].startswith("face 0: box (60, 20)-(150, 110) 90x90px")
   assert len(text.splitlines()) == 3
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Real photos with the ported MediaPipe networks (real weights from the mediapipe wheel).
+# ---------------------------------------------------------------------------------------------------------------
+
+WHEEL = "mediapipe-0.10.21-cp311-cp311-manylinux_2_28_x86_64.whl"
+
+
+@pytest.fixture(scope="module")
+def locator():
+  """BlazeFace + face mesh from the wheel the face-mesh tests fetch into the test cache."""
+  import os  # pylint: disable=import-outside-toplevel
+  import pathlib  # pylint: disable=import-outside-toplevel
+  from disentangle_jax.apps import faces  # pylint: disable=import-outside-toplevel
+  cache = pathlib.Path(os.environ.get("DISENTANGLE_JAX_CACHE", pathlib.Path.home() / ".cache" / "disentangle_jax"
+                                      / "wheels"))
+  if not (cache / WHEEL).is_file():
+    pytest.skip(f"{cache / WHEEL} absent: run tests/test_mediapipe_facemesh.py once (it fetches the wheel)")
+  return faces.MediaPipeLocator.from_path(cache / WHEEL)
+
+
+@pytest.fixture(scope="module")
+def astronaut():
+  import skimage.data  # pylint: disable=import-outside-toplevel
+  return skimage.data.astronaut()
+
+
+def test_astronaut_is_found_and_aligned_ffhq_style(locator, astronaut):
+  (face,) = align.align_image(astronaut, locator, name="astronaut")
+  lm = face.landmarks
+  x0, y0, x1, y1 = lm.box
+  assert 150 < x0 < x1 < 300 and 60 < y0 < y1 < 200  # Eileen Collins' face, top centre of the 512x512 photo
+  for p in (lm.eye_left, lm.eye_right, lm.mouth):
+    assert x0 <= p[0] <= x1 and y0 <= p[1] <= y1
+  assert lm.eye_left[0] < lm.mouth[0] < lm.eye_right[0] and lm.mouth[1] > max(lm.eye_left[1], lm.eye_right[1])
+  # The face mesh refines the detector's key points by a few pixels, not more.
+  det = locator.detector.detect(astronaut)[0]
+  np.testing.assert_allclose(lm.eye_left, det.keypoints[0], atol=6)
+  np.testing.assert_allclose(lm.eye_right, det.keypoints[1], atol=6)
+  np.testing.assert_allclose(lm.mouth, det.keypoints[3], atol=8)
+  assert face.image.shape == (256, 256, 3) and face.image.dtype == np.uint8
+  # In the crop, the eyes are level and where the FFHQ construction puts them (exactly so only for a perfectly
+  # symmetric face: the crop's axis also follows the eye-to-mouth direction).
+  eyes = align.to_aligned(np.stack([lm.eye_left, lm.eye_right]), face.quad, 256)
+  assert abs(eyes[0, 1] - eyes[1, 1]) < 2
+  np.testing.assert_allclose(eyes.mean(0)[0], 128, atol=3)
+  assert 100 < eyes[0, 1] < 130 and 40 < eyes[1, 0] - eyes[0, 0] < 80
+  # The aligned face is found again, centred and upright.
+  again = locator(face.image)
+  assert len(again) == 1
+  c = again[0]
+  assert abs((c.eye_left[0] + c.eye_right[0]) / 2 - 128) < 8 and abs(c.eye_left[1] - c.eye_right[1]) < 5
+
+
+def test_photo_without_a_face_gets_a_clear_message(locator):
+  import skimage.data  # pylint: disable=import-outside-toplevel
+  with pytest.raises(align.NoFaceError, match="coffee.png: no face found"):
+    align.align_image(skimage.data.coffee(), locator, name="coffee.png")
+
+
+def test_several_faces_largest_first_or_each(locator, astronaut):
+  head = astronaut[20:300, 90:370]  # 280x280 around the face
+  small = np.asarray(Image.fromarray(head).resize((224, 224), Image.Resampling.LANCZOS))
+  canvas = np.full((280, 524, 3), 200, np.uint8)
+  canvas[:, :280] = head
+  canvas[28:252, 300:] = small
+  every = align.align_image(canvas, locator, name="pair.png", all_faces=True)
+  assert len(every) == 2
+  assert every[0].landmarks.box[2] < 280 < every[1].landmarks.box[0]  # the larger face first
+  assert every[0].landmarks.area > 1.2 * every[1].landmarks.area
+  (largest,) = align.align_image(canvas, locator, name="pair.png")
+  np.testing.assert_array_equal(largest.image, every[0].image)
+  assert align.describe(every).count("\n") == 1

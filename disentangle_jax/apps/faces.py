@@ -20,11 +20,6 @@ from PIL import Image
 
 from disentangle_jax.apps import align as align_lib
 
-# MediaPipe face-mesh topology (mediapipe/python/solutions/face_mesh_connections.py): the contour points of each
-# eye, and the mouth corners. "Right" is the subject's right: the image's left for a frontal face.
-RIGHT_EYE = (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246)
-LEFT_EYE = (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466)
-MOUTH_CORNERS = (61, 291)
 ROI_SCALE = 1.5  # RectTransformationCalculator scale of face_landmark_front (square_long)
 
 
@@ -59,8 +54,7 @@ class MediaPipeLocator:
   def from_path(cls, path: str | os.PathLike, **kwargs: Any) -> "MediaPipeLocator":
     """From the mediapipe==0.10.21 wheel (both .tflite models inside), or a directory holding the converted
     `blazeface/` and `mediapipe_facemesh/` weights (`disentangle-jax convert blazeface|mediapipe_facemesh`)."""
-    from disentangle_jax.third_party.mediapipe_facemesh import blazeface  # pylint: disable=import-outside-toplevel
-    from disentangle_jax.third_party.mediapipe_facemesh import convert as mesh_lib  # pylint: disable=import-outside-toplevel
+    from disentangle_jax.third_party import mediapipe_facemesh as mp  # pylint: disable=import-outside-toplevel
     p = pathlib.Path(path)
     if not p.exists():
       raise FileNotFoundError(f"{p}: no MediaPipe weights for face detection; pass --detector=<the "
@@ -71,9 +65,9 @@ class MediaPipeLocator:
       if not det_path.exists():
         raise FileNotFoundError(f"{p}: has no converted blazeface/ (run `disentangle-jax convert blazeface "
                                 f"<wheel> {det_path}`)")
-      mesh = mesh_lib.load(mesh_path) if mesh_path.exists() else None
-      return cls(blazeface.load_blazeface(det_path), mesh, **kwargs)
-    return cls(blazeface.load_blazeface(p), mesh_lib.load(p), **kwargs)
+      mesh = mp.load(mesh_path) if mesh_path.exists() else None
+      return cls(mp.load_blazeface(det_path), mesh, **kwargs)
+    return cls(mp.load_blazeface(p), mp.load(p), **kwargs)
 
   def __call__(self, image: np.ndarray) -> list[align_lib.FaceLandmarks]:
     faces = []
@@ -98,6 +92,7 @@ class MediaPipeLocator:
     coords, presence = self.mesh.landmarks_and_score(x)
     if float(np.asarray(presence)[0]) < self.min_presence:
       return None
-    uv = np.asarray(coords)[0, :, :2].astype(np.float64)
+    from disentangle_jax.third_party.mediapipe_facemesh import mesh_indices  # pylint: disable=import-outside-toplevel
+    uv = np.asarray(mesh_indices.eye_mouth_points(np.asarray(coords)[0]), np.float64)  # eyes, mouth corners
     xy = uv @ affine[:, :2].T + affine[:, 2]
-    return xy[list(RIGHT_EYE)].mean(0), xy[list(LEFT_EYE)].mean(0), xy[list(MOUTH_CORNERS)].mean(0)
+    return xy[0], xy[1], xy[2:].mean(0)
