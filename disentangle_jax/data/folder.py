@@ -15,6 +15,10 @@ import numpy as np
 import tensorflow as tf
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from disentangle_jax.data import tfds_format
+
+tfds_format.hide_accelerators_from_tensorflow()
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 

@@ -38,6 +38,10 @@ import tensorflow_datasets as tfds
 from array_record.python import array_record_module
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from disentangle_jax.data import tfds_format
+
+tfds_format.hide_accelerators_from_tensorflow()
+
 _ID_STREAM, _W_STREAM, _SHIFT_STREAM = 0, 1, 2
 
 

@@ -20,6 +20,17 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+def hide_accelerators_from_tensorflow() -> None:
+  """TensorFlow only reads and decodes here: keep it off the GPUs/TPUs so it takes no memory JAX needs."""
+  try:
+    tf.config.set_visible_devices([], "GPU")
+    tf.config.set_visible_devices([], "TPU")
+  except (RuntimeError, ValueError):  # already initialised, or no such device type
+    pass
+
+
+hide_accelerators_from_tensorflow()
+
 DATASET_NAME = "generated_faces"
 FILE_FORMAT = "array_record"
 FILENAME_TEMPLATE = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"
