@@ -55,7 +55,8 @@ class FolderPipeline:
   """Yields {"image": [B, size, size, 3] float32 in [-1, 1], "path": list[str], "valid": bool [B]} per batch.
 
   Every batch has `batch_size` rows (the last is padded by repeating its final image, `valid` False there), so a
-  jitted consumer compiles once. With a mesh, "image" and "valid" are global `jax.Array`s sharded as P("data").
+  jitted consumer compiles once. With a mesh, "image" and "valid" are global `jax.Array`s sharded as P("data"),
+  built from this process's rows: on several processes, give each its own `paths`.
   """
 
   def __init__(self, paths: str | Sequence[str], size: int, batch_size: int, mesh: Mesh | None = None):
