@@ -139,7 +139,7 @@ def make_step_fn(graphs: Graphs, spec: model_lib.Spec, loss_cfg: ml_collections.
     (_, metrics), w_cotangent = jax.value_and_grad(main_loss, has_aux=True)(w)
     (main_grads,) = pull_back(w_cotangent)
     main_updates, main_opt = optimizers.main.update(main_grads, state["opt"]["main"], encoder_params)
-    metrics["grad_norm/main"] = optax.global_norm(main_grads)
+    metrics["grad_norm/main"] = optax.tree.norm(main_grads)
 
     # ---- every `adversarial_every` steps: D_W's update and the mapper's adversarial update
     def discriminate(d_params, w):
@@ -163,8 +163,8 @@ def make_step_fn(graphs: Graphs, spec: model_lib.Spec, loss_cfg: ml_collections.
       d_updates, d_opt = optimizers.discriminator.update(d_grads, state["opt"]["discriminator"], d_params)
       new_d = optax.apply_updates(d_params, d_updates)
       adv_metrics = {"loss/generator_adversarial": g_loss, "loss/discriminator": d_loss, "loss/r1": r1,
-                     "d/real_logit": real, "d/fake_logit": fake, "grad_norm/adversarial": optax.global_norm(adv_grads),
-                     "grad_norm/discriminator": optax.global_norm(d_grads)}
+                     "d/real_logit": real, "d/fake_logit": fake, "grad_norm/adversarial": optax.tree.norm(adv_grads),
+                     "grad_norm/discriminator": optax.tree.norm(d_grads)}
       return adv_updates, adv_opt, new_d, d_opt, adv_metrics
 
     def skip(_):
