@@ -1,10 +1,12 @@
 """XLA compiler options the MediaPipe nets are jitted with, to step around a CPU miscompilation.
 
 jaxlib 0.10's CPU backend fuses chains of convolutions, pooling and element-wise ops into YNNPACK kernels
-("ynn_fusion"). For BlazeFace that fusion returns wrong values (regressors off by tens of pixels against both the
-eager computation and the TFLite interpreter; every intermediate is right when it is also an output). Compiling
-with the YNNPACK fusion list emptied gives the eager result to float rounding. The option is only set on CPU and
-only if this jaxlib knows it.
+("ynn_fusion"). With depthwise layers written as grouped convolutions (`feature_group_count`), BlazeFace came out
+wrong under `jax.jit` (regressors off by tens of pixels against both eager execution and the TFLite interpreter,
+while every intermediate was right whenever it was also an output). `layers.DepthwiseConv` no longer uses grouped
+convolutions, which removed the error; the bundles still compile with the YNNPACK fusion list emptied, which costs
+nothing measurable here and keeps the nets off that path. The option is only set on CPU, and only if this jaxlib
+knows it.
 """
 
 from __future__ import annotations
