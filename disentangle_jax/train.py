@@ -76,15 +76,36 @@ def data_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
 
 
 def ensure_dataset(config: ml_collections.ConfigDict, directory: str, generator: Any = None) -> None:
-  """Renders the dataset with G if `directory` has none yet (resumes a partly written one)."""
-  if os.path.exists(os.path.join(directory, "dataset_info.json")):
-    return
-  from disentangle_jax.data import generate  # pylint: disable=import-outside-toplevel
-  logging.info("no dataset in %s: generating it with the configured generator", directory)
-  generate.generate(config, directory, generator=generator)
+  """Renders the dataset with G if `directory` has none yet (resumes a partly written one).
+
+  With several processes all of them look at the folder between two barriers, so they agree on whether to render
+  (each then writes its own shards, and `generate` synchronises them before process 0 writes the metadata).
+  """
+  sync = lambda name: None
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
-    multihost_utils.sync_global_devices("disentangle_jax.train.dataset_ready")
+    sync = multihost_utils.sync_global_devices
+  sync("disentangle_jax.train.dataset_check")
+  missing = not os.path.exists(os.path.join(directory, "dataset_info.json"))
+  sync("disentangle_jax.train.dataset_checked")
+  if missing:
+    from disentangle_jax.data import generate  # pylint: disable=import-outside-toplevel
+    logging.info("no dataset in %s: generating it with the configured generator", directory)
+    generate.generate(config, directory, generator=generator)
+    sync("disentangle_jax.train.dataset_ready")
+
+
+def local_rows(x: jax.Array) -> np.ndarray:
+  """The rows of a batch-sharded global array held by this process (all of it with one process)."""
+  if x.is_fully_addressable:
+    return np.asarray(jax.device_get(x))
+  shards = sorted(x.addressable_shards, key=lambda s: s.index[0].start or 0)
+  seen, parts = set(), []
+  for s in shards:
+    if (s.index[0].start, s.index[0].stop) not in seen:
+      seen.add((s.index[0].start, s.index[0].stop))
+      parts.append(np.asarray(s.data))
+  return np.concatenate(parts)
 
 
 def image_grid(rows: list[np.ndarray], max_columns: int = 8) -> np.ndarray:
@@ -241,7 +262,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Resul
         result.history[done] = averages
       if done % int(config.image_every) == 0 or done == num_steps:
         out = swap(state, frozen_state, batch["id"], batch["attr"])
-        rows = [np.asarray(jax.device_get(x))[:8] for x in (batch["id"], batch["attr"], out)]
+        rows = [local_rows(x)[:8] for x in (batch["id"], batch["attr"], out)]
         if jax.process_index() == 0:
           writer.write_images(done, {"train/id_attr_output": image_grid(rows)[None]})
       if done % int(config.eval_every) == 0 or done == num_steps:

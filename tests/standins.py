@@ -14,6 +14,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from flax import nnx
 
 from disentangle_jax import frozen as frozen_lib
@@ -124,6 +125,18 @@ def install(monkeypatch=None) -> None:
       setattr(module, name, value)
     else:
       monkeypatch.setattr(module, name, value)
+
+
+def random_batches(spec, n: int, batch: int = 8) -> list[dict]:
+  """`n` fixed global batches (numpy) following the paper's schedule: steps 0, 1 same-image, step 2 cross."""
+  rng = np.random.RandomState(0)
+  out = []
+  for step in range(n):
+    ids = rng.uniform(-1, 1, (batch, spec.resolution, spec.resolution, 3)).astype(np.float32)
+    attrs = ids if step % 3 != 2 else rng.uniform(-1, 1, ids.shape).astype(np.float32)
+    out.append({"id": ids, "attr": attrs, "w_real": rng.randn(batch, spec.w_dim).astype(np.float32),
+                "same": step % 3 != 2})
+  return out
 
 
 def tiny_config(**overrides) -> ml_collections.ConfigDict:

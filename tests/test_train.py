@@ -81,17 +81,6 @@ def _setup(config):
   return model, graphs, jax.device_get(frozen_state), jax.device_get(state), optimizers
 
 
-def _batches(spec, n, batch=8):
-  rng = np.random.RandomState(0)
-  out = []
-  for step in range(n):
-    ids = rng.uniform(-1, 1, (batch, spec.resolution, spec.resolution, 3)).astype(np.float32)
-    attrs = ids if step % 3 != 2 else rng.uniform(-1, 1, ids.shape).astype(np.float32)
-    out.append({"id": ids, "attr": attrs, "w_real": rng.randn(batch, spec.w_dim).astype(np.float32),
-                "same": step % 3 != 2})
-  return out
-
-
 def _run_steps(config, devices, batches):
   model, graphs, frozen_state, state, optimizers = _setup(config)
   mesh = step_lib.make_mesh(devices)
@@ -114,7 +103,7 @@ def eight_and_one():
     standins.install(mp)
     config = standins.tiny_config()
     spec = model_lib.build(config).spec
-    batches = _batches(spec, 3)
+    batches = standins.random_batches(spec, 3)
     eight = _run_steps(config, jax.devices()[:8], batches)
     one = _run_steps(config, jax.devices()[:1], batches)
   return eight, one
