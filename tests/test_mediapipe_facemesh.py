@@ -104,7 +104,7 @@ def _face_crop(size: int) -> np.ndarray:
 
 @pytest.mark.parametrize("key", ["mesh", "detector"])
 def test_graph_and_constants_match_the_interpreter(tflite_files, key):
-  model = tflite.load(tflite_files[key], "unused")
+  model = tflite.load(tflite_files[key], {"mesh": MESH_MEMBER, "detector": DETECTOR_MEMBER}[key])
   interp = _interpreter(tflite_files[key])
   ops = [(o["op_name"], tuple(o["inputs"]), tuple(o["outputs"])) for o in interp._get_ops_details()  # pylint: disable=protected-access
          if o["op_name"] != "DELEGATE"]
