@@ -177,6 +177,9 @@ def test_mesh_matches_tflite(mesh, tflite_files):
   coords, logit = mesh.raw(x01)
   np.testing.assert_allclose(np.asarray(coords), ref["conv2d_21"].reshape(2, -1), atol=1e-3, rtol=0)
   np.testing.assert_allclose(np.asarray(logit), ref["conv2d_31"].reshape(2), atol=1e-3, rtol=0)
+  # Inside a caller's own jax.jit (as in a train step, without the bundle's compiler options) too.
+  plain = jax.jit(lambda m, x: m.raw(x)[0])(mesh.module, x01)
+  np.testing.assert_allclose(np.asarray(plain), ref["conv2d_21"].reshape(2, -1), atol=1e-3, rtol=0)
   # The public method takes [-1, 1] images and returns points and the sigmoid score.
   points, score = mesh.landmarks_and_score(x01 * 2 - 1)
   assert points.shape == (2, 468, 3)
@@ -280,6 +283,8 @@ def test_blazeface_matches_tflite(detector, tflite_files, wheel):
   regressors, logits = detector.raw(x)
   np.testing.assert_allclose(np.asarray(regressors), ref["regressors"], atol=1e-3, rtol=0)
   np.testing.assert_allclose(np.asarray(logits), ref["classificators"][..., 0], atol=1e-3, rtol=0)
+  plain = jax.jit(lambda m, x: m.raw(x)[0])(detector.module, x)
+  np.testing.assert_allclose(np.asarray(plain), ref["regressors"], atol=1e-3, rtol=0)
 
 
 def test_detect_one_face_then_mesh_inside_it(detector, mesh):
