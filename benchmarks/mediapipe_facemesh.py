@@ -6,7 +6,8 @@ runs) and once with the reference kernels (the parity tests' reference). Reporte
 calls), the JAX program's FLOPs per image from XLA's cost analysis and its fraction of this run's dense-matmul
 peak, and the largest landmark difference to the JAX port in pixels.
 
-  python -m benchmarks.mediapipe_facemesh --wheel=~/.cache/disentangle_jax/wheels/mediapipe-0.10.21-cp311-cp311-manylinux_2_28_x86_64.whl
+  python -m benchmarks.mediapipe_facemesh \
+      --wheel=~/.cache/disentangle_jax/wheels/mediapipe-0.10.21-cp311-cp311-manylinux_2_28_x86_64.whl
   python -m benchmarks.mediapipe_facemesh --wheel=face_landmark.tflite --batch=8 --repeats=20 --threads=2
 
 The wheel comes from `pip download mediapipe==0.10.21 --no-deps`; nothing is downloaded here.

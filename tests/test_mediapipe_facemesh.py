@@ -72,8 +72,8 @@ def detector(wheel):
 def _interpreter(path: pathlib.Path):
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
-  interp = tf.lite.Interpreter(
-      model_path=str(path), experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+  reference_kernels = tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+  interp = tf.lite.Interpreter(model_path=str(path), experimental_op_resolver_type=reference_kernels)
   interp.allocate_tensors()
   return interp
 
@@ -106,8 +106,8 @@ def _face_crop(size: int) -> np.ndarray:
 def test_graph_and_constants_match_the_interpreter(tflite_files, key):
   model = tflite.load(tflite_files[key], {"mesh": MESH_MEMBER, "detector": DETECTOR_MEMBER}[key])
   interp = _interpreter(tflite_files[key])
-  ops = [(o["op_name"], tuple(o["inputs"]), tuple(o["outputs"])) for o in interp._get_ops_details()  # pylint: disable=protected-access
-         if o["op_name"] != "DELEGATE"]
+  listed = interp._get_ops_details()  # pylint: disable=protected-access
+  ops = [(o["op_name"], tuple(o["inputs"]), tuple(o["outputs"])) for o in listed if o["op_name"] != "DELEGATE"]
   assert [(o.op, o.inputs, o.outputs) for o in model.operators] == ops
   details = {d["index"]: d for d in interp.get_tensor_details()}
   for t in model.tensors:
