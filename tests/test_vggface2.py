@@ -222,3 +222,74 @@ def test_random_proj_head_needs_an_explicit_seed(tmp_path):
   bundle = vggface2.load(str(path), proj_dim=16, seed=4, input_size=64)
   assert bundle.config == SMOKE
   assert bundle.module.proj.kernel[...].shape == (SMOKE.feature_dim, 16)
+
+
+KERAS = vggface2.Config(width=8, layers=(1, 2, 1, 1), input_size=64, proj_dim=16, num_classes=5, flavor="keras")
+
+
+def _write_keras_h5(path, sd: dict[str, np.ndarray], config: vggface2.Config) -> None:
+  """A Keras-2 HDF5 full-model file (`model_weights` group, `layer_names` / `weight_names` attributes)."""
+  import h5py  # pylint: disable=import-outside-toplevel
+  layers = [("conv1/7x7_s2", "conv1"), ("conv1/7x7_s2/bn", "bn1"), ("activation_1", None)]
+  for s, blocks in enumerate(config.layers):
+    for b in range(blocks):
+      kinds = [("1x1_reduce", "conv1", "bn1"), ("3x3", "conv2", "bn2"), ("1x1_increase", "conv3", "bn3")]
+      if b == 0:
+        kinds.append(("1x1_proj", "downsample.0", "downsample.1"))
+      for kind, conv, bn in kinds:
+        layers += [(f"conv{s + 2}_{b + 1}_{kind}", f"layer{s + 1}.{b}.{conv}"),
+                   (f"conv{s + 2}_{b + 1}_{kind}/bn", f"layer{s + 1}.{b}.{bn}")]
+  layers += [("avg_pool", None), ("dim_proj", "dim_proj"), ("classifier_low_dim", "fc")]
+  bn_leaves = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_variance": "running_var"}
+  with h5py.File(path, "w") as f:
+    root = f.create_group("model_weights")
+    for name, torch_name in layers:
+      group = root.require_group(name)
+      arrays = {}
+      if torch_name and f"{torch_name}.running_mean" in sd:
+        arrays = {leaf: sd[f"{torch_name}.{t}"] for leaf, t in bn_leaves.items()}
+      elif torch_name:
+        w = sd[f"{torch_name}.weight"]
+        arrays["kernel"] = w.transpose(2, 3, 1, 0) if w.ndim == 4 else w.T
+        if f"{torch_name}.bias" in sd:
+          arrays["bias"] = sd[f"{torch_name}.bias"]
+      names = []
+      for leaf, array in arrays.items():
+        group.create_dataset(f"{name}/{leaf}:0", data=array)
+        names.append(f"{name}/{leaf}:0".encode())
+      group.attrs["weight_names"] = names
+    root.attrs["layer_names"] = [n.encode() for n, _ in layers]
+
+
+def test_keras_h5_converter(tmp_path):
+  """The Keras model's .h5: names from the file's attributes, Keras layouts, flavor-specific architecture."""
+  bundle = vggface2.init(KERAS, seed=8)
+  sd = vggface2.to_numpy_state_dict(bundle)
+  assert "fc.bias" not in sd and sd["fc.weight"].shape == (5, 16)  # classifier_low_dim: bias-free, on dim_proj
+  _write_keras_h5(tmp_path / "weights.h5", sd, KERAS)
+  config, params = vggface2.convert(str(tmp_path / "weights.h5"))
+  assert config == vggface2.Config(width=8, layers=(1, 2, 1, 1), proj_dim=16, num_classes=5, flavor="keras")
+  want = nnx.to_pure_dict(nnx.state(bundle.module))
+  jax.tree.map(np.testing.assert_array_equal, params, jax.tree.map(np.asarray, want))
+
+
+def test_keras_flavor_stem_and_eps():
+  """TF "same" stem padding and a floor-mode max-pool: 224 -> 112 -> 55 (Caffe's ceil mode gives 56)."""
+  keras = vggface2.Module(vggface2.Config(width=4, layers=(1, 1, 1, 1), flavor="keras"), rngs=nnx.Rngs(0))
+  caffe = vggface2.Module(vggface2.Config(width=4, layers=(1, 1, 1, 1)), rngs=nnx.Rngs(0))
+  x = jnp.zeros((1, 224, 224, 3))
+  from disentangle_jax.third_party.common import layers  # pylint: disable=import-outside-toplevel
+  assert layers.max_pool(keras.conv1(x), 3, 2).shape[1:3] == (55, 55)
+  assert layers.max_pool(caffe.conv1(x), 3, 2, ceil_mode=True).shape[1:3] == (56, 56)
+  assert keras.bn1.epsilon == 1e-3 and caffe.bn1.epsilon == 1e-5
+
+
+def test_non_keras_h5_is_a_format_error(tmp_path):
+  import h5py  # pylint: disable=import-outside-toplevel
+  with h5py.File(tmp_path / "x.h5", "w") as f:
+    f.create_dataset("a", data=np.zeros(3))
+  with pytest.raises(CheckpointFormatError, match="layer_names"):
+    vggface2.convert(str(tmp_path / "x.h5"))
+  (tmp_path / "cut.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
+  with pytest.raises(CheckpointFormatError, match="cut.h5"):
+    vggface2.convert(str(tmp_path / "cut.h5"))

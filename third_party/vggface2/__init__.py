@@ -1,7 +1,7 @@
 """E_id: the VGGFace2 ResNet-50 identity encoder (frozen), its converters and loaders.
 
     from disentangle_jax.third_party import vggface2
-    e_id = vggface2.load("weights/vggface2_resnet50")     # converted dir, resnet50_ft_weight.pkl, .pth or .npz
+    e_id = vggface2.load("weights/vggface2_resnet50")     # converted dir, resnet50_ft_weight.pkl, .pth, .npz, .h5
     emb = e_id.embed(images)                                # images: float32 NHWC in [-1, 1] -> [B, 2048], unit norm
     out = e_id.features(vggface2.caffe_normalize(rgb255))   # {"pool", "logits"?, "proj"?} on a 224x224 crop
 """
@@ -36,7 +36,7 @@ def load(path: str | os.PathLike, proj_dim: int = 0, seed: int | None = None, in
   """Loads weights from a converted directory or any file `convert` reads.
 
   Args:
-    path: converted-weights directory, `.pkl`, `.pth`/`.pt` or `.npz`.
+    path: converted-weights directory, `.pkl`, `.pth`/`.pt`, `.npz`, or the Keras model's `.h5`.
     proj_dim: if > 0 and the weights have no `dim_proj` head, add a randomly initialised one of this size.
     seed: seeds that random head (required with `proj_dim`: random weights never come from a hidden default).
     input_size: network input side (224 for the released weights).

@@ -4,7 +4,8 @@ Accepted: cydonia999's `resnet50_ft_weight.pkl` / `resnet50_scratch_weight.pkl` 
 keyed by the PyTorch `state_dict` names, converted from the authors' Caffe models, without
 `num_batches_tracked`), a PyTorch `state_dict` of that `models.resnet.ResNet` (`.pth`/`.pt`), or a `.npz` of the
 same keys. An optional `dim_proj.weight` [proj_dim, 2048] / `dim_proj.bias` pair (PyTorch layout) holds the
-Keras model's projection head. Width, blocks per stage and classifier size come from the keys and shapes; every
+Keras model's projection head. The Keras model's `.h5` (WeidiXie/Keras-VGGFace2-ResNet50, the paper's E_id) is
+read by `keras_h5` into the same key scheme and gives a `flavor="keras"` network. Width, blocks per stage and classifier size come from the keys and shapes; every
 key and shape is then checked, so a truncated or mis-shaped file fails naming the key.
 """
 
@@ -21,6 +22,7 @@ from disentangle_jax.third_party.common import checkpoint_files
 from disentangle_jax.third_party.common import converted
 from disentangle_jax.third_party.common import torch_layout
 from disentangle_jax.third_party.common.state_dict import CheckpointMismatchError
+from disentangle_jax.third_party.vggface2 import keras_h5
 from disentangle_jax.third_party.vggface2 import model as model_lib
 
 NETWORK = "vggface2"
@@ -36,7 +38,8 @@ def rename(module_path: tuple[str, ...]) -> str:
   return ".".join(parts)
 
 
-def infer_config(state_dict: dict[str, np.ndarray], source: str, input_size: int = 224) -> model_lib.Config:
+def infer_config(state_dict: dict[str, np.ndarray], source: str, input_size: int = 224,
+                 flavor: str = "caffe") -> model_lib.Config:
   """The `Config` a state_dict was saved from: width from `conv1`, blocks per stage, classifier and head sizes."""
   if "conv1.weight" not in state_dict:
     raise CheckpointMismatchError(source, missing=["conv1.weight"])
@@ -59,7 +62,7 @@ def infer_config(state_dict: dict[str, np.ndarray], source: str, input_size: int
   num_classes = int(np.shape(state_dict["fc.weight"])[0]) if "fc.weight" in state_dict else 0
   proj_dim = int(np.shape(state_dict["dim_proj.weight"])[0]) if "dim_proj.weight" in state_dict else 0
   return model_lib.Config(width=width, layers=tuple(layers), num_classes=num_classes, proj_dim=proj_dim,
-                          input_size=input_size)
+                          input_size=input_size, flavor=flavor)
 
 
 def variable_shapes(config: model_lib.Config) -> dict[tuple[str, ...], tuple[int, ...]]:
@@ -72,10 +75,10 @@ def expected_state_dict(config: model_lib.Config) -> dict[str, tuple[int, ...]]:
   return torch_layout.expected_state_dict(variable_shapes(config), rename)
 
 
-def params_from_state_dict(state_dict: dict[str, np.ndarray], source: str,
-                           input_size: int = 224) -> tuple[model_lib.Config, dict[str, Any]]:
+def params_from_state_dict(state_dict: dict[str, np.ndarray], source: str, input_size: int = 224,
+                           flavor: str = "caffe") -> tuple[model_lib.Config, dict[str, Any]]:
   """(config, Flax params) from an upstream state_dict, checked key by key and shape by shape."""
-  config = infer_config(state_dict, source, input_size)
+  config = infer_config(state_dict, source, input_size, flavor)
   params = torch_layout.params_from_state_dict(state_dict, variable_shapes(config), rename, source)
   return config, params
 
@@ -83,9 +86,8 @@ def params_from_state_dict(state_dict: dict[str, np.ndarray], source: str,
 def convert(path: str | os.PathLike) -> tuple[model_lib.Config, dict[str, Any]]:
   """Reads any supported checkpoint file; returns its `Config` and the Flax parameter tree (numpy)."""
   path = os.fspath(path)
-  if path.endswith(".h5"):
-    raise NotImplementedError(f"{path}: the Keras VGGFace2 .h5 is not supported yet; convert the cydonia999 "
-                              "resnet50_ft_weight.pkl instead")
+  if path.endswith((".h5", ".hdf5")):
+    return params_from_state_dict(keras_h5.read_state_dict(path), path, flavor="keras")
   return params_from_state_dict(checkpoint_files.read_state_dict(path), path)
 
 

@@ -26,8 +26,9 @@ from flax import nnx
 from disentangle_jax.third_party.common import layers
 from disentangle_jax.third_party.vggface2.preprocess import preprocess as preprocess_images
 
-BN_EPS = 1e-5
+BN_EPS = {"caffe": 1e-5, "keras": 1e-3}  # Keras' BatchNormalization default epsilon is 1e-3
 EXPANSION = 4
+FLAVORS = ("caffe", "keras")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,12 +41,15 @@ class Config:
     num_classes: identities of the classifier on the pooled feature (8631 for the released heads), 0 for none.
     proj_dim: output size of the Keras model's `dim_proj` head (512), 0 for none.
     input_size: side of the square network input (224 native); preprocessing scales its crop to it.
+    flavor: "caffe" (cydonia999's PyTorch port of the Caffe model) or "keras" (WeidiXie's Keras model: TF "same"
+      stem padding, floor-mode max-pool, BatchNorm eps 1e-3, and a bias-free classifier on the `proj` output).
   """
   width: int = 64
   layers: tuple[int, ...] = (3, 4, 6, 3)
   num_classes: int = 0
   proj_dim: int = 0
   input_size: int = 224
+  flavor: str = "caffe"
 
   def __post_init__(self):
     object.__setattr__(self, "layers", tuple(int(n) for n in self.layers))
@@ -53,6 +57,10 @@ class Config:
       raise ValueError(f"invalid VGGFace2 ResNet config: width={self.width}, layers={self.layers}")
     if self.num_classes < 0 or self.proj_dim < 0:
       raise ValueError(f"num_classes and proj_dim must be >= 0, got {self.num_classes}, {self.proj_dim}")
+    if self.flavor not in FLAVORS:
+      raise ValueError(f"flavor must be one of {FLAVORS}, got {self.flavor!r}")
+    if self.flavor == "keras" and self.num_classes and not self.proj_dim:
+      raise ValueError("the Keras model's classifier sits on its dim_proj head: num_classes needs proj_dim > 0")
     if self.input_size < 32:
       raise ValueError(f"input_size {self.input_size} is too small for five stride-2 stages (minimum 32)")
 
@@ -81,17 +89,17 @@ FULL = Config()
 class Bottleneck(nnx.Module):
   """1x1 (stride here, Caffe style) -> 3x3 -> 1x1 (x4), each with BatchNorm; ReLU after the residual sum."""
 
-  def __init__(self, in_features: int, planes: int, stride: int, *, rngs: nnx.Rngs):
+  def __init__(self, in_features: int, planes: int, stride: int, eps: float, *, rngs: nnx.Rngs):
     out = planes * EXPANSION
     self.conv1 = layers.conv(in_features, planes, 1, stride=stride, rngs=rngs)
-    self.bn1 = layers.BatchNorm(planes, BN_EPS)
+    self.bn1 = layers.BatchNorm(planes, eps)
     self.conv2 = layers.conv(planes, planes, 3, padding=1, rngs=rngs)
-    self.bn2 = layers.BatchNorm(planes, BN_EPS)
+    self.bn2 = layers.BatchNorm(planes, eps)
     self.conv3 = layers.conv(planes, out, 1, rngs=rngs)
-    self.bn3 = layers.BatchNorm(out, BN_EPS)
+    self.bn3 = layers.BatchNorm(out, eps)
     if stride != 1 or in_features != out:
       self.downsample_conv = layers.conv(in_features, out, 1, stride=stride, rngs=rngs)
-      self.downsample_bn = layers.BatchNorm(out, BN_EPS)
+      self.downsample_bn = layers.BatchNorm(out, eps)
     else:
       self.downsample_conv = self.downsample_bn = None
 
@@ -106,10 +114,10 @@ class Bottleneck(nnx.Module):
 class Stage(nnx.Module):
   """A stage of bottlenecks, held as attributes `block0`, `block1`, ... (upstream `layerN.0`, `layerN.1`, ...)."""
 
-  def __init__(self, in_features: int, planes: int, blocks: int, stride: int, *, rngs: nnx.Rngs):
+  def __init__(self, in_features: int, planes: int, blocks: int, stride: int, eps: float, *, rngs: nnx.Rngs):
     self.num_blocks = blocks
     for i in range(blocks):
-      setattr(self, f"block{i}", Bottleneck(in_features, planes, stride if i == 0 else 1, rngs=rngs))
+      setattr(self, f"block{i}", Bottleneck(in_features, planes, stride if i == 0 else 1, eps, rngs=rngs))
       in_features = planes * EXPANSION
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -124,15 +132,26 @@ class ResNet(nnx.Module):
   def __init__(self, config: Config, *, rngs: nnx.Rngs):
     self.config = config
     w = config.width
-    self.conv1 = layers.conv(3, w, 7, stride=2, padding=3, rngs=rngs)
-    self.bn1 = layers.BatchNorm(w, BN_EPS)
+    eps = BN_EPS[config.flavor]
+    keras = config.flavor == "keras"
+    if keras:  # TF "same" padding: (2, 3) at even input sizes, where PyTorch pads (3, 3)
+      self.conv1 = nnx.Conv(3, w, (7, 7), strides=(2, 2), padding="SAME", use_bias=False,
+                            kernel_init=layers.he_normal, rngs=rngs)
+    else:
+      self.conv1 = layers.conv(3, w, 7, stride=2, padding=3, rngs=rngs)
+    self.bn1 = layers.BatchNorm(w, eps)
     in_features = w
     for s, blocks in enumerate(config.layers):
       planes = w * 2**s
-      setattr(self, f"layer{s + 1}", Stage(in_features, planes, blocks, 1 if s == 0 else 2, rngs=rngs))
+      setattr(self, f"layer{s + 1}", Stage(in_features, planes, blocks, 1 if s == 0 else 2, eps, rngs=rngs))
       in_features = planes * EXPANSION
-    self.fc = nnx.Linear(in_features, config.num_classes, rngs=rngs) if config.num_classes else None
     self.proj = nnx.Linear(in_features, config.proj_dim, rngs=rngs) if config.proj_dim else None
+    if not config.num_classes:
+      self.fc = None
+    elif keras:  # `classifier_low_dim`: bias-free, on the projection
+      self.fc = nnx.Linear(config.proj_dim, config.num_classes, use_bias=False, rngs=rngs)
+    else:
+      self.fc = nnx.Linear(in_features, config.num_classes, rngs=rngs)
 
   def features(self, x: jax.Array) -> dict[str, jax.Array]:
     """Network outputs for `x`, the preprocessed input: NHWC, BGR, mean-subtracted, [B, S, S, 3].
@@ -141,15 +160,15 @@ class ResNet(nnx.Module):
     `proj` [B, proj_dim] (after its ReLU, before normalisation) if the projection head exists.
     """
     x = jax.nn.relu(self.bn1(self.conv1(x)))
-    x = layers.max_pool(x, 3, 2, ceil_mode=True)
+    x = layers.max_pool(x, 3, 2, ceil_mode=self.config.flavor == "caffe")
     for s in range(len(self.config.layers)):
       x = getattr(self, f"layer{s + 1}")(x)
     pool = jnp.mean(x, axis=(1, 2))
     out = {"pool": pool}
-    if self.fc is not None:
-      out["logits"] = self.fc(pool)
     if self.proj is not None:
       out["proj"] = jax.nn.relu(self.proj(pool))
+    if self.fc is not None:
+      out["logits"] = self.fc(out["proj"] if self.config.flavor == "keras" else pool)
     return out
 
   def embed(self, images: jax.Array, head: str = "pool") -> jax.Array:
