@@ -2,7 +2,8 @@ r"""Throughput of the frozen generator G at the FFHQ-256 size, beside this machi
 
 For each generator package (`stylegan2`: stylegan2-ada `paper256`; `stylegan1` when importable) the synthesis
 network renders a batch from given ws (noise "const") for each batch size and compute dtype. Reported per row:
-images/s (from the best of the timed calls, which is the least disturbed by other processes on a shared machine),
+images/s (from the best of the timed calls, which is the least disturbed by other processes on a shared machine;
+every case, upstream included, is timed round-robin so that all see the same load),
 FLOPs per image from XLA's cost analysis of the compiled program, and the achieved FLOP/s as a fraction of this
 run's dense-matmul peak. `--modconv` also times StyleGAN2's fused (per-sample grouped conv) modulated convolution
 against the default non-fused one (activations scaled by the style, shared kernel). Weights are random from a
@@ -25,11 +26,11 @@ import importlib
 import json
 import os
 import sys
-from typing import Any
+import time
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from benchmarks import common
 
@@ -46,19 +47,17 @@ def _package(name: str) -> Any | None:
     return None
 
 
-def _time_jax(module: Any, batch: int, dtype: str, repeats: int) -> dict[str, Any]:
-  """Compiles and times `module.synthesis` on a batch of ws; returns seconds per call and FLOPs per image."""
+def _jax_case(module: Any, batch: int, dtype: str) -> tuple[Callable[[], Any], float | None]:
+  """A blocking call of the compiled `module.synthesis` on a batch of ws, and its FLOPs per image."""
   cfg = module.config
   ws = jax.random.normal(jax.random.key(1), (batch, cfg.num_ws, cfg.w_dim), jnp.float32)
   synth = jax.jit(lambda m, ws: m.synthesis(ws, noise_mode="const", dtype=dtype))
   flops = common.compiled_flops(synth, module, ws)
-  timing = common.time_fn(lambda: synth(module, ws).block_until_ready(), warmup=1, repeats=repeats)
-  return {"best_s": timing.best_s, "median_s": timing.median_s,
-          "flops_per_image": None if flops is None else flops / batch}
+  return (lambda: synth(module, ws).block_until_ready()), (None if flops is None else flops / batch)
 
 
-def _time_upstream(upstream: str, batches: list[int], repeats: int) -> dict[int, float]:
-  """Best seconds per call of upstream stylegan2-ada-pytorch's paper256 synthesis, float32, per batch size."""
+def _upstream_cases(upstream: str, batches: list[int]) -> dict[int, Callable[[], Any]]:
+  """Calls of upstream stylegan2-ada-pytorch's paper256 synthesis (float32, eval, no_grad), per batch size."""
   import torch  # pylint: disable=import-outside-toplevel
 
   sys.path.insert(0, os.path.abspath(upstream))
@@ -67,16 +66,29 @@ def _time_upstream(upstream: str, batches: list[int], repeats: int) -> dict[int,
   torch.set_num_threads(os.cpu_count() or 1)
   torch.manual_seed(0)
   g = networks.Generator(**PAPER256_KWARGS).eval().requires_grad_(False)
-  out = {}
-  for batch in batches:
+
+  def case(batch):
     ws = torch.randn(batch, g.num_ws, g.w_dim)
 
     def run():
       with torch.no_grad():
         g.synthesis(ws, noise_mode="const", force_fp32=True)
+    return run
 
-    out[batch] = common.time_fn(run, warmup=1, repeats=repeats).best_s
-  return out
+  return {batch: case(batch) for batch in batches}
+
+
+def _time_interleaved(cases: list[Callable[[], Any]], repeats: int) -> list[float]:
+  """Best seconds per call of each case, timed round-robin so that every case sees the same machine load."""
+  for run in cases:
+    run()  # warm-up (and compilation)
+  times: list[list[float]] = [[] for _ in cases]
+  for _ in range(repeats):
+    for i, run in enumerate(cases):
+      t0 = time.perf_counter()
+      run()
+      times[i].append(time.perf_counter() - t0)
+  return [min(t) for t in times]
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
@@ -96,9 +108,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
   peak = {"float32": common.dense_peak_flops(jnp.float32)}
   if "bfloat16" in dtypes:
     peak["bfloat16"] = common.dense_peak_flops(jnp.bfloat16)
-  print("# dense matmul peak: " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in peak.items()))
+  print("# dense matmul peak: " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in peak.items()), flush=True)
 
-  rows = []
+  rows, cases = [], []
   for name in args.generators.split(","):
     package = _package(name)
     if package is None:
@@ -107,35 +119,35 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     variants = [("", bundle.module)]
     if args.modconv and name == "stylegan2":
       fused_cfg = dataclasses.replace(bundle.config, fused_modconv=True)
-      fused = package.from_params(fused_cfg, jax.tree.map(np.asarray, _pure(bundle.module)), "benchmark")
-      variants.append(("fused", fused))
+      variants.append(("fused", package.from_params(fused_cfg, _pure(bundle.module), "benchmark")))
     for variant, module in variants:
       for dtype in (dtypes if not variant else ["float32"]):
         for batch in batches:
-          r = _time_jax(module, batch, dtype, args.repeats)
-          flops = r["flops_per_image"]
-          rows.append({
-              "generator": name + (f" ({variant})" if variant else ""), "impl": "jax", "dtype": dtype,
-              "batch": batch, "img_per_s": batch / r["best_s"], "ms_per_img": 1e3 * r["best_s"] / batch,
-              "gflop_per_img": None if flops is None else flops / 1e9,
-              "gflop_per_s": None if flops is None else flops * batch / r["best_s"] / 1e9,
-              "frac_peak": None if flops is None else flops * batch / r["best_s"] / peak.get(dtype, peak["float32"]),
-              "vs_upstream": None})
-          print(f"# {rows[-1]['generator']} {dtype} batch {batch}: {rows[-1]['img_per_s']:.3f} img/s", flush=True)
-
+          run, flops = _jax_case(module, batch, dtype)
+          rows.append({"generator": name + (f" ({variant})" if variant else ""), "impl": "jax", "dtype": dtype,
+                       "batch": batch, "gflop_per_img": None if flops is None else flops / 1e9})
+          cases.append(run)
   if args.upstream:
-    upstream = _time_upstream(args.upstream, batches, args.repeats)
-    jax_flops = next((r["gflop_per_img"] for r in rows if r["generator"] == "stylegan2"), None)
-    for batch, best in upstream.items():
+    jax_gflop = next((r["gflop_per_img"] for r in rows if r["generator"] == "stylegan2"), None)
+    for batch, run in _upstream_cases(args.upstream, batches).items():
       rows.append({"generator": "stylegan2-ada-pytorch", "impl": "torch " + _torch_version(), "dtype": "float32",
-                   "batch": batch, "img_per_s": batch / best, "ms_per_img": 1e3 * best / batch,
-                   "gflop_per_img": jax_flops, "gflop_per_s": None if jax_flops is None else jax_flops * batch / best,
-                   "frac_peak": None if jax_flops is None else jax_flops * 1e9 * batch / best / peak["float32"],
-                   "vs_upstream": 1.0})
-      for r in rows:
-        if r["impl"] == "jax" and r["batch"] == batch and r["generator"].startswith("stylegan2"):
-          r["vs_upstream"] = r["img_per_s"] / (batch / best)
-  print(f"# peak re-measured after the run: {common.dense_peak_flops(jnp.float32) / 1e9:.1f} GFLOP/s (float32)")
+                   "batch": batch, "gflop_per_img": jax_gflop})
+      cases.append(run)
+  print(f"# timing {len(cases)} cases round-robin, best of {args.repeats}", flush=True)
+  best = _time_interleaved(cases, args.repeats)
+
+  # The dense peak is re-measured after the timings and the better figure kept (the load may have changed).
+  after = common.dense_peak_flops(jnp.float32)
+  print(f"# dense matmul peak re-measured after the run: float32 {after / 1e9:.1f} GFLOP/s", flush=True)
+  peak["float32"] = max(peak["float32"], after)
+  upstream_ips = {r["batch"]: r["batch"] / t for r, t in zip(rows, best) if r["impl"] != "jax"}
+  for r, t in zip(rows, best):
+    gflop = r.pop("gflop_per_img")
+    r.update(img_per_s=r["batch"] / t, ms_per_img=1e3 * t / r["batch"], gflop_per_img=gflop,
+             gflop_per_s=None if gflop is None else gflop * r["batch"] / t,
+             frac_peak=None if gflop is None else gflop * 1e9 * r["batch"] / t / peak.get(r["dtype"], peak["float32"]),
+             vs_upstream=(r["batch"] / t / upstream_ips[r["batch"]]
+                          if r["batch"] in upstream_ips and r["generator"].startswith("stylegan2") else None))
   common.print_table(rows)
   if args.json:
     with open(args.json, "w") as f:

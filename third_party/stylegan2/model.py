@@ -1,8 +1,9 @@
 """The StyleGAN2 generator (Karras et al. 2020) as a Flax NNX module, sized entirely by `Config`.
 
 One module family holds both weight layouts we convert: NVlabs stylegan2-ada-pytorch (`PAPER256`) and rosinality's
-stylegan2-pytorch (`ROSINALITY256`; its channel table is `min(32768 * channel_multiplier / 2 // res, 512)`, it has no
-clamp, and its per-layer noise buffers are our `noise_const`). Parameters are stored raw, as upstream stores them
+stylegan2-pytorch (`ROSINALITY256`: its channel table is ours with `channel_base = 16384 * channel_multiplier` and
+`channel_max = 512`, it has no clamp, and its per-layer noise buffers are our `noise_const`; its truncation towards
+`latent_avg` is ours with `truncation_cutoff=None`). Parameters are stored raw, as upstream stores them
 (equalised learning rate: the He gain and the mapping's `lr_multiplier` are applied at run time), but in JAX layouts:
 dense `[in, out]`, conv HWIO, images NHWC.
 
