@@ -85,6 +85,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.optim.discriminator_lr_scale = 0.4  # D_W
   c.optim.b1 = 0.9
   c.optim.b2 = 0.999
+  c.optim.eps = 1e-7  # Keras' Adam default, which the original used
   c.optim.adversarial_every = 2  # D_W and the adversarial update run every other step
 
   c.data = ml_collections.ConfigDict()

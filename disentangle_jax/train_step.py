@@ -49,8 +49,8 @@ class Optimizers:
 
 
 def make_optimizers(optim: ml_collections.ConfigDict) -> Optimizers:
-  """The original's three Adam groups (Keras' epsilon 1e-7 unless `optim.eps` says otherwise)."""
-  eps = float(optim.get("eps", 1e-7))
+  """The original's three Adam groups (`optim.eps` 1e-7: Keras' default, which the original used)."""
+  eps = float(optim.eps)
   lrs = {"main": float(optim.lr), "adversarial": float(optim.lr) * float(optim.adversarial_lr_scale),
          "discriminator": float(optim.lr) * float(optim.discriminator_lr_scale)}
   adam = lambda lr: optax.adam(lr, b1=float(optim.b1), b2=float(optim.b2), eps=eps)
