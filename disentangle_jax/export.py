@@ -4,11 +4,13 @@ A training checkpoint carries D_W, three Adam states and the step counter: three
 needs, and its layout is the training code's business. An export holds only E_attr (parameters and BatchNorm
 statistics) and M, plus the config whose `generator` / `id_encoder` sections reference the frozen networks'
 converted weights (relative paths made absolute, so the export loads from any working directory). Random-init
-frozen networks (the smoke config) are referenced by their seed, which rebuilds them exactly.
+frozen networks (the smoke config) have no file to reference: their arrays are stored in the export (they are
+tiny), so it does not depend on the init code staying the same.
 
     DST/inference.json   {"format": "disentangle_jax.inference", "version": 1, "config": {...},
                           "attr_encoder_config": {...}, "spec": {...}, "source": "...", "step": N}
     DST/params/          Orbax StandardCheckpointer tree {"attr_encoder": {...}, "mapper": {...}} of float32 arrays
+                         (+ "frozen_generator" / "frozen_id_encoder" for random-init frozen networks)
 """
 
 from __future__ import annotations
@@ -59,6 +61,10 @@ def export_model(model: inference.InferenceModel, dst: str | os.PathLike, step: 
   trainable = nnx.merge(model._trainable_def, model._trainable_state)  # pylint: disable=protected-access
   params = {name: _numpy(nnx.to_pure_dict(nnx.state(getattr(trainable, name))))
             for name in ("attr_encoder", "mapper")}
+  frozen = nnx.merge(model._frozen_def, model._frozen_state)  # pylint: disable=protected-access
+  for name in ("generator", "id_encoder"):
+    if not model.config[name].get("weights"):  # random init: no file to reference, so the export carries it
+      params[f"frozen_{name}"] = _numpy(nnx.to_pure_dict(nnx.state(getattr(frozen, name))))
   dst.mkdir(parents=True, exist_ok=True)
   with ocp.StandardCheckpointer() as ckptr:
     ckptr.save(dst / inference.EXPORT_PARAMS, params)

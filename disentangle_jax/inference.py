@@ -203,6 +203,9 @@ def build(config: ml_collections.ConfigDict, trained: dict[str, Any] | None = No
   e_id = frozen_lib.id_encoder(config.id_encoder, seed + model_lib.SEED_OFFSETS["id_encoder"])
   g.module.eval()
   e_id.module.eval()
+  for name, bundle in (("generator", g), ("id_encoder", e_id)):
+    if trained is not None and f"frozen_{name}" in trained:  # an export of a random-init network carries it
+      _assign(bundle.module, trained[f"frozen_{name}"], f"{source}: frozen_{name}")
   res, w_dim, num_ws = int(g.config.resolution), int(g.config.w_dim), int(g.config.num_ws)
   head = str(config.id_encoder.head)
   id_dim = _output_dim(lambda x: e_id.module.embed(x, head=head), (1, res, res, 3))
@@ -331,9 +334,37 @@ def load(path: str | os.PathLike) -> InferenceModel:
   from disentangle_jax import checkpoint_adapter  # pylint: disable=import-outside-toplevel
   if checkpoint_adapter.is_workdir(path):
     config, trained, step = checkpoint_adapter.restore_inference(path)
-    return build(config, trained, source=f"{path} (step {step})")
+    model = build(config, trained, source=f"{path} (step {step})")
+    _check_generator(model, config.data.get("dir") or str(path / "data"))
+    return model
   raise ModelLoadError(f"{path}: neither an exported model (no {EXPORT_META}) nor a training workdir with "
                        "checkpoints")
+
+
+def _check_generator(model: InferenceModel, data_dir: str) -> None:
+  """Refuses a G that differs from the one that rendered the training data (recorded by `generate`).
+
+  A random-init G is referenced by its seed only; if the generator code changed since training, the same seed
+  gives another network and every output would be meaningless. Converted weights that changed on disk likewise.
+  """
+  record = pathlib.Path(data_dir) / "generation.json"
+  if not record.is_file():
+    return
+  try:
+    expected = json.loads(record.read_text()).get("generator_fingerprint")
+  except (OSError, json.JSONDecodeError):
+    return
+  if not expected:
+    return
+  from disentangle_jax.data import generate  # pylint: disable=import-outside-toplevel
+  generator = nnx.merge(model._frozen_def, model._frozen_state).generator  # pylint: disable=protected-access
+  got = generate.fingerprint(generator)
+  if got != expected:
+    g = model.config.generator
+    raise ModelLoadError(
+        f"{model.source}: the generator rebuilt from the config ({g.kind}, weights {g.weights or 'random init'}, "
+        f"seed {model.config.seed}) is not the one that rendered the training data in {data_dir} (fingerprint "
+        f"{got} != {expected}): its code or weights changed since training; retrain, or restore them")
 
 
 def load_export(path: str | os.PathLike) -> InferenceModel:

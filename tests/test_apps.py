@@ -92,3 +92,314 @@ def test_animation_frame_counts(tmp_path, suffix):
 def test_animation_rejects_unknown_suffix(tmp_path):
   with pytest.raises(ValueError, match=r"a.avi: animations are written as .gif or .mp4"):
     media.write_animation(tmp_path / "a.avi", [np.zeros((8, 8, 3), np.uint8)])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A briefly trained smoke model, shared by every test below (trained once per source version, cached in tmp).
+# ---------------------------------------------------------------------------------------------------------------
+
+import functools  # pylint: disable=wrong-import-position
+import hashlib  # pylint: disable=wrong-import-position
+import importlib  # pylint: disable=wrong-import-position
+import json  # pylint: disable=wrong-import-position
+import os  # pylint: disable=wrong-import-position
+import shutil  # pylint: disable=wrong-import-position
+import tempfile  # pylint: disable=wrong-import-position
+
+from absl import app as absl_app  # pylint: disable=wrong-import-position
+
+SMOKE_STEPS = 10
+_ROOT = pathlib.Path(__file__).resolve().parents[1]
+# What the trained result depends on: the training code, the networks, the smoke config.
+_TRAINING_SOURCES = ("disentangle_jax/model.py", "disentangle_jax/train.py", "disentangle_jax/train_step.py",
+                     "disentangle_jax/losses.py", "disentangle_jax/frozen.py", "disentangle_jax/evaluate.py",
+                     "disentangle_jax/nets", "disentangle_jax/data", "third_party", "configs")
+
+
+def smoke_config():
+  from disentangle_jax.configs import smoke  # pylint: disable=import-outside-toplevel
+  c = smoke.get_config()
+  c.num_steps = SMOKE_STEPS
+  c.log_every = c.image_every = c.eval_every = c.checkpoint_every = SMOKE_STEPS
+  c.data.num_train, c.data.num_validation, c.data.examples_per_shard = 128, 32, 64
+  c.data.shuffle_buffer = 128
+  c.eval_batches = 1
+  return c
+
+
+def _source_hash() -> str:
+  import jax  # pylint: disable=import-outside-toplevel
+  h = hashlib.sha256(f"{jax.__version__} {jax.device_count()} {SMOKE_STEPS}".encode())
+  for name in _TRAINING_SOURCES:
+    p = _ROOT / name
+    for f in sorted(p.rglob("*.py")) if p.is_dir() else [p]:
+      if f.is_file():
+        h.update(str(f.relative_to(_ROOT)).encode())
+        h.update(f.read_bytes())
+  return h.hexdigest()[:16]
+
+
+@pytest.fixture(scope="session")
+def smoke_run():
+  """(workdir, the training's evaluation at its last step) of a smoke model trained SMOKE_STEPS steps."""
+  from disentangle_jax import train  # pylint: disable=import-outside-toplevel
+  cache = pathlib.Path(tempfile.gettempdir()) / "disentangle_jax_test_cache" / f"smoke-{_source_hash()}"
+  done = cache / "test_result.json"
+  if not done.is_file():
+    shutil.rmtree(cache, ignore_errors=True)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    scratch = pathlib.Path(tempfile.mkdtemp(prefix="training-", dir=cache.parent))
+    result = train.train_and_evaluate(smoke_config(), str(scratch))
+    (scratch / "test_result.json").write_text(json.dumps({"step": result.step,
+                                                          "evaluation": result.evaluations[result.step]}))
+    try:
+      scratch.rename(cache)
+    except OSError:  # a concurrent run finished first: use its result
+      shutil.rmtree(scratch, ignore_errors=True)
+  return cache, json.loads(done.read_text())
+
+
+@pytest.fixture(scope="session")
+def smoke_model(smoke_run):
+  from disentangle_jax import inference  # pylint: disable=import-outside-toplevel
+  return inference.load(smoke_run[0])
+
+
+@pytest.fixture
+def cached_load(monkeypatch, smoke_run, smoke_model):
+  """Commands load the session's model instead of rebuilding it (loading itself is tested separately)."""
+  from disentangle_jax import inference  # pylint: disable=import-outside-toplevel
+  real = inference.load
+
+  @functools.wraps(real)
+  def load(path):
+    return smoke_model if pathlib.Path(path).absolute() == smoke_run[0].absolute() else real(path)
+
+  monkeypatch.setattr(inference, "load", load)
+  return smoke_run[0]
+
+
+@pytest.fixture(scope="session")
+def faces(smoke_run):
+  """Validation images of the smoke dataset: uint8 [8, R, R, 3] (what the model was trained on)."""
+  from disentangle_jax.data import pipeline  # pylint: disable=import-outside-toplevel
+  pipe = pipeline.Pipeline(str(smoke_run[0] / "data"), "validation", batch_size=8, seed=123, cross_every=1,
+                           num_steps=1)
+  batch = next(iter(pipe))
+  return images.to_uint8(np.concatenate([np.asarray(batch["id"]), np.asarray(batch["attr"])]))
+
+
+def _write_faces(directory: pathlib.Path, faces_u8: np.ndarray, prefix: str) -> list[str]:
+  directory.mkdir(parents=True, exist_ok=True)
+  return [str(images.write_image(directory / f"{prefix}{i}.png", f)) for i, f in enumerate(faces_u8)]
+
+
+def run_cli(name: str, argv: list[str]) -> None:
+  """Runs `disentangle-jax <name> argv...` in this process (flags parsed as absl's app.run would)."""
+  from disentangle_jax.cli import _flags  # pylint: disable=import-outside-toplevel
+  module = importlib.import_module(f"disentangle_jax.cli.{name}")
+  _flags.reset()
+  rest = _flags.FLAGS([f"disentangle-jax {name}"] + argv)
+  module.main(rest)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The inference API.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_loaded_model_reproduces_the_training_evaluation(smoke_run, smoke_model):
+  """The load path (frozen nets from the seed, E_attr and M from the checkpoint) is the trained model."""
+  from disentangle_jax.apps import evaluation  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  workdir, trained = smoke_run
+  config = smoke_model.config
+  batch = int(config.per_device_batch_size) * jax.local_device_count()
+  ours = evaluation.Evaluator(smoke_model).mean(evaluation.validation_pairs(
+      str(workdir / "data"), batch, int(config.eval_batches), int(config.data.seed) + 1))
+  for key, value in trained["evaluation"].items():
+    assert ours[key] == pytest.approx(value, rel=1e-3, abs=1e-4), key
+
+
+def test_encode_render_map_agree_and_compile_once_per_shape(smoke_model, faces):
+  m = smoke_model
+  x = images.to_model(faces[:4])
+  code, w = m.encode(x, x[::-1])
+  assert code.shape == (4, m.code_dim) and w.shape == (4, m.w_dim)
+  np.testing.assert_allclose(np.linalg.norm(np.asarray(code)[:, :m.spec.id_dim], axis=-1), 1.0, atol=1e-5)
+  np.testing.assert_allclose(m.map(code), w, atol=1e-5)
+  np.testing.assert_allclose(m.render(w), m.swap(x, x[::-1]), atol=1e-5)
+  np.testing.assert_allclose(m.swap(faces[:4], faces[3::-1]), m.swap(x, x[::-1]), atol=1e-5)  # uint8 accepted
+  fn = m._fn("swap")  # pylint: disable=protected-access
+  before = fn._cache_size()  # pylint: disable=protected-access
+  m.swap(x, x)
+  m.swap(x[:2], x[:2])
+  m.swap(x[2:], x[:2])
+  assert fn._cache_size() == before + 1  # pylint: disable=protected-access
+  with pytest.raises(ValueError, match="same batch size"):
+    m.swap(x[:2], x[:3])
+  with pytest.raises(ValueError, match=r"render: w must be \[B, 32\]"):
+    m.render(np.zeros((2, 7)))
+
+
+@pytest.mark.xfail(strict=False, reason=(
+    "does not hold after a short smoke training: the random E_id gives nearly the same code to every image (cos "
+    "~0.95) and the outputs are far from the inputs (MSE ~0.5 in [-1, 1] units) whichever pairing; measured after "
+    "30 steps at lr 3e-3: same 0.5071, other identity 0.5069, other attributes 0.5075. Kept as the real check "
+    "for a model trained longer or with pretrained frozen networks."))
+def test_same_image_swap_reconstructs_better_than_a_cross_swap(smoke_model, faces):
+  """After training, G(M(E_id(x), E_attr(x))) is closer to x than swaps that mix in another image."""
+  x = images.to_model(faces)
+  y = np.roll(x, 1, axis=0)
+  mse = lambda out: np.mean((np.clip(np.asarray(out), -1, 1) - x) ** 2, axis=(1, 2, 3))
+  same = mse(smoke_model.swap(x, x))
+  other_identity = mse(smoke_model.swap(y, x))
+  other_attributes = mse(smoke_model.swap(x, y))
+  assert same.mean() < other_attributes.mean()
+  assert same.mean() < other_identity.mean()
+
+
+def test_load_errors_name_the_path(tmp_path):
+  from disentangle_jax import inference  # pylint: disable=import-outside-toplevel
+  with pytest.raises(FileNotFoundError, match="nowhere: no such model directory"):
+    inference.load(tmp_path / "nowhere")
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(inference.ModelLoadError, match="neither an exported model"):
+    inference.load(tmp_path / "empty")
+  (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+  (tmp_path / "run" / "config.json").write_text("{}")
+  with pytest.raises(inference.ModelLoadError, match="no checkpoint yet"):
+    inference.load(tmp_path / "run")
+
+
+def test_export_roundtrip_without_optimizer_state(smoke_run, smoke_model, faces, tmp_path):
+  from disentangle_jax import export, inference  # pylint: disable=import-outside-toplevel
+  dst = export.export_model(smoke_model, tmp_path / "export", step=SMOKE_STEPS)
+  meta = json.loads((dst / inference.EXPORT_META).read_text())
+  assert meta["format"] == inference.EXPORT_FORMAT and meta["step"] == SMOKE_STEPS
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  with ocp.StandardCheckpointer() as ckptr:
+    stored = ckptr.metadata(dst / inference.EXPORT_PARAMS)
+  stored = getattr(stored, "item_metadata", stored)
+  # E_attr and M; the smoke model's random-init G and E_id travel with it; no optimiser state, no D_W.
+  assert set(getattr(stored, "tree", stored)) == {"attr_encoder", "mapper", "frozen_generator", "frozen_id_encoder"}
+  loaded = inference.load(dst)
+  x = images.to_model(faces[:3])
+  np.testing.assert_allclose(loaded.swap(x, x[::-1]), smoke_model.swap(x, x[::-1]), atol=1e-5)
+  with pytest.raises(FileExistsError, match="not empty"):
+    export.export_model(smoke_model, dst)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Commands.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_swap_command_places_each_image(cached_load, smoke_model, faces, tmp_path):
+  ids = _write_faces(tmp_path / "in", faces[:2], "id")
+  attrs = _write_faces(tmp_path / "in", faces[2:5], "attr")
+  out = tmp_path / "grid.png"
+  run_cli("swap", [f"--model={cached_load}", "--id", *ids, "--attr", *attrs, f"--out={out}", "--batch_size=4"])
+  from disentangle_jax.apps import swap  # pylint: disable=import-outside-toplevel
+  grid = images.read_rgb_uint8(out)
+  r = smoke_model.resolution
+  assert grid.shape == (3 * r + 1 * 4 + 8, 4 * r + 2 * 4 + 8, 3)
+  cell = lambda i, j: grid[swap.cell_origin(i, j, r, r)[0]:][:r, swap.cell_origin(i, j, r, r)[1]:][:, :r]
+  assert (cell(0, 0) == 255).all()
+  for j in range(3):
+    np.testing.assert_array_equal(cell(0, j + 1), faces[2 + j])
+  for i in range(2):
+    np.testing.assert_array_equal(cell(i + 1, 0), faces[i])
+    for j in range(3):
+      expected = images.to_uint8(smoke_model.swap(faces[i:i + 1], faces[2 + j:3 + j]))[0]
+      assert np.abs(cell(i + 1, j + 1).astype(int) - expected).max() <= 1
+
+
+def test_interpolate_command_strip_and_animations(cached_load, smoke_model, faces, tmp_path):
+  paths = _write_faces(tmp_path / "in", faces[:3], "f")
+  strip, gif = tmp_path / "strip.png", tmp_path / "morph.gif"
+  run_cli("interpolate", [f"--model={cached_load}", "--id", paths[0], paths[1], "--attr", paths[2],
+                          "--steps=5", f"--out={strip}", f"--animation={gif}"])
+  r = smoke_model.resolution
+  s = images.read_rgb_uint8(strip)
+  assert s.shape == (2 * r + 2, 5 * r + 4 * 2, 3)  # rows: W, code
+  from disentangle_jax.apps import media  # pylint: disable=import-outside-toplevel
+  assert media.count_frames(gif) == 5 + 3  # forth and back
+  frames, _ = media.read_video(gif)
+  assert frames[0].shape == (r, 2 * r, 3)
+  # Both ends are plain swaps: identity of the endpoint with the held attributes, in either space.
+  x = images.to_model(faces)
+  for end, col in ((0, 0), (1, 4)):
+    expected = images.to_uint8(smoke_model.swap(x[end:end + 1], x[2:3]))[0]
+    for row in (0, 1):
+      got = s[row * (r + 2):row * (r + 2) + r, col * (r + 2):col * (r + 2) + r]
+      assert np.abs(got.astype(int) - expected).max() <= 2
+  mp4 = tmp_path / "attr.mp4"
+  run_cli("interpolate", [f"--model={cached_load}", "--id", paths[0], "--attr", paths[1], paths[2], "--space=code",
+                          "--steps=4", f"--out={tmp_path / 's2.png'}", f"--animation={mp4}", "--noloop_back"])
+  assert media.count_frames(mp4) == 4
+  assert images.read_rgb_uint8(tmp_path / "s2.png").shape == (r, 4 * r + 3 * 2, 3)
+  with pytest.raises(absl_app.UsageError, match="two images for the factor that moves"):
+    run_cli("interpolate", [f"--model={cached_load}", "--id", *paths[:2], "--attr", *paths[:2],
+                            f"--out={strip}"])
+
+
+def test_video_command_frames_and_temporal_identity(cached_load, smoke_model, faces, tmp_path):
+  from disentangle_jax.apps import media  # pylint: disable=import-outside-toplevel
+  clip = media.write_animation(tmp_path / "clip.mp4", [images.resize(f, 64) for f in faces[:7]], fps=12)
+  idp = _write_faces(tmp_path, faces[:1], "id")[0]
+  out = tmp_path / "out.mp4"
+  run_cli("video", [f"--model={cached_load}", "--id", idp, "--attr", str(clip), f"--out={out}", "--batch_size=4"])
+  frames, fps = media.read_video(out)
+  assert len(frames) == 7 and frames[0].shape[:2] == (smoke_model.resolution, smoke_model.resolution)
+  assert fps == pytest.approx(12, rel=0.05)
+  metrics = json.loads(out.with_suffix(".json").read_text())
+  assert metrics["frames"] == 7 and -1 <= metrics["id_similarity_min"] <= metrics["id_similarity_mean"] <= 1
+  assert metrics["id_similarity_std"] >= 0 and "consecutive_similarity_mean" in metrics
+  run_cli("video", [f"--model={cached_load}", "--id", idp, "--attr", str(clip), f"--out={tmp_path / 'o.gif'}",
+                    "--max_frames=3"])
+  assert media.count_frames(tmp_path / "o.gif") == 3
+
+
+def test_evaluate_command_on_validation_and_photos(cached_load, faces, tmp_path):
+  _write_faces(tmp_path / "photos", faces[:5], "p")
+  out = tmp_path / "eval" / "metrics.json"
+  run_cli("evaluate", [f"--model={cached_load}", f"--photos={tmp_path / 'photos'}", f"--out={out}",
+                       "--batch_size=4", "--eval_batches=1"])
+  result = json.loads(out.read_text())
+  keys = {"similarity/id_to_out", "similarity/attr_to_out", "similarity/id_to_attr", "similarity/score",
+          "landmarks/distance", "reconstruction/mse", "reconstruction/psnr", "reconstruction/ms_ssim",
+          "reconstruction/id_similarity"}
+  assert keys <= set(result["validation"]) and keys <= set(result["photos"])
+  assert result["photos"]["examples"] == 5 and result["validation"]["examples"] == 4
+  assert result["photos"]["similarity/score"] == pytest.approx(
+      result["photos"]["similarity/id_to_out"] - result["photos"]["similarity/attr_to_out"], abs=1e-5)
+  assert list((tmp_path / "eval" / "eval").glob("events.out.tfevents.*"))
+
+
+def test_export_command_then_swap_from_the_export(cached_load, smoke_model, faces, tmp_path):
+  run_cli("export", [f"--model={cached_load}", f"--out={tmp_path / 'exp'}"])
+  ids = _write_faces(tmp_path, faces[:1], "i")
+  run_cli("swap", [f"--model={tmp_path / 'exp'}", f"--id={ids[0]}", f"--attr={ids[0]}",
+                   f"--out={tmp_path / 'g.png'}"])
+  assert images.read_rgb_uint8(tmp_path / "g.png").shape[0] == 2 * smoke_model.resolution + 8
+
+
+def test_commands_report_bad_inputs_clearly(cached_load, faces, tmp_path):
+  good = _write_faces(tmp_path, faces[:1], "ok")[0]
+  (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+  Image.fromarray(faces[0][..., 0]).save(tmp_path / "gray.png")
+  Image.fromarray(np.concatenate([faces[0], np.zeros_like(faces[0][..., :1])], -1)).save(tmp_path / "rgba.png")
+  base = [f"--model={cached_load}", f"--out={tmp_path / 'g.png'}"]
+  cases = [(["--id", str(tmp_path / "broken.png"), "--attr", good], "broken.png: not a readable image"),
+           (["--id", good, "--attr", str(tmp_path / "gray.png")], r"gray.png: is grayscale.*--convert"),
+           (["--id", str(tmp_path / "rgba.png"), "--attr", good], "rgba.png: has an alpha channel"),
+           (["--id", str(tmp_path / "missing.png"), "--attr", good], "missing.png: no such image file")]
+  for argv, message in cases:
+    with pytest.raises(absl_app.UsageError, match=message):
+      run_cli("swap", base + argv)
+  run_cli("swap", base + ["--id", good, "--attr", str(tmp_path / "gray.png"), "--convert"])
+  with pytest.raises(absl_app.UsageError, match="no-model: no such model directory"):
+    run_cli("swap", [f"--model={tmp_path / 'no-model'}", "--id", good, "--attr", good, f"--out={tmp_path / 'x.png'}"])
+  with pytest.raises(absl_app.UsageError, match=r"missing required flag\(s\): --attr"):
+    run_cli("swap", [f"--model={cached_load}", "--id", good, f"--out={tmp_path / 'x.png'}"])
