@@ -36,7 +36,7 @@ Module = Generator
 STATIC_ARGS = {"mapping": ("truncation_psi", "truncation_cutoff"), "synthesis": ("noise_mode", "dtype")}
 
 __all__ = ["Buffer", "Config", "FFHQ256", "Generator", "Module", "PAPER256", "ROSINALITY256", "bundle", "convert",
-           "convert_lib", "convert_to", "init", "load"]
+           "convert_lib", "convert_to", "from_params", "init", "load"]
 
 
 def bundle(module: Generator) -> bundle_lib.Bundle:
@@ -53,7 +53,7 @@ def from_params(config: Config, params: dict[str, Any], source: str) -> Generato
 
   The module is built abstractly (`nnx.eval_shape`), so no random initial weights are drawn only to be replaced.
   """
-  graphdef, state = nnx.split(nnx.eval_shape(lambda: Generator(config, rngs=nnx.Rngs(0))))
+  graphdef, state = nnx.split(_abstract(config))
   expected = {"/".join(map(str, path)): tuple(np.shape(v)) for path, v in _flatten(nnx.to_pure_dict(state))}
   given = {"/".join(map(str, path)): np.asarray(v) for path, v in _flatten(params)}
   state_dict_lib.check(given, expected, source)
@@ -74,7 +74,7 @@ def init(config: Config, seed: int, w_avg_samples: int = 4096) -> bundle_lib.Bun
   Weights are drawn with numpy (PCG64 seeded `seed`) rather than by the module's constructor: drawing them op by
   op in JAX dispatches (or compiles) hundreds of small computations, which takes tens of seconds on a small CPU.
   """
-  abstract = nnx.to_pure_dict(nnx.state(nnx.eval_shape(lambda: Generator(config, rngs=nnx.Rngs(0)))))
+  abstract = nnx.to_pure_dict(nnx.state(_abstract(config)))
   rng = np.random.default_rng(seed)
 
   def draw(path: tuple[str, ...], leaf: Any) -> np.ndarray:
