@@ -291,3 +291,73 @@ def test_non_keras_h5_is_a_format_error(tmp_path):
   (tmp_path / "cut.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
   with pytest.raises(CheckpointFormatError, match="cut.h5"):
     vggface2.convert(str(tmp_path / "cut.h5"))
+
+
+def _keras_vggface2(width: int, layers: tuple[int, ...], proj_dim: int, num_classes: int):
+  """WeidiXie's Keras `Vggface2_ResNet50` structure (names, paddings, strides) at a small width, built in Keras 3.
+
+  Returns a model with outputs (flattened 7x7 average pool, dim_proj, classifier logits before the softmax).
+  Keras 3 refuses "/" in layer names, so "/" is spelled "__" here and restored in the written file.
+  """
+  import keras  # pylint: disable=import-outside-toplevel
+  from keras import layers as kl  # pylint: disable=import-outside-toplevel
+
+  def bn(x, name):
+    return kl.BatchNormalization(axis=3, name=name.replace("/", "__"))(x)
+
+  def block(x, planes, stage, b, strides, project):
+    p = f"conv{stage}_{b}"
+    y = kl.Conv2D(planes, 1, strides=strides, use_bias=False, name=f"{p}_1x1_reduce")(x)
+    y = kl.Activation("relu")(bn(y, f"{p}_1x1_reduce/bn"))
+    y = kl.Conv2D(planes, 3, padding="same", use_bias=False, name=f"{p}_3x3")(y)
+    y = kl.Activation("relu")(bn(y, f"{p}_3x3/bn"))
+    y = bn(kl.Conv2D(planes * 4, 1, use_bias=False, name=f"{p}_1x1_increase")(y), f"{p}_1x1_increase/bn")
+    if project:
+      x = bn(kl.Conv2D(planes * 4, 1, strides=strides, use_bias=False, name=f"{p}_1x1_proj")(x), f"{p}_1x1_proj/bn")
+    return kl.Activation("relu")(kl.add([y, x]))
+
+  inputs = keras.Input((224, 224, 3))
+  x = kl.Conv2D(width, 7, strides=2, padding="same", use_bias=False, name="conv1__7x7_s2")(inputs)
+  x = kl.Activation("relu")(bn(x, "conv1/7x7_s2/bn"))
+  x = kl.MaxPooling2D(3, strides=2)(x)
+  for s, n in enumerate(layers):
+    for b in range(n):
+      x = block(x, width * 2**s, s + 2, b + 1, (1 if s == 0 or b else 2), b == 0)
+  pool = kl.Flatten()(kl.AveragePooling2D(7, name="avg_pool")(x))
+  proj = kl.Dense(proj_dim, activation="relu", name="dim_proj")(pool)
+  logits = kl.Dense(num_classes, use_bias=False, name="classifier_low_dim")(proj)
+  return keras.Model(inputs, [pool, proj, logits])
+
+
+def test_keras_h5_written_by_keras_matches_the_keras_model(tmp_path):
+  """Keras itself writes the legacy HDF5 file and runs the model: the converted port reproduces its outputs."""
+  import h5py  # pylint: disable=import-outside-toplevel
+  from keras.src.legacy.saving import legacy_h5_format  # pylint: disable=import-outside-toplevel
+  model = _keras_vggface2(8, (1, 1, 1, 1), 16, 5)
+  rng = np.random.RandomState(9)
+  for layer in model.layers:  # non-trivial BatchNorm statistics, so eps and every stored array matter
+    if layer.__class__.__name__ == "BatchNormalization":
+      n = layer.get_weights()[0].shape[0]
+      layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.2, n), rng.normal(0, 0.5, n),
+                         rng.uniform(0.5, 2.0, n)])
+  with h5py.File(tmp_path / "keras.h5", "w") as f:
+    legacy_h5_format.save_weights_to_hdf5_group(f, model)
+  with h5py.File(tmp_path / "keras.h5", "r") as src, h5py.File(tmp_path / "weights.h5", "w") as dst:
+    layer_names = []
+    for layer in src.attrs["layer_names"]:
+      layer = layer.decode() if isinstance(layer, bytes) else layer
+      group, names = dst.create_group(layer.replace("__", "/")), []
+      for name in src[layer].attrs["weight_names"]:
+        name = name.decode() if isinstance(name, bytes) else name
+        group.create_dataset(name.replace("__", "/"), data=src[layer][name][()])
+        names.append(name.replace("__", "/").encode())
+      group.attrs["weight_names"] = names
+      layer_names.append(layer.replace("__", "/").encode())
+    dst.attrs["layer_names"] = layer_names
+  x = rng.normal(0, 40, (2, 224, 224, 3)).astype(np.float32)
+  want = [np.asarray(o) for o in model(x)]
+  bundle = vggface2.load(str(tmp_path / "weights.h5"))
+  assert bundle.config == vggface2.Config(width=8, layers=(1, 1, 1, 1), proj_dim=16, num_classes=5, flavor="keras")
+  got = bundle.features(jnp.asarray(x))
+  for name, ref in zip(("pool", "proj", "logits"), want):
+    np.testing.assert_allclose(np.asarray(got[name]), ref, rtol=0, atol=1e-4 * max(1.0, np.abs(ref).max()))
