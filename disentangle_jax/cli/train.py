@@ -8,6 +8,7 @@ command resumes from the newest checkpoint in the workdir. On several hosts, sta
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 from absl import app, flags, logging
@@ -20,12 +21,19 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/smoke", "directory for checkpoin
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 for multi-host training")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "number of processes (multi-host)")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "this process's index (multi-host)")
+_CACHE = flags.DEFINE_string(
+    "compilation_cache", os.path.join("~", ".cache", "disentangle_jax", "xla"),
+    "persistent XLA compilation cache ('' to disable): a rerun or a resumed run skips most compilation, including "
+    "the many small programs that initialise random networks")
 
 
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   import jax  # pylint: disable=import-outside-toplevel
+  if _CACHE.value:
+    jax.config.update("jax_compilation_cache_dir", os.path.expanduser(_CACHE.value))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   if _COORDINATOR.value:
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
                                process_id=_PROCESS_ID.value)
