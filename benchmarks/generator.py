@@ -56,8 +56,16 @@ def _jax_case(module: Any, batch: int, dtype: str) -> tuple[Callable[[], Any], f
   return (lambda: synth(module, ws).block_until_ready()), (None if flops is None else flops / batch)
 
 
-def _upstream_cases(upstream: str, batches: list[int]) -> dict[int, Callable[[], Any]]:
-  """Calls of upstream stylegan2-ada-pytorch's paper256 synthesis (float32, eval, no_grad), per batch size."""
+def _upstream_cases(upstream: str, batches: list[int], omp_wait: str) -> dict[int, Callable[[], Any]]:
+  """Calls of upstream stylegan2-ada-pytorch's paper256 synthesis (float32, eval, no_grad), per batch size.
+
+  On an oversubscribed machine PyTorch's OpenMP threads spin-waiting for each other lose most of their time to the
+  other processes; passive waiting (`omp_wait`, "auto": when the load average exceeds the cores) keeps the
+  comparison about the kernels. It must be set before torch starts its OpenMP runtime, i.e. before the import.
+  """
+  if omp_wait == "passive" or (omp_wait == "auto" and os.getloadavg()[0] > (os.cpu_count() or 1)):
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+  print(f"# PyTorch OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'default')}", flush=True)
   import torch  # pylint: disable=import-outside-toplevel
 
   sys.path.insert(0, os.path.abspath(upstream))
@@ -99,6 +107,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--modconv", action="store_true", help="also time StyleGAN2's fused modulated conv (float32)")
   p.add_argument("--upstream", default="", help="a stylegan2-ada-pytorch checkout (needs torch)")
+  p.add_argument("--torch_omp_wait", default="auto", choices=["auto", "passive", "default"],
+                 help="OMP_WAIT_POLICY for PyTorch; auto = passive when the load average exceeds the cores")
   p.add_argument("--json", default="", help="also write the rows here")
   args = p.parse_args(argv)
   batches = [int(b) for b in args.batch_sizes.split(",")]
@@ -129,7 +139,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
           cases.append(run)
   if args.upstream:
     jax_gflop = next((r["gflop_per_img"] for r in rows if r["generator"] == "stylegan2"), None)
-    for batch, run in _upstream_cases(args.upstream, batches).items():
+    for batch, run in _upstream_cases(args.upstream, batches, args.torch_omp_wait).items():
       rows.append({"generator": "stylegan2-ada-pytorch", "impl": "torch " + _torch_version(), "dtype": "float32",
                    "batch": batch, "gflop_per_img": jax_gflop})
       cases.append(run)
