@@ -40,16 +40,27 @@ def block(tree: Any) -> Any:
   return jax.tree.map(lambda x: x.block_until_ready() if hasattr(x, "block_until_ready") else x, tree)
 
 
-def compiled_flops(jitted: Callable[..., Any], *args: Any, **kwargs: Any) -> float | None:
-  """FLOPs of one call of `jitted(*args)` from XLA's cost analysis of the program (None if unavailable).
+def _on_cpu(tree: Any) -> Any:
+  """Abstract copies of the array leaves of `tree`, placed on the host CPU device."""
+  cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
 
-  The analysis runs on the lowered (backend-independent) HLO: on GPUs the compiled program hands convolutions and
-  matmuls to cuDNN/cuBLAS custom calls, which the compiled program's analysis counts as zero FLOPs.
+  def leaf(x: Any) -> Any:
+    if isinstance(x, (jax.Array, np.ndarray)):
+      return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=cpu)
+    return x
+
+  return jax.tree.map(leaf, tree)
+
+
+def compiled_flops(jitted: Callable[..., Any], *args: Any, **kwargs: Any) -> float | None:
+  """FLOPs of one call of `jitted(*args)` from XLA's cost analysis (None if unavailable).
+
+  FLOPs are a property of the program, so they are counted on the host CPU backend: on GPUs the program hands
+  convolutions to cuDNN custom calls, which XLA's GPU cost analysis counts as (almost) zero.
   """
-  lowered = jitted.lower(*args, **kwargs)
-  analysis = lowered.cost_analysis()
-  if not analysis or "flops" not in analysis:
-    analysis = lowered.compile().cost_analysis()
+  if jax.default_backend() != "cpu":
+    args, kwargs = _on_cpu(args), _on_cpu(kwargs)
+  analysis = jitted.lower(*args, **kwargs).compile().cost_analysis()
   if isinstance(analysis, (list, tuple)):
     analysis = analysis[0] if analysis else None
   if not analysis or "flops" not in analysis:

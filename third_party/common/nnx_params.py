@@ -30,14 +30,22 @@ def assign(module: nnx.Module, params: dict[str, Any], source: str, variable_typ
   initialisation of weights that are overwritten anyway.
   """
   state = nnx.state(module, variable_type)
-  current = _flatten(state.to_pure_dict())
-  given = _flatten(params)
+  pure = nnx.to_pure_dict(state)
+  current = _flatten(pure)
+  given = _flatten(params)  # keys as strings: a tree read back from disk has "0" where nnx.List has 0
   state_dict_lib.check(given, {k: tuple(np.shape(v)) for k, v in current.items()}, source)
-  cast = jax.tree.map(lambda new, old: np.asarray(new, dtype=old.dtype), params, state.to_pure_dict())
-  nnx.replace_by_pure_dict(state, cast)
+
+  def fill(tree: dict[Any, Any], prefix: str) -> dict[Any, Any]:
+    out = {}
+    for k, v in tree.items():
+      key = f"{prefix}/{k}" if prefix else str(k)
+      out[k] = fill(v, key) if isinstance(v, dict) else np.asarray(given[key], dtype=v.dtype)
+    return out
+
+  nnx.replace_by_pure_dict(state, fill(pure, ""))
   nnx.update(module, state)
 
 
 def params_of(module: nnx.Module, variable_type: type = nnx.Variable) -> dict[str, Any]:
   """The module's variables as a nested dict of numpy arrays (what `converted.save` stores)."""
-  return jax.tree.map(np.asarray, nnx.state(module, variable_type).to_pure_dict())
+  return jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(module, variable_type)))
