@@ -169,3 +169,21 @@ def test_several_faces_largest_first_or_each(locator, astronaut):
   (largest,) = align.align_image(canvas, locator, name="pair.png")
   np.testing.assert_array_equal(largest.image, every[0].image)
   assert align.describe(every).count("\n") == 1
+
+
+def test_command_input_reader_lists_every_face(locator, astronaut, tmp_path, capsys):
+  """What `swap --align --all-faces` does with a photo of two faces: both used, each listed."""
+  from disentangle_jax.cli import _common, _flags  # pylint: disable=import-outside-toplevel
+  head = astronaut[20:300, 90:370]
+  canvas = np.full((280, 524, 3), 200, np.uint8)
+  canvas[:, :280] = head
+  canvas[28:252, 300:] = np.asarray(Image.fromarray(head).resize((224, 224), Image.Resampling.LANCZOS))
+  Image.fromarray(canvas).save(tmp_path / "pair.png")
+  _flags.reset()
+  _flags.FLAGS(["prog"])
+  batch, labels = _common.read_faces([str(tmp_path / "pair.png")], 32, align=True, all_faces=True, loc=locator)
+  assert batch.shape == (2, 32, 32, 3) and labels == ["pair.png#0", "pair.png#1"]
+  assert "pair.png: 2 face(s)" in capsys.readouterr().out
+  batch, labels = _common.read_faces([str(tmp_path / "pair.png")], 32, align=True, all_faces=False, loc=locator)
+  assert batch.shape == (1, 32, 32, 3) and labels == ["pair.png"]
+  _flags.reset()

@@ -403,3 +403,23 @@ def test_commands_report_bad_inputs_clearly(cached_load, faces, tmp_path):
     run_cli("swap", [f"--model={tmp_path / 'no-model'}", "--id", good, "--attr", good, f"--out={tmp_path / 'x.png'}"])
   with pytest.raises(absl_app.UsageError, match=r"missing required flag\(s\): --attr"):
     run_cli("swap", [f"--model={cached_load}", "--id", good, f"--out={tmp_path / 'x.png'}"])
+
+
+def test_file_lists_after_id_and_attr():
+  """`--id a b --attr c d` (the issue's syntax), mixed with other flags before and after."""
+  from disentangle_jax.cli import _flags  # pylint: disable=import-outside-toplevel
+  f = _flags.FLAGS
+  for argv, ids, attrs in (
+      (["--model=m", "--id", "a.png", "b.png", "--attr", "c.png", "d.png", "--all-faces", "--out", "g.png",
+        "--batch_size", "3"], ["a.png", "b.png"], ["c.png", "d.png"]),
+      (["--id=a.png,b.png", "--attr", "c.png", "--out=g.png", "--all_faces", "--batch_size=3"], ["a.png", "b.png"],
+       ["c.png"]),
+      (["--attr", "c.png", "--id", "a.png", "--id", "b.png", "--all-faces", "--out=g.png", "--batch_size=3"],
+       ["a.png", "b.png"], ["c.png"])):
+    _flags.reset()
+    assert _flags.finish(f(["prog"] + argv)) == ["prog"]
+    assert (f.id, f.attr, f.out, f.all_faces, f.batch_size) == (ids, attrs, "g.png", True, 3)
+  _flags.reset()
+  with pytest.raises(absl_app.UsageError, match="unexpected arguments: stray.png"):
+    _flags.no_positional(_flags.finish(f(["prog", "--out=g.png", "stray.png"])))
+  _flags.reset()

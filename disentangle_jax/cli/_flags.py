@@ -78,7 +78,7 @@ def finish(argv: Sequence[str]) -> list[str]:
         continue
       current = None
       others.append(token)
-      takes_value = not eq and name in FLAGS and not isinstance(FLAGS[name], flags.BooleanFlag)
+      takes_value = not eq and name in FLAGS and not FLAGS[name].boolean
       if takes_value and i + 1 < len(rest):
         others.append(rest[i + 1])
         i += 1
