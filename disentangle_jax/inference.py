@@ -13,7 +13,6 @@ state) and runs each method as one jitted function, compiled once per input shap
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import os

@@ -102,7 +102,6 @@ import functools  # pylint: disable=wrong-import-position
 import hashlib  # pylint: disable=wrong-import-position
 import importlib  # pylint: disable=wrong-import-position
 import json  # pylint: disable=wrong-import-position
-import os  # pylint: disable=wrong-import-position
 import shutil  # pylint: disable=wrong-import-position
 import tempfile  # pylint: disable=wrong-import-position
 

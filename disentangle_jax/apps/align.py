@@ -14,8 +14,7 @@ points more precisely).
 from __future__ import annotations
 
 import dataclasses
-import os
-from typing import Any, Callable, Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 from PIL import Image

@@ -40,7 +40,7 @@ def main(argv: Sequence[str]) -> None:
   _flags.require("model", "out")
   if not FLAGS.validation and not FLAGS.photos:
     raise app.UsageError("nothing to evaluate: --novalidation and no --photos")
-  from disentangle_jax.apps import evaluation, images  # pylint: disable=import-outside-toplevel
+  from disentangle_jax.apps import evaluation  # pylint: disable=import-outside-toplevel
 
   model = _common.load_model()
   evaluator = evaluation.Evaluator(model)
