@@ -142,19 +142,21 @@ def _source_hash() -> str:
 def smoke_run():
   """(workdir, the training's evaluation at its last step) of a smoke model trained SMOKE_STEPS steps."""
   from disentangle_jax import train  # pylint: disable=import-outside-toplevel
+  import fcntl  # pylint: disable=import-outside-toplevel
   cache = pathlib.Path(tempfile.gettempdir()) / "disentangle_jax_test_cache" / f"smoke-{_source_hash()}"
   done = cache / "test_result.json"
-  if not done.is_file():
-    shutil.rmtree(cache, ignore_errors=True)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    scratch = pathlib.Path(tempfile.mkdtemp(prefix="training-", dir=cache.parent))
-    result = train.train_and_evaluate(smoke_config(), str(scratch))
-    (scratch / "test_result.json").write_text(json.dumps({"step": result.step,
-                                                          "evaluation": result.evaluations[result.step]}))
-    try:
+  cache.parent.mkdir(parents=True, exist_ok=True)
+  with open(cache.parent / "smoke.lock", "w") as lock:  # pytest-xdist workers wait for one training
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not done.is_file():
+      shutil.rmtree(cache, ignore_errors=True)
+      for stale in cache.parent.glob("smoke-*"):  # models of older source versions
+        shutil.rmtree(stale, ignore_errors=True)
+      scratch = pathlib.Path(tempfile.mkdtemp(prefix="training-", dir=cache.parent))
+      result = train.train_and_evaluate(smoke_config(), str(scratch))
+      (scratch / "test_result.json").write_text(json.dumps({"step": result.step,
+                                                            "evaluation": result.evaluations[result.step]}))
       scratch.rename(cache)
-    except OSError:  # a concurrent run finished first: use its result
-      shutil.rmtree(scratch, ignore_errors=True)
   return cache, json.loads(done.read_text())
 
 
