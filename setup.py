@@ -34,6 +34,7 @@ setuptools.setup(
         "clu>=0.0.10",
         "dm-pix>=0.4",
         "flax>=0.11",
+        "h5py",
         "imageio>=2.30",
         "imageio-ffmpeg",
         "importlib_resources",
@@ -48,7 +49,7 @@ setuptools.setup(
         "tensorflow-datasets>=4.9.6",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-xdist", "scikit-image", "nbclient", "nbformat", "ipykernel"],
+        "test": ["pytest>=7", "pytest-xdist", "scikit-image", "matplotlib", "nbclient", "nbformat", "ipykernel"],
     },
     entry_points={"console_scripts": ["disentangle-jax=disentangle_jax.main:run"]},
 )
