@@ -17,6 +17,7 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from tests import standins
 from tests import test_train
@@ -32,9 +33,15 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _two_processes(workdir, *extra):
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+  """A compilation cache shared by the subprocesses: the second pair reuses the first pair's programs."""
+  return str(tmp_path_factory.mktemp("jax_cache"))
+
+
+def _two_processes(workdir, cache, *extra):
   port = _free_port()
-  env = dict(os.environ)
+  env = dict(os.environ, DISENTANGLE_TEST_CACHE=cache)
   env.pop("XLA_FLAGS", None)
   procs = [subprocess.Popen([sys.executable, RUNNER, str(workdir), *extra, "--devices=4", f"--process_id={i}",
                              "--num_processes=2", f"--port={port}"], stdout=subprocess.PIPE,
@@ -52,9 +59,9 @@ def _two_processes(workdir, *extra):
   return outputs
 
 
-def test_two_process_step_matches_one_process(tmp_path, monkeypatch):
+def test_two_process_step_matches_one_process(tmp_path, monkeypatch, cache_dir):
   num_steps = 3
-  results = _two_processes(tmp_path, "{}", f"--steps_only={num_steps}")
+  results = _two_processes(tmp_path, cache_dir, "{}", f"--steps_only={num_steps}")
 
   standins.install(monkeypatch)
   config = standins.tiny_config()
@@ -74,8 +81,8 @@ def test_two_process_step_matches_one_process(tmp_path, monkeypatch):
     np.testing.assert_allclose(saved[f"arr_{i}"], leaf, rtol=1e-5, atol=1e-5)
 
 
-def test_two_process_training_loop(tmp_path):
-  results = _two_processes(tmp_path, json.dumps({"num_steps": 3, "checkpoint_every": 3, "eval_every": 3}))
+def test_two_process_training_loop(tmp_path, cache_dir):
+  results = _two_processes(tmp_path, cache_dir, json.dumps({"num_steps": 3, "checkpoint_every": 3, "eval_every": 3}))
   assert [r["step"] for r in results] == [3, 3]
   assert results[0]["history"] == results[1]["history"] and sorted(results[0]["history"]) == ["1", "2", "3"]
   for metrics in results[0]["history"].values():
