@@ -96,8 +96,7 @@ def _run_steps(config, devices, batches):
   return state, frozen_state, jax.device_get(state_dev), jax.device_get(frozen_dev), history
 
 
-@pytest.fixture(scope="module")
-def eight_and_one():
+def _eight_and_one():
   """Three steps (adversarial, plain, adversarial cross) on 8 devices and on 1 device, same global batches."""
   with pytest.MonkeyPatch.context() as mp:
     standins.install(mp)
@@ -109,7 +108,14 @@ def eight_and_one():
   return eight, one
 
 
-def test_step_on_eight_devices_equals_one_device(eight_and_one):
+def test_step_sharded_equality_and_updates():
+  """One fixture-free test (xdist would otherwise run the two costly step runs once per worker)."""
+  eight_and_one = _eight_and_one()
+  _check_eight_equals_one(eight_and_one)
+  _check_updates(eight_and_one)
+
+
+def _check_eight_equals_one(eight_and_one):
   (_, _, state8, _, hist8), (_, _, state1, _, hist1) = eight_and_one
   assert len(jax.devices()) == 8
   for m8, m1 in zip(hist8, hist1):
@@ -120,7 +126,7 @@ def test_step_on_eight_devices_equals_one_device(eight_and_one):
     np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
 
 
-def test_step_updates_trainable_and_leaves_frozen(eight_and_one):
+def _check_updates(eight_and_one):
   (before, frozen_before, after, frozen_after, history), _ = eight_and_one
   for a, b in zip(jax.tree.leaves(frozen_before), jax.tree.leaves(frozen_after)):
     np.testing.assert_array_equal(a, b)
