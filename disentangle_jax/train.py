@@ -15,11 +15,9 @@ What it guarantees:
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import signal
 import threading
-import time
 from typing import Any
 
 import jax

@@ -101,20 +101,11 @@ def test_several_faces_largest_first_or_all():
 # Real photos with the ported MediaPipe networks (real weights from the mediapipe wheel).
 # ---------------------------------------------------------------------------------------------------------------
 
-WHEEL = "mediapipe-0.10.21-cp311-cp311-manylinux_2_28_x86_64.whl"
-
-
 @pytest.fixture(scope="module")
-def locator():
-  """BlazeFace + face mesh from the wheel the face-mesh tests fetch into the test cache."""
-  import os  # pylint: disable=import-outside-toplevel
-  import pathlib  # pylint: disable=import-outside-toplevel
+def locator(wheel):
+  """BlazeFace + face mesh with the real weights of the mediapipe wheel (conftest's `wheel` fixture)."""
   from disentangle_jax.apps import faces  # pylint: disable=import-outside-toplevel
-  cache = pathlib.Path(os.environ.get("DISENTANGLE_JAX_CACHE", pathlib.Path.home() / ".cache" / "disentangle_jax"
-                                      / "wheels"))
-  if not (cache / WHEEL).is_file():
-    pytest.skip(f"{cache / WHEEL} absent: run tests/test_mediapipe_facemesh.py once (it fetches the wheel)")
-  return faces.MediaPipeLocator.from_path(cache / WHEEL)
+  return faces.MediaPipeLocator.from_path(wheel)
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import pathlib
-import subprocess
-import sys
 import zipfile
 
 import jax
@@ -29,23 +26,8 @@ from disentangle_jax.third_party.mediapipe_facemesh import detection
 from disentangle_jax.third_party.mediapipe_facemesh import tflite
 from disentangle_jax.third_party.mediapipe_facemesh import xla_options
 
-WHEEL = "mediapipe-0.10.21-cp311-cp311-manylinux_2_28_x86_64.whl"
 MESH_MEMBER = importlib.import_module("disentangle_jax.third_party.mediapipe_facemesh.convert").WHEEL_MEMBER
 DETECTOR_MEMBER = blazeface.WHEEL_MEMBER
-
-
-@pytest.fixture(scope="session")
-def wheel() -> pathlib.Path:
-  default = pathlib.Path.home() / ".cache" / "disentangle_jax" / "wheels"
-  cache = pathlib.Path(os.environ.get("DISENTANGLE_JAX_CACHE", default))
-  path = cache / WHEEL
-  if not path.is_file():
-    cache.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run([sys.executable, "-m", "pip", "download", "mediapipe==0.10.21", "--no-deps",
-                             "--only-binary=:all:", "--platform", "manylinux_2_28_x86_64", "--python-version", "3.11",
-                             "-d", str(cache)], capture_output=True, text=True, check=False)
-    assert path.is_file(), f"pip download of mediapipe==0.10.21 failed:\n{result.stdout}\n{result.stderr}"
-  return path
 
 
 @pytest.fixture(scope="session")
