@@ -7,6 +7,7 @@ of the command being run is imported, so `convert` does not pay for TensorFlow a
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -40,6 +41,9 @@ def run(argv: list[str] | None = None) -> None:
   if name not in COMMANDS or importlib.util.find_spec(COMMANDS[name][0]) is None:
     print(f"disentangle-jax: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
     sys.exit(2)
+  # TensorFlow only feeds data here; its C++ start-up chatter (CUDA probing on CPU hosts) would bury the run's own
+  # log. Python-level TensorFlow errors still raise. Set TF_CPP_MIN_LOG_LEVEL to see it.
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   module = importlib.import_module(COMMANDS[name][0])
   from absl import app  # pylint: disable=import-outside-toplevel
   app.run(module.main, argv=[f"disentangle-jax {name}"] + argv[2:])
