@@ -46,6 +46,14 @@ def run(argv: list[str] | None = None) -> None:
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   module = importlib.import_module(COMMANDS[name][0])
   from absl import app  # pylint: disable=import-outside-toplevel
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  if any(a in ("-h", "--help") for a in argv[2:]):
+    # absl's own --help describes the __main__ module (the console-script shim); describe the command instead.
+    print((module.__doc__ or "").strip() + "\n")
+    for defining in flags.FLAGS.flags_by_module_dict():
+      if defining.startswith("disentangle_jax") or defining.startswith("ml_collections"):
+        print(flags.FLAGS.module_help(defining))
+    sys.exit(0)
   app.run(module.main, argv=[f"disentangle-jax {name}"] + argv[2:])
 
 
