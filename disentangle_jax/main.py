@@ -7,6 +7,7 @@ of the command being run is imported, so `convert` does not pay for TensorFlow a
 from __future__ import annotations
 
 import importlib
+import logging as std_logging
 import os
 import sys
 
@@ -21,6 +22,23 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("disentangle_jax.cli.export", "export the inference parameters"),
     "sample": ("disentangle_jax.cli.sample", "render an image grid with a generator"),
 }
+
+
+class _LibraryInfoFilter(std_logging.Filter):
+  """Drops the INFO lines of Orbax and TFDS unless absl's `--verbosity` is 1 or more.
+
+  Orbax logs some twenty lines per checkpoint save and TFDS several per dataset opened, which would bury the run's
+  own progress and metrics. Warnings and errors always pass. The filter sits on absl's handler, which the records
+  of every Python logger reach.
+  """
+
+  _PACKAGES = (f"{os.sep}orbax{os.sep}", f"{os.sep}tensorflow_datasets{os.sep}")
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    from absl import logging  # pylint: disable=import-outside-toplevel
+    if record.levelno >= std_logging.WARNING or logging.get_verbosity() > logging.INFO:
+      return True
+    return not any(p in record.pathname for p in self._PACKAGES)
 
 
 def _usage() -> str:
@@ -47,6 +65,8 @@ def run(argv: list[str] | None = None) -> None:
   module = importlib.import_module(COMMANDS[name][0])
   from absl import app  # pylint: disable=import-outside-toplevel
   from absl import flags  # pylint: disable=import-outside-toplevel
+  from absl import logging  # pylint: disable=import-outside-toplevel
+  logging.get_absl_handler().addFilter(_LibraryInfoFilter())
   if any(a in ("-h", "--help") for a in argv[2:]):
     # absl's own --help describes the __main__ module (the console-script shim); describe the command instead.
     print((module.__doc__ or "").strip() + "\n")

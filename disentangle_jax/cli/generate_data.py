@@ -25,6 +25,6 @@ def main(argv: Sequence[str]) -> None:
   out = _OUT.value or config.data.dir
   if not out:
     raise app.UsageError("no output folder: pass --out=DIR (the config's data.dir is empty)")
-  logging.set_verbosity(logging.INFO)
+  logging.set_verbosity(max(logging.get_verbosity(), logging.INFO))  # at least INFO; --verbosity=1 more
   generate.generate(config, out)
   logging.info("generate-data: dataset complete in %s", out)

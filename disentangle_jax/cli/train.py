@@ -38,7 +38,7 @@ def main(argv: Sequence[str]) -> None:
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
                                process_id=_PROCESS_ID.value)
   from disentangle_jax import train  # pylint: disable=import-outside-toplevel
-  logging.set_verbosity(logging.INFO)
+  logging.set_verbosity(max(logging.get_verbosity(), logging.INFO))  # at least INFO; --verbosity=1 more
   result = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   logging.info("train: %s at step %d in %s", "preempted" if result.preempted else "finished", result.step,
                _WORKDIR.value)
