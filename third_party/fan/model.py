@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from disentangle_jax.third_party.common import layers
 from disentangle_jax.third_party.fan import decode
 
 BATCHNORM_EPS = 1e-5
@@ -122,7 +123,7 @@ class Conv(nnx.Module):
     self.pad = kernel // 2
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    y = jax.lax.conv_general_dilated(
+    y = layers.conv_general_dilated(
         x, self.kernel[...].astype(x.dtype), (self.stride, self.stride), [(self.pad, self.pad)] * 2,
         dimension_numbers=("NHWC", "HWIO", "NHWC"))
     return y if self.bias is None else y + self.bias[...].astype(x.dtype)
