@@ -234,10 +234,14 @@ def test_sigterm_saves_a_checkpoint_that_resumes(tmp_path, compilation_cache):
   assert after["step"] == saved + 1 and list(after["history"]) == [str(saved + 1)]
 
 
-def test_smoke_config_trains(tmp_path):
-  """The README's main job on the real (random, tiny) networks, shortened to two steps and one evaluation."""
+@pytest.mark.parametrize("preset", [None, "generator=stylegan1"])
+def test_smoke_config_trains(tmp_path, preset):
+  """The README's main job on the real (random, tiny) networks, shortened to two steps and one evaluation.
+
+  Also with StyleGAN v1 as G: the dataset is rendered by it and training runs through it.
+  """
   from disentangle_jax.configs import smoke  # pylint: disable=import-outside-toplevel
-  config = smoke.get_config()
+  config = smoke.get_config(preset)
   config.num_steps = 2
   config.per_device_batch_size = 1
   config.eval_every = config.image_every = config.checkpoint_every = 2
@@ -247,3 +251,5 @@ def test_smoke_config_trains(tmp_path):
   assert result.step == 2 and 2 in result.evaluations
   for metrics in list(result.history.values()) + list(result.evaluations.values()):
     assert metrics and all(np.isfinite(v) for v in metrics.values())
+  generation = json.loads((tmp_path / "data" / "generation.json").read_text())
+  assert generation["generator_kind"] == config.generator.kind == (preset or "generator=stylegan2").split("=")[1]
