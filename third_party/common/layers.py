@@ -55,9 +55,9 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
   rewrite is not CPU-specific. Any padding, dilation, grouping or other layout goes to `lax.conv_general_dilated`
   unchanged.
   """
+  batch_group_count = kwargs.pop("batch_group_count", 1)
   one_by_one = (
-      lhs.ndim == rhs.ndim == 4 and rhs.shape[:2] == (1, 1) and feature_group_count == 1
-      and kwargs.get("batch_group_count", 1) == 1
+      lhs.ndim == rhs.ndim == 4 and rhs.shape[:2] == (1, 1) and feature_group_count == batch_group_count == 1
       and all(d == 1 for d in (lhs_dilation or (1, 1))) and all(d == 1 for d in (rhs_dilation or (1, 1)))
       and (isinstance(padding, str) or all(lo == 0 and hi == 0 for lo, hi in padding))  # SAME = VALID at 1x1
       and dimension_numbers is not None
@@ -65,8 +65,7 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
       == jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC))
   if not one_by_one:
     return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                                        dimension_numbers, feature_group_count, **kwargs)
-  kwargs.pop("batch_group_count", None)
+                                        dimension_numbers, feature_group_count, batch_group_count, **kwargs)
   sh, sw = window_strides
   x = lhs if (sh, sw) == (1, 1) else lhs[:, ::sh, ::sw]
   return jax.lax.dot_general(x, rhs[0, 0], (((3,), (0,)), ((), ())), **kwargs)
