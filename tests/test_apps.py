@@ -1,4 +1,4 @@
-"""Applications: image IO errors, frame writers, and every command on a briefly trained smoke model."""
+"""Applications: image IO errors, frame writers, and every command on a trained smoke model."""
 
 from __future__ import annotations
 
@@ -95,7 +95,8 @@ def test_animation_rejects_unknown_suffix(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# A briefly trained smoke model, shared by every test below (trained once per source version, cached in tmp).
+# A smoke model trained to fit its 8 training images, shared by every test below (trained once per source version,
+# cached in tmp).
 # ---------------------------------------------------------------------------------------------------------------
 
 import functools  # pylint: disable=wrong-import-position
