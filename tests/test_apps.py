@@ -120,12 +120,12 @@ _TRAINING_SOURCES = ("disentangle_jax/model.py", "disentangle_jax/train.py", "di
 def smoke_config():
   """The smoke config, set up to learn its few training images well enough to reconstruct them.
 
-  The smoke networks are random, so what "trained" can mean here is fitting a small training set. Three changes
+  The smoke networks are random, so what "trained" can mean here is fitting a small training set. Four changes
   make that possible in a couple of hundred steps at a global batch of 8: a training set of 8 images, a learning
-  rate of 3e-3, and the loss weighted toward reconstruction (weight 1, not the paper's 0.02, against identity 1),
-  with the landmark term off. A random FAN's heatmaps mean nothing, and at 0.001 their loss (about 300 here) would
-  swamp the rest; at the paper's reconstruction weight M learns to copy the identity code and ignore E_attr, since
-  a random E_id separates these images as well as E_attr does. The adversarial half runs as configured.
+  rate of 3e-3, a reconstruction weight of 1 (the paper's is 0.02, against identity 1), and the landmark term off.
+  A random FAN's heatmaps mean nothing, and at 0.001 their loss (about 300 here) would swamp the rest; at the
+  paper's reconstruction weight M learns to copy the identity code and ignore E_attr, since the random E_id
+  already tells these images apart. The adversarial half runs as configured.
   """
   import jax  # pylint: disable=import-outside-toplevel
   from disentangle_jax.configs import smoke  # pylint: disable=import-outside-toplevel
