@@ -144,8 +144,7 @@ def smoke_config():
 
 def _source_hash() -> str:
   import jax  # pylint: disable=import-outside-toplevel
-  h = hashlib.sha256(f"{jax.__version__} {jax.device_count()} {SMOKE_STEPS}".encode())
-  h.update(str(smoke_config()).encode())
+  h = hashlib.sha256(f"{jax.__version__} {jax.device_count()} {smoke_config()}".encode())
   for name in _TRAINING_SOURCES:
     p = _ROOT / name
     for f in sorted(p.rglob("*.py")) if p.is_dir() else [p]:
