@@ -82,10 +82,7 @@ def export_model(model: inference.InferenceModel, dst: str | os.PathLike, step: 
 def export(src: str | os.PathLike, dst: str | os.PathLike) -> pathlib.Path:
   """Exports a training workdir's latest checkpoint (or re-exports an export) into `dst`."""
   model = inference.load(src)
-  step = None
-  if "(step " in model.source:
-    step = int(model.source.rsplit("(step ", 1)[1].rstrip(")"))
-  return export_model(model, dst, step)
+  return export_model(model, dst, model.step)
 
 
 def _numpy(tree: Any) -> Any:

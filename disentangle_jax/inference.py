@@ -25,13 +25,16 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from disentangle_jax import checkpoints
+from disentangle_jax import errors
+
 EXPORT_META = "inference.json"
 EXPORT_PARAMS = "params"
 EXPORT_FORMAT = "disentangle_jax.inference"
 EXPORT_VERSION = 1
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(errors.UserError, ValueError):
   """A model path cannot be loaded; the message names the path and what is wrong with it."""
 
 
@@ -47,10 +50,11 @@ class InferenceModel:
   """
 
   def __init__(self, config: ml_collections.ConfigDict, spec: Any, frozen: nnx.Module, trainable: nnx.Module,
-               source: str = ""):
+               source: str = "", step: int | None = None):
     self.config = config
     self.spec = spec
     self.source = source
+    self.step = step  # the training step of the parameters, when known
     # Split once: the jitted functions take plain array pytrees, so a call does not re-walk the module graphs.
     self._frozen_def, self._frozen_state = nnx.split(frozen)
     self._trainable_def, self._trainable_state = nnx.split(trainable)
@@ -186,7 +190,7 @@ _METHODS = {"swap": _swap, "encode": _encode, "render": _render, "id_code": _id_
 
 
 def build(config: ml_collections.ConfigDict, trained: dict[str, Any] | None = None, source: str = "",
-          attr_encoder_config: dict[str, Any] | None = None) -> InferenceModel:
+          attr_encoder_config: dict[str, Any] | None = None, step: int | None = None) -> InferenceModel:
   """The inference networks of `config`; `trained` = {"attr_encoder": pure dict, "mapper": pure dict} or None.
 
   The frozen G and E_id come from `config` exactly as training built them (converted weights, or a random init
@@ -227,7 +231,7 @@ def build(config: ml_collections.ConfigDict, trained: dict[str, Any] | None = No
   if frozen_dtype != "float32":
     state = model_lib.cast_frozen_state(nnx.state(frozen), frozen_dtype)
     nnx.update(frozen, state)
-  return InferenceModel(config, spec, frozen, _Trainable(e_attr, mapper), source)
+  return InferenceModel(config, spec, frozen, _Trainable(e_attr, mapper), source, step)
 
 
 class _Frozen(nnx.Module):
@@ -330,10 +334,12 @@ def load(path: str | os.PathLike) -> InferenceModel:
     raise ModelLoadError(f"{path}: is a file; a model is a directory (an export or a training workdir)")
   if (path / EXPORT_META).is_file():
     return load_export(path)
-  from disentangle_jax import checkpoint_adapter  # pylint: disable=import-outside-toplevel
-  if checkpoint_adapter.is_workdir(path):
-    config, trained, step = checkpoint_adapter.restore_inference(path)
-    model = build(config, trained, source=f"{path} (step {step})")
+  if checkpoints.is_workdir(path):
+    try:
+      config, trained, step = checkpoints.restore_inference(path)
+    except checkpoints.CheckpointError as e:
+      raise ModelLoadError(str(e)) from None
+    model = build(config, trained, source=f"{path} (step {step})", step=step)
     _check_generator(model, config.data.get("dir") or str(path / "data"))
     return model
   raise ModelLoadError(f"{path}: neither an exported model (no {EXPORT_META}) nor a training workdir with "
@@ -385,4 +391,5 @@ def load_export(path: str | os.PathLike) -> InferenceModel:
   config = ml_collections.ConfigDict(meta["config"])
   with ocp.StandardCheckpointer() as ckptr:
     trained = ckptr.restore(path / EXPORT_PARAMS)
-  return build(config, trained, source=str(path), attr_encoder_config=meta.get("attr_encoder_config"))
+  return build(config, trained, source=str(path), attr_encoder_config=meta.get("attr_encoder_config"),
+               step=meta.get("step"))

@@ -1,8 +1,11 @@
 """`train_and_evaluate(config, workdir)`: the training loop, in sections (mesh, data, model, state, loop).
 
 What it guarantees:
-- resumes by itself from the latest checkpoint in `workdir/checkpoints` (the input pipeline restarts at that step,
-  so an interrupted-then-resumed run is step-for-step the uninterrupted one);
+- one trainer per workdir (`workdir_lock`): a second one fails at once naming the holder;
+- resumes by itself from the newest usable checkpoint in `workdir/checkpoints` (the input pipeline restarts at that
+  step, so an interrupted-then-resumed run is step-for-step the uninterrupted one); a damaged newest checkpoint is
+  moved aside with a warning and the one before it is used (`checkpoints`), and every save is read back and
+  verified;
 - on SIGTERM (preemption) it finishes the current step, saves a checkpoint and returns normally; with several
   processes the decision is taken together through JAX's preemption sync point;
 - a non-finite loss or gradient norm stops the run with `FloatingPointError` naming the term and the step, before
@@ -14,6 +17,7 @@ What it guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -23,17 +27,17 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 from absl import logging
 from clu import metric_writers
 from clu import periodic_actions
 from flax import nnx
 
+from disentangle_jax import checkpoints
+from disentangle_jax import errors
 from disentangle_jax import evaluate as evaluate_lib
 from disentangle_jax import model as model_lib
 from disentangle_jax import train_step as step_lib
-
-CHECKPOINT_DIR = "checkpoints"
+from disentangle_jax import workdir_lock
 
 
 @dataclasses.dataclass
@@ -45,7 +49,7 @@ class Result:
   preempted: bool = False
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(errors.UserError, FloatingPointError):
   """A loss term or gradient norm became NaN/inf; the newest checkpoint predates it."""
 
 
@@ -176,9 +180,17 @@ class _MetricBuffer:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Result:
-  """Trains E_attr, M and D_W as `config` says, writing metrics, images and checkpoints into `workdir`."""
+  """Trains E_attr, M and D_W as `config` says, writing metrics, images and checkpoints into `workdir`.
+
+  Holds the workdir's lock for the whole run: a second trainer on a busy workdir raises `WorkdirBusyError`.
+  """
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
+  with workdir_lock.WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
+    return _train(config, workdir)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str) -> Result:
   num_steps = int(config.num_steps)
 
   # ---- mesh and writers
@@ -199,19 +211,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Resul
   directory = data_dir(config, workdir)
   ensure_dataset(config, directory, generator=model.generator_bundle)
 
-  # ---- checkpoints: resume from the newest one
-  manager = ocp.CheckpointManager(
-      os.path.join(workdir, CHECKPOINT_DIR),
-      options=ocp.CheckpointManagerOptions(max_to_keep=int(config.keep_checkpoints), create=True))
-  latest = manager.latest_step()
-  if latest is not None:
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
-    state = manager.restore(latest, args=ocp.args.StandardRestore(abstract))
+  # ---- checkpoints: resume from the newest usable one
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+  resumed = checkpoints.restore_train_state(workdir, abstract)
+  latest = None
+  if resumed is not None:
+    latest, state = resumed
     logging.info("resumed from the checkpoint of step %d", latest)
+  saver = checkpoints.Saver(workdir, keep=int(config.keep_checkpoints))
   start = int(jax.device_get(state["step"]))
   if start == 0 and jax.process_index() == 0:
     writer.write_hparams(_flat_hparams(config))
-    with open(os.path.join(workdir, "config.json"), "w") as f:
+    with open(os.path.join(workdir, checkpoints.CONFIG_FILE), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
 
   # ---- steps
@@ -240,7 +251,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Resul
     if buffer_metrics:
       writer.write_scalars(step, {**buffer_metrics, **lrs})
       result.history[step] = buffer_metrics
-    manager.save(step, args=ocp.args.StandardSave(state), force=True)
+    saver.save(step, state)
     last_saved = step
 
   try:
@@ -276,14 +287,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Resul
         logging.warning("preempted: checkpoint of step %d saved in %s; stopping", done, workdir)
         break
   except NonFiniteLossError as e:
-    manager.wait_until_finished()
+    saver.close()
     where = f"step {last_saved}" if last_saved is not None else "none yet"
     raise NonFiniteLossError(f"{e}; training stopped, the newest checkpoint ({where}) in "
-                             f"{os.path.join(workdir, CHECKPOINT_DIR)} predates it and is intact") from None
+                             f"{checkpoints.checkpoint_dir(workdir)} predates it and is intact") from None
   finally:
     preemption.close()
-    manager.wait_until_finished()
-    manager.close()
+    saver.close()
     writer.flush()
   return result
 

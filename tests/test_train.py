@@ -21,6 +21,7 @@ from absl import flags
 from flax import nnx
 from ml_collections import config_flags
 
+from disentangle_jax import checkpoints
 from disentangle_jax import model as model_lib
 from disentangle_jax import train
 from disentangle_jax import train_step as step_lib
@@ -148,7 +149,7 @@ def _check_updates(eight_and_one):
 
 
 def _restore_params(workdir, step=None):
-  with ocp.CheckpointManager(os.path.join(workdir, train.CHECKPOINT_DIR)) as manager:
+  with ocp.CheckpointManager(checkpoints.checkpoint_dir(workdir)) as manager:
     step = manager.latest_step() if step is None else step
     restored = manager.restore(step)
   return step, jax.tree.map(np.asarray, restored["default"]["params"] if "default" in restored else restored["params"])

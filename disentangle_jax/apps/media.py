@@ -46,6 +46,10 @@ def write_animation(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: 
                     loop_back: bool = False) -> pathlib.Path:
   """Writes frames as an animated GIF or an MP4, chosen by the suffix of `path`.
 
+  Identical consecutive frames: an MP4 keeps each one. A GIF stores a run of identical frames as one frame shown
+  for the run's summed duration (Pillow's encoder always merges them), so the animation plays exactly as long and
+  looks the same, but a reader decodes fewer frames than were written: `count_frames` counts the stored ones.
+
   Args:
     path: `.gif` or `.mp4`.
     frames: uint8 (or float [-1, 1]) RGB frames [H, W, 3], all the same size.

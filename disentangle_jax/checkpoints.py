@@ -1,0 +1,349 @@
+"""Training checkpoints: where they live, how they are written and verified, and how they are restored.
+
+A training workdir holds
+
+    config.json                        the run's config (written on a fresh start)
+    checkpoints/<step>/default/        an Orbax `CheckpointManager` checkpoint of the train state (one item)
+    checkpoints/<step>/manifest.json   a fingerprint per array of that state, written once the save was read back
+    corrupt_checkpoints/<step>/        checkpoints that failed to read, moved aside by the trainer (never deleted)
+
+Why a manifest: a checkpoint can be damaged after it was written (a full disk, a truncated copy, a flipped bit), and
+Orbax reads some damage as a traceback deep in TensorStore and some not at all. Every array is fingerprinted on the
+device when it is saved (an exact, order-sensitive checksum of its bits); once the asynchronous write has finished
+the checkpoint is read back and compared, and only then is the manifest written. A restore recomputes the
+fingerprints of what it read, so a checkpoint that no longer matches is detected and the newest one that does is
+used instead, with a warning naming the bad one. A checkpoint without a manifest (a kill between the write and its
+verification) is used if it reads completely.
+
+Only this module knows the layout: `train` saves and resumes through `Saver` and `restore_train_state`, inference
+and export read through `restore_inference`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from disentangle_jax import errors
+
+CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"
+CORRUPT_DIR = "corrupt_checkpoints"
+ITEM = "default"  # the folder of a `CheckpointManager` checkpoint's single item
+MANIFEST = "manifest.json"
+INFERENCE_NETS = ("attr_encoder", "mapper")
+
+
+class CheckpointError(errors.UserError, ValueError):
+  """No checkpoint of a workdir can be used; the message names each one and what is wrong with it."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Paths
+
+
+def checkpoint_dir(workdir: str | os.PathLike) -> pathlib.Path:
+  return pathlib.Path(workdir) / CHECKPOINT_DIR
+
+
+def is_workdir(path: str | os.PathLike) -> bool:
+  """True if `path` looks like a training workdir (a checkpoints folder or a saved config)."""
+  path = pathlib.Path(path)
+  return (path / CHECKPOINT_DIR).is_dir() or (path / CONFIG_FILE).is_file()
+
+
+def steps(workdir: str | os.PathLike) -> list[int]:
+  """Steps with a finished checkpoint in `workdir`, ascending (Orbax's temporary folders are not finished)."""
+  directory = checkpoint_dir(workdir)
+  if not directory.is_dir():
+    return []
+  return sorted(int(c.name) for c in directory.iterdir() if c.is_dir() and c.name.isdigit())
+
+
+def read_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
+  """The run's `config.json`."""
+  path = pathlib.Path(workdir) / CONFIG_FILE
+  if not path.is_file():
+    raise CheckpointError(f"{pathlib.Path(workdir)}: a training workdir without {CONFIG_FILE}; cannot tell which "
+                          "networks the checkpoint belongs to")
+  try:
+    return ml_collections.ConfigDict(json.loads(path.read_text()))
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise CheckpointError(f"{path}: not valid JSON ({e})") from e
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Fingerprints
+
+
+def _key(path: tuple[Any, ...]) -> str:
+  return "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
+
+
+def _as_uint32(x: Any, xp: Any) -> Any:
+  """The bits of `x` as a flat uint32 vector (`xp` is jnp or np; both give the same numbers)."""
+  x = xp.ravel(x)
+  if x.dtype == xp.bool_:
+    return x.astype(xp.uint32)
+  size = x.dtype.itemsize
+  if size == 4:
+    return x.view(xp.uint32) if xp is np else jax.lax.bitcast_convert_type(x, jnp.uint32)
+  if size == 2:
+    bits = x.view(xp.uint16) if xp is np else jax.lax.bitcast_convert_type(x, jnp.uint16)
+    return bits.astype(xp.uint32)
+  if size == 1:
+    bits = x.view(xp.uint8) if xp is np else jax.lax.bitcast_convert_type(x, jnp.uint8)
+    return bits.astype(xp.uint32)
+  raise TypeError(f"cannot fingerprint dtype {x.dtype}")
+
+
+def _fingerprint(x: Any, xp: Any) -> Any:
+  """sum_i bits_i * (2 i + 1) mod 2^32: exact in any summation order, and moved or changed values alter it."""
+  bits = _as_uint32(x, xp)
+  weights = xp.arange(bits.shape[0], dtype=xp.uint32) * xp.uint32(2) + xp.uint32(1)
+  with np.errstate(over="ignore"):
+    return xp.sum(bits * weights, dtype=xp.uint32)
+
+
+@jax.jit
+def _device_fingerprints(tree: Any) -> Any:
+  return jax.tree.map(lambda x: _fingerprint(x, jnp), tree)
+
+
+def fingerprints(tree: Any) -> dict[str, int]:
+  """{array path: fingerprint} of a tree of host or device arrays (device arrays are fingerprinted in place)."""
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  if any(isinstance(v, jax.Array) for _, v in leaves):
+    values = jax.device_get(_device_fingerprints(tree))
+    leaves = jax.tree_util.tree_flatten_with_path(values)[0]
+    return {_key(p): int(v) for p, v in leaves}
+  return {_key(p): int(_fingerprint(np.asarray(v), np)) for p, v in leaves}
+
+
+def _read_manifest(step_dir: pathlib.Path) -> dict[str, int] | None:
+  path = step_dir / MANIFEST
+  if not path.is_file():
+    return None
+  try:
+    return {k: int(v) for k, v in json.loads(path.read_text())["fingerprints"].items()}
+  except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+    raise _Unreadable(f"{path} is unreadable ({type(e).__name__}: {e})") from e
+
+
+def _check(step_dir: pathlib.Path, restored: Any, *, require_all: bool) -> None:
+  """Raises `_Unreadable` if `restored` does not match the step's manifest (when it has one)."""
+  expected = _read_manifest(step_dir)
+  if expected is None:
+    return
+  got = fingerprints(restored)
+  if require_all and set(got) != set(expected):
+    raise _Unreadable(f"its arrays {sorted(set(got) ^ set(expected))[:3]} differ from its manifest's")
+  for name, value in got.items():
+    if name not in expected:
+      raise _Unreadable(f"{name} is not in its manifest")
+    if expected[name] != value:
+      raise _Unreadable(f"{name} does not match its manifest (changed after it was written)")
+
+
+class _Unreadable(Exception):
+  """One checkpoint cannot be used (internal: restore falls back to an older one)."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Restoring with a fallback
+
+
+def _restore_newest(workdir: str | os.PathLike, read: Callable[[pathlib.Path], Any], *, require_all: bool,
+                    quarantine: bool, step: int | None = None) -> tuple[int, Any] | None:
+  """(step, tree) of the newest checkpoint that reads completely and matches its manifest; None if none exists.
+
+  `read(item_dir)` restores one checkpoint. A bad one is reported with a warning naming it and, with `quarantine`,
+  moved into `corrupt_checkpoints/` so that the run can save that step again (nothing is ever deleted).
+  """
+  available = steps(workdir)
+  if step is not None:
+    if step not in available:
+      raise CheckpointError(f"{pathlib.Path(workdir)}: no checkpoint of step {step}; have {available}")
+    available = [step]
+  if not available:
+    return None
+  problems = []
+  for candidate in reversed(available):
+    step_dir = checkpoint_dir(workdir) / str(candidate)
+    try:
+      item = step_dir / ITEM
+      if not item.is_dir():
+        raise _Unreadable(f"{ITEM}/ is missing")
+      tree = read(item)
+      _check(step_dir, tree, require_all=require_all)
+    except Exception as e:  # pylint: disable=broad-except  # TensorStore raises many types for damaged files
+      reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+      problems.append(f"step {candidate}: {reason}")
+      logging.warning("checkpoint %s is unusable (%s)%s", step_dir, reason,
+                      "; trying the previous one" if candidate != available[0] else "")
+      if quarantine:
+        _quarantine(workdir, step_dir)
+      continue
+    if problems:
+      logging.warning("using the checkpoint of step %d in %s instead", candidate, checkpoint_dir(workdir))
+    return candidate, tree
+  raise CheckpointError(f"{checkpoint_dir(workdir)}: no checkpoint reads completely ({'; '.join(problems)})")
+
+
+def _quarantine(workdir: str | os.PathLike, step_dir: pathlib.Path) -> None:
+  if jax.process_index() != 0:
+    return
+  target = pathlib.Path(workdir) / CORRUPT_DIR / step_dir.name
+  if target.exists():
+    target = target.with_name(f"{step_dir.name}.{int(time.time())}")
+  target.parent.mkdir(parents=True, exist_ok=True)
+  shutil.move(str(step_dir), str(target))
+  logging.warning("moved it to %s", target)
+
+
+def restore_train_state(workdir: str | os.PathLike, abstract_state: Any) -> tuple[int, Any] | None:
+  """The newest usable train state of `workdir` with `abstract_state`'s shapes and shardings, or None.
+
+  Unusable checkpoints are moved into `corrupt_checkpoints/` (the run will write those steps again).
+  """
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+
+  def read(item: pathlib.Path) -> Any:
+    with ocp.StandardCheckpointer() as ckptr:
+      return ckptr.restore(item, abstract_state)
+
+  found = _restore_newest(workdir, read, require_all=True, quarantine=True)
+  if jax.process_count() > 1:  # every process must have looked before any moves a folder away
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    multihost_utils.sync_global_devices("disentangle_jax.checkpoints.restored")
+  return found
+
+
+def restore_inference(workdir: str | os.PathLike, step: int | None = None
+                      ) -> tuple[ml_collections.ConfigDict, dict[str, Any], int]:
+  """(config, {"attr_encoder": pure dict, "mapper": pure dict}, step) of the newest usable checkpoint (or `step`).
+
+  Reads only the parameters and constants of E_attr and M (Orbax partial restore: the optimiser state, three to
+  four times the parameters, is never read). Nothing is moved: loading a model never changes the workdir.
+  """
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+
+  workdir = pathlib.Path(workdir).absolute()
+  config = read_config(workdir)
+
+  def read(item: pathlib.Path) -> Any:
+    with ocp.PyTreeCheckpointer() as ckptr:
+      tree = ckptr.metadata(item)
+      tree = getattr(tree, "item_metadata", tree)
+      tree = getattr(tree, "tree", tree)
+      try:
+        wanted = {group: {net: tree[group][net] for net in INFERENCE_NETS} for group in ("params", "constants")}
+      except (KeyError, TypeError) as e:
+        raise _Unreadable(f"not a train state with params/constants of {INFERENCE_NETS} "
+                          f"({type(e).__name__}: {e})") from e
+      restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), wanted)
+      return ckptr.restore(item, args=ocp.args.PyTreeRestore(item=jax.tree.map(lambda _: 0, wanted),
+                                                             restore_args=restore_args, partial_restore=True))
+
+  found = _restore_newest(workdir, read, require_all=False, quarantine=False, step=step)
+  if found is None:
+    raise CheckpointError(f"{checkpoint_dir(workdir)}: no checkpoint yet (train first, or wait for the first save "
+                          f"at step {config.get('checkpoint_every', '?')})")
+  step, restored = found
+  trained = {net: _merge(_pure(restored["params"][net]), _pure(restored["constants"][net]))
+             for net in INFERENCE_NETS}
+  return config, trained, int(step)
+
+
+def _pure(tree: Any) -> Any:
+  """Orbax's restored nested dicts; NNX `State` leaves are saved as {"value": array} in some flax versions."""
+  if isinstance(tree, dict):
+    if set(tree) == {"value"} and not isinstance(tree["value"], dict):
+      return np.asarray(tree["value"])
+    return {str(k): _pure(v) for k, v in tree.items()}
+  return np.asarray(tree)
+
+
+def _merge(a: Any, b: Any) -> Any:
+  """Union of two nested dicts (parameters and BatchNorm statistics of one module)."""
+  if not isinstance(a, dict) or not isinstance(b, dict):
+    return a if b is None or (isinstance(b, dict) and not b) else b
+  out = dict(a)
+  for k, v in b.items():
+    out[k] = _merge(out[k], v) if k in out else v
+  return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Saving
+
+
+class Saver:
+  """Saves train states asynchronously (Orbax), then reads each one back and writes its manifest.
+
+  The read-back of a save happens when the next save starts or at `close()`, so the write itself still overlaps
+  with training. A checkpoint that reads back differently from what was saved raises `CheckpointError` (and is
+  moved aside); the previous one is untouched.
+  """
+
+  def __init__(self, workdir: str | os.PathLike, keep: int):
+    import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+    self._ocp = ocp
+    self.workdir = pathlib.Path(workdir)
+    self._manager = ocp.CheckpointManager(
+        checkpoint_dir(workdir), options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+    self._pending: list[tuple[int, Any, Any]] = []  # (step, device fingerprints, abstract state)
+
+  def save(self, step: int, state: Any) -> None:
+    self.verify_pending()
+    prints = _device_fingerprints(state)  # dispatched before the next step can donate `state`
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+    self._manager.save(step, args=self._ocp.args.StandardSave(state), force=True)
+    self._pending.append((step, prints, abstract))
+
+  def verify_pending(self) -> None:
+    """Waits for the writes in flight, reads each back and writes its manifest (process 0)."""
+    if not self._pending:
+      return
+    self._manager.wait_until_finished()
+    pending, self._pending = self._pending, []
+    for step, prints, abstract in pending:
+      step_dir = checkpoint_dir(self.workdir) / str(step)
+      if not step_dir.is_dir():  # already rotated out by max_to_keep
+        continue
+      expected = {_key(p): int(v) for p, v in jax.tree_util.tree_flatten_with_path(jax.device_get(prints))[0]}
+      if jax.process_index() != 0:
+        continue
+      try:
+        with self._ocp.StandardCheckpointer() as ckptr:
+          host = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), abstract)
+          got = fingerprints(jax.tree.map(np.asarray, ckptr.restore(step_dir / ITEM, host)))
+      except Exception as e:  # pylint: disable=broad-except
+        got = {"<read>": f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"}
+      bad = sorted(k for k in set(expected) | set(got) if expected.get(k) != got.get(k))
+      if bad:
+        _quarantine(self.workdir, step_dir)
+        raise CheckpointError(f"the checkpoint of step {step} read back differently from what was saved "
+                              f"({', '.join(map(str, bad[:3]))}: {got.get(bad[0], 'missing')}); it was moved into "
+                              f"{self.workdir / CORRUPT_DIR}; check the disk")
+      tmp = step_dir / f"{MANIFEST}.tmp"
+      tmp.write_text(json.dumps({"step": step, "fingerprints": expected}, indent=0, sort_keys=True))
+      os.replace(tmp, step_dir / MANIFEST)
+
+  def close(self) -> None:
+    """Finishes and verifies every save; safe to call twice."""
+    try:
+      self.verify_pending()
+    finally:
+      self._manager.wait_until_finished()
+      self._manager.close()
