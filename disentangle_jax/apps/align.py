@@ -19,10 +19,12 @@ from typing import Callable, Protocol
 import numpy as np
 from PIL import Image
 
+from disentangle_jax import errors
+
 OUTPUT_SIZE = 256
 
 
-class NoFaceError(ValueError):
+class NoFaceError(errors.UserError, ValueError):
   """The detector found no face in a photo; the message names the photo."""
 
 

@@ -14,8 +14,10 @@ import pathlib
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from disentangle_jax import errors
 
-class ImageReadError(ValueError):
+
+class ImageReadError(errors.UserError, ValueError):
   """An input image cannot be used; the message names the file and the reason."""
 
 

@@ -1,4 +1,7 @@
-"""What the application commands share: loading the model and the input faces (optionally aligned)."""
+"""What the application commands share: loading the model and the input faces (optionally aligned).
+
+The path checks (`check_*`, from `_paths`, plus the model and detector checks here) run before any model loads.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +12,40 @@ import numpy as np
 from absl import app, logging
 
 from disentangle_jax.apps import images as images_lib
-from disentangle_jax.cli import _flags
+from disentangle_jax.cli import _flags, _paths
 
 FLAGS = _flags.FLAGS
+
+# The path checks of `_paths`, which the application commands call as `_common.check_*`.
+check_input_dir = _paths.check_input_dir
+check_input_files = _paths.check_input_files
+check_input_path = _paths.check_input_path
+check_output_dir = _paths.check_output_dir
+check_output_image = _paths.check_output_image
+check_output_path = _paths.check_output_path
+
+
+def check_model_path() -> None:
+  """--model names an existing directory (an export or a training workdir); checked before JAX loads."""
+  _flags.require("model")
+  _paths.check_input_dir(FLAGS.model, "model directory", " (pass an exported model or a training workdir)")
+
+
+def detector_path() -> str:
+  """The MediaPipe weights --align uses: --detector, else $DISENTANGLE_JAX_MEDIAPIPE, else the default folder."""
+  return FLAGS.detector or os.environ.get("DISENTANGLE_JAX_MEDIAPIPE") or "weights/mediapipe_facemesh"
+
+
+def check_detector() -> None:
+  """With --align, the detector weights exist (before the model loads)."""
+  if FLAGS.align and not _paths.is_remote(detector_path()) and not os.path.exists(detector_path()):
+    raise app.UsageError(f"{detector_path()}: no MediaPipe weights for --align; pass --detector=<the "
+                         "mediapipe-0.10.21 wheel> or a directory with converted blazeface/ and mediapipe_facemesh/")
 
 
 def load_model():
   """The model named by --model, with load errors turned into one clear line."""
-  _flags.require("model")
+  check_model_path()
   from disentangle_jax import inference  # pylint: disable=import-outside-toplevel
   try:
     model = inference.load(FLAGS.model)
@@ -29,8 +58,7 @@ def load_model():
 def locator():
   """The face locator for --align (BlazeFace + face mesh), built once."""
   from disentangle_jax.apps import faces  # pylint: disable=import-outside-toplevel
-  path = FLAGS.detector or os.environ.get("DISENTANGLE_JAX_MEDIAPIPE") or "weights/mediapipe_facemesh"
-  return faces.MediaPipeLocator.from_path(path)
+  return faces.MediaPipeLocator.from_path(detector_path())
 
 
 def read_faces(paths: list[str], size: int, *, align: bool | None = None, all_faces: bool | None = None,

@@ -42,7 +42,8 @@ def _define_list(name: str, help_text: str) -> None:
 _define_list("id", "identity images: --id a.png b.png (or --id=a.png,b.png); for `video`, one image")
 _define_list("attr", "attribute images (swap), or the driving video (video)")
 flags.DEFINE_string("model", None, "an exported model directory or a training workdir")
-flags.DEFINE_string("out", None, "output file")
+if "out" not in FLAGS:  # generate-data defines --out too (an output folder); tests import both
+  flags.DEFINE_string("out", None, "output file")
 flags.DEFINE_bool("convert", False, "convert grayscale / transparent images to RGB instead of refusing them")
 flags.DEFINE_bool("align", False, "detect the face in each photo and align it FFHQ-style first (real photos)")
 flags.DEFINE_string("detector", None, "MediaPipe weights for --align: the mediapipe==0.10.21 wheel or a directory "

@@ -1,7 +1,9 @@
 """`disentangle-jax convert NETWORK SRC DST`: upstream weights -> a converted-weights directory (Orbax + config).
 
 Each ported network's package provides `convert_to(src, dst)`, which infers the architecture from the checkpoint
-itself, checks every key and shape, and writes `third_party/common/converted.py`'s layout.
+itself, checks every key and shape, and writes `third_party/common/converted.py`'s layout. SRC must be a file and
+DST a new (or empty) directory; both are checked before anything is read. A file that is not the network's
+checkpoint (truncated, another format, another architecture) is refused in one line naming it.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import importlib
 from collections.abc import Sequence
 
 from absl import app
+
+from disentangle_jax.cli import _paths
 
 NETWORKS: dict[str, str] = {
     "stylegan2": "disentangle_jax.third_party.stylegan2",
@@ -26,6 +30,8 @@ def main(argv: Sequence[str]) -> None:
   if len(argv) != 4 or argv[1] not in NETWORKS:
     raise app.UsageError(f"usage: disentangle-jax convert {{{'|'.join(NETWORKS)}}} SRC DST")
   _, network, src, dst = argv
+  _paths.check_input_files([src], "checkpoint")
+  _paths.check_output_dir(dst)
   module = importlib.import_module(NETWORKS[network])
   convert_to = getattr(module, "convert_to_blazeface" if network == "blazeface" else "convert_to")
   convert_to(src, dst)

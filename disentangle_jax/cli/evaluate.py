@@ -40,6 +40,13 @@ def main(argv: Sequence[str]) -> None:
   _flags.require("model", "out")
   if not FLAGS.validation and not FLAGS.photos:
     raise app.UsageError("nothing to evaluate: --novalidation and no --photos")
+  _common.check_output_path(FLAGS.out)
+  _common.check_output_dir(FLAGS.tensorboard or pathlib.Path(FLAGS.out).parent / "eval", empty=False)
+  if FLAGS.photos:
+    _common.check_input_dir(FLAGS.photos, "photo folder")
+  if FLAGS.validation and FLAGS.data_dir:
+    _common.check_input_dir(FLAGS.data_dir, "dataset folder")
+  _common.check_model_path()
   from disentangle_jax.apps import evaluation  # pylint: disable=import-outside-toplevel
 
   model = _common.load_model()

@@ -36,8 +36,12 @@ def main(argv: Sequence[str]) -> None:
   else:
     raise app.UsageError(f"give two images for the factor that moves and one for the held one (--id a b --attr c "
                          f"or --id a --attr c d); got {n_id} identity and {n_attr} attribute images")
-  if FLAGS.animation and not FLAGS.animation.lower().endswith((".gif", ".mp4")):
-    raise app.UsageError(f"--animation={FLAGS.animation}: must end in .gif or .mp4")
+  _common.check_output_image(FLAGS.out)
+  if FLAGS.animation:  # checked with --out: the strip is written first, and should not be written in vain
+    _common.check_output_path(FLAGS.animation, "--animation", suffixes=(".gif", ".mp4"))
+  _common.check_input_files(FLAGS.id + FLAGS.attr)
+  _common.check_detector()
+  _common.check_model_path()
   from disentangle_jax.apps import images, interpolate, media  # pylint: disable=import-outside-toplevel
 
   model = _common.load_model()

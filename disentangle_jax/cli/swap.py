@@ -19,6 +19,10 @@ FLAGS = _flags.FLAGS
 def main(argv: Sequence[str]) -> None:
   _flags.no_positional(_flags.finish(argv))
   _flags.require("model", "id", "attr", "out")
+  _common.check_output_image(FLAGS.out)
+  _common.check_input_files(FLAGS.id + FLAGS.attr)
+  _common.check_detector()
+  _common.check_model_path()
   from disentangle_jax.apps import images, swap  # pylint: disable=import-outside-toplevel
 
   model = _common.load_model()

@@ -30,8 +30,13 @@ def main(argv: Sequence[str]) -> None:
   if len(FLAGS.id) != 1 or len(FLAGS.attr) != 1:
     raise app.UsageError(f"video takes one --id image and one --attr video, got {len(FLAGS.id)} and "
                          f"{len(FLAGS.attr)}")
-  if not FLAGS.out.lower().endswith((".mp4", ".gif")):
-    raise app.UsageError(f"--out={FLAGS.out}: must end in .mp4 or .gif")
+  _common.check_output_path(FLAGS.out, suffixes=(".mp4", ".gif"))
+  metrics_path = pathlib.Path(FLAGS.metrics or str(pathlib.Path(FLAGS.out).with_suffix(".json")))
+  _common.check_output_path(metrics_path, "--metrics")
+  _common.check_input_files(FLAGS.id, "image")
+  _common.check_input_files(FLAGS.attr, "video")
+  _common.check_detector()
+  _common.check_model_path()
   from disentangle_jax.apps import align, media, video  # pylint: disable=import-outside-toplevel
 
   model = _common.load_model()
@@ -61,7 +66,6 @@ def main(argv: Sequence[str]) -> None:
     codes.append(code)
   media.write_animation(FLAGS.out, outputs, fps=fps)
   summary = video.temporal_identity(sims, np.stack(codes))
-  metrics_path = pathlib.Path(FLAGS.metrics or str(pathlib.Path(FLAGS.out).with_suffix(".json")))
   metrics_path.write_text(json.dumps(summary, indent=2))
   print(f"wrote {FLAGS.out} ({len(outputs)} frames at {fps:g} fps) and {metrics_path}: identity similarity "
         f"{summary['id_similarity_mean']:.3f} +- {summary['id_similarity_std']:.3f}")

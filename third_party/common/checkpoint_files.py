@@ -43,10 +43,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
       raise CheckpointFormatError(f"{path}: not a readable .npz file ({e})") from e
   else:
-    try:
-      obj = torch_pickle.load(path, unpickler_cls=_Latin1Unpickler)
-    except CheckpointFormatError as e:
-      raise CheckpointFormatError(f"{path}: {e}") from e
+    obj = torch_pickle.load(path, unpickler_cls=_Latin1Unpickler)  # its errors name the file already
   return _as_state_dict(obj, path)
 
 

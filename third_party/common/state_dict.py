@@ -10,8 +10,10 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
+from disentangle_jax import errors
 
-class CheckpointMismatchError(ValueError):
+
+class CheckpointMismatchError(errors.UserError, ValueError):
   """A checkpoint's keys or shapes do not match the network it is converted into."""
 
   def __init__(self, source: str, missing: Iterable[str] = (), unexpected: Iterable[str] = (),

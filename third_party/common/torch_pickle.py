@@ -19,6 +19,8 @@ from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
+from disentangle_jax import errors
+
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
 _STORAGE_DTYPES: dict[str, np.dtype] = {
@@ -35,7 +37,7 @@ _STORAGE_DTYPES: dict[str, np.dtype] = {
 }
 
 
-class CheckpointFormatError(ValueError):
+class CheckpointFormatError(errors.UserError, ValueError):
   """A checkpoint file is not in the format its reader expects (truncated, corrupt, or another format)."""
 
 
@@ -269,11 +271,17 @@ def _read_exact(file: BinaryIO, n: int) -> bytes:
 
 
 def load(path: str, unpickler_cls: type[SafeUnpickler] = SafeUnpickler) -> Any:
-  """Loads a `torch.save` file of either format (or a plain pickle of numpy arrays); tensors become numpy."""
+  """Loads a `torch.save` file of either format (or a plain pickle of numpy arrays); tensors become numpy.
+
+  Its `CheckpointFormatError`s start with `path`, so callers pass them on as they are.
+  """
   with open(path, "rb") as f:
     head = f.read(4)
   if head[:2] == b"PK":
-    return load_zip(path, unpickler_cls)
+    try:
+      return load_zip(path, unpickler_cls)
+    except CheckpointFormatError as e:
+      raise CheckpointFormatError(f"{path}: {e}") from e
   with open(path, "rb") as f:
     try:
       is_legacy = SafeUnpickler(f).load() == _LEGACY_MAGIC

@@ -21,8 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from disentangle_jax import errors
 
-class TFLiteFormatError(ValueError):
+
+class TFLiteFormatError(errors.UserError, ValueError):
   """A file is not a readable TFLite model (truncated, corrupt, or another format), or lacks the expected model."""
 
 
