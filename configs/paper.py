@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from disentangle_jax import errors
+
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
   """Parses "a=1,b=x,flag" into a ConfigDict over `defaults` (a bare name sets a boolean to True)."""
@@ -23,7 +25,7 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
   for item in filter(None, (arg or "").split(",")):
     key, _, value = item.partition("=")
     if key not in out:
-      raise KeyError(f"unknown preset {key!r}; known: {sorted(out.keys())}")
+      raise errors.ConfigError(f"unknown preset {key!r}; known: {sorted(out.keys())}")
     default = out[key]
     out[key] = True if not value else type(default)(value) if not isinstance(default, bool) else value == "True"
   return out

@@ -33,6 +33,7 @@ from clu import periodic_actions
 from flax import nnx
 
 from disentangle_jax import checkpoints
+from disentangle_jax import config_check
 from disentangle_jax import errors
 from disentangle_jax import evaluate as evaluate_lib
 from disentangle_jax import model as model_lib
@@ -182,8 +183,11 @@ class _MetricBuffer:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Result:
   """Trains E_attr, M and D_W as `config` says, writing metrics, images and checkpoints into `workdir`.
 
-  Holds the workdir's lock for the whole run: a second trainer on a busy workdir raises `WorkdirBusyError`.
+  Checks the config first (`config_check.validate`: `ConfigError` naming every impossible value) and holds the
+  workdir's lock for the whole run: a second trainer on a busy workdir raises `WorkdirBusyError`. With
+  `num_steps` at or below the newest checkpoint's step it only resumes and evaluates nothing.
   """
+  config_check.validate(config, allow_empty=True)
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   with workdir_lock.WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():

@@ -89,6 +89,27 @@ def test_animation_frame_counts(tmp_path, suffix):
   assert media.count_frames(back) == 12
 
 
+def _gif_timeline(path) -> list[tuple[np.ndarray, int]]:
+  """(frame, duration in ms) of each frame a GIF stores."""
+  out = []
+  with Image.open(path) as img:
+    for i in range(img.n_frames):
+      img.seek(i)
+      out.append((np.asarray(img.convert("RGB")), int(img.info["duration"])))
+  return out
+
+
+def test_gif_stores_identical_consecutive_frames_once_for_their_summed_duration(tmp_path):
+  a, b = np.full((16, 16, 3), 40, np.uint8), np.full((16, 16, 3), 200, np.uint8)
+  path = media.write_animation(tmp_path / "runs.gif", [a, a, a, b, a], fps=10)
+  timeline = _gif_timeline(path)
+  assert [int(f.mean()) for f, _ in timeline] == [40, 200, 40]
+  assert [d for _, d in timeline] == [300, 100, 100]  # the play time of 5 frames at 10 fps
+  assert media.count_frames(path) == 3
+  mp4 = media.write_animation(tmp_path / "runs.mp4", [a, a, a, b, a], fps=10)
+  assert media.count_frames(mp4) == 5
+
+
 def test_animation_rejects_unknown_suffix(tmp_path):
   with pytest.raises(ValueError, match=r"a.avi: animations are written as .gif or .mp4"):
     media.write_animation(tmp_path / "a.avi", [np.zeros((8, 8, 3), np.uint8)])
@@ -296,6 +317,29 @@ def test_load_errors_name_the_path(tmp_path):
     inference.load(tmp_path / "run")
 
 
+def test_load_and_commands_skip_a_damaged_newest_checkpoint(smoke_run, smoke_model, faces, tmp_path, caplog):
+  """A newer checkpoint whose arrays were cut short: `load` and the commands use the intact one, with a warning."""
+  import logging  # pylint: disable=import-outside-toplevel
+  from disentangle_jax import checkpoints, inference  # pylint: disable=import-outside-toplevel
+  workdir = tmp_path / "run"
+  shutil.copytree(smoke_run[0], workdir, ignore=shutil.ignore_patterns("events.out.*", "data"))
+  (workdir / "data").symlink_to(smoke_run[0] / "data")
+  newer = checkpoints.checkpoint_dir(workdir) / str(SMOKE_STEPS + 100)
+  shutil.copytree(checkpoints.checkpoint_dir(workdir) / str(SMOKE_STEPS), newer)
+  for f in (newer / checkpoints.ITEM).rglob("*"):
+    if f.is_file() and f.parent.name == "d":
+      f.write_bytes(f.read_bytes()[:10])
+  with caplog.at_level(logging.WARNING):
+    loaded = inference.load(workdir)
+  assert loaded.step == SMOKE_STEPS and f"{newer} is unusable" in caplog.text
+  x = images.to_model(faces[:2])
+  np.testing.assert_array_equal(loaded.swap(x, x[::-1]), smoke_model.swap(x, x[::-1]))
+  ids = _write_faces(tmp_path / "in", faces[:1], "i")
+  run_cli("swap", [f"--model={workdir}", f"--id={ids[0]}", f"--attr={ids[0]}", f"--out={tmp_path / 'g.png'}"])
+  assert images.read_rgb_uint8(tmp_path / "g.png").shape[0] == 2 * smoke_model.resolution + 8
+  assert checkpoints.steps(workdir) == [SMOKE_STEPS, SMOKE_STEPS + 100]  # loading never moves a checkpoint
+
+
 def test_export_roundtrip_without_optimizer_state(smoke_run, smoke_model, faces, tmp_path):
   from disentangle_jax import export, inference  # pylint: disable=import-outside-toplevel
   dst = export.export_model(smoke_model, tmp_path / "export", step=SMOKE_STEPS)
@@ -382,7 +426,15 @@ def test_video_command_frames_and_temporal_identity(cached_load, smoke_model, fa
   assert metrics["id_similarity_std"] >= 0 and "consecutive_similarity_mean" in metrics
   run_cli("video", [f"--model={cached_load}", "--id", idp, "--attr", str(clip), f"--out={tmp_path / 'o.gif'}",
                     "--max_frames=3"])
-  assert media.count_frames(tmp_path / "o.gif") == 3
+  # A GIF stores a run of identical frames once, for the run's duration: check the frames where they differ, in
+  # order, and the play time of 3 frames at the clip's 12 fps (GIF durations are whole centiseconds: 83 ms -> 80).
+  timeline = _gif_timeline(tmp_path / "o.gif")
+  per_frame = round(1000 / 12) // 10 * 10
+  assert sum(d for _, d in timeline) == 3 * per_frame
+  shown = [f for f, d in timeline for _ in range(d // per_frame)]
+  assert len(shown) == 3
+  for got, want in zip(shown, frames[:3]):  # the GIF's frames are the MP4's outputs, up to palette and H.264 error
+    assert np.abs(got.astype(int) - want.astype(int)).mean() < 12
 
 
 def test_evaluate_command_on_validation_and_photos(cached_load, faces, tmp_path):

@@ -89,10 +89,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
       raise torch_pickle.CheckpointFormatError(f"{path}: not a readable .npz archive: {e}") from e
   else:
-    try:
-      obj = torch_pickle.load(path)
-    except torch_pickle.CheckpointFormatError as e:
-      raise torch_pickle.CheckpointFormatError(f"{path}: {e}") from e
+    obj = torch_pickle.load(path)  # its errors name the file
   if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
     obj = obj["state_dict"]
   if not isinstance(obj, dict) or not obj:
