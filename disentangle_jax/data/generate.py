@@ -14,7 +14,17 @@ kernels may round the last bit of `w` differently for another batch shape; pixel
 
 Resumable: each shard is written to a temporary name and atomically renamed when complete; a rerun skips finished
 shards (never opening them for writing) and removes stale temporary files. A `generation.json` records the settings
-that determine the content, so a rerun with different settings fails instead of mixing two datasets.
+that determine the content, so a rerun with different settings fails instead of mixing two datasets (`DataError`,
+also when it cannot be read).
+
+Verified: after each shard is renamed into place, `checksums/<shard>.json` records its record count, size and sha256
+(temp file + rename; see `tfds_format`). Every `generate` call first checks this process's existing shards: size
+and sha256 against the record, record count (from the ArrayRecord footer) against the record and the planned shard
+length. A shard that fails (truncated, bit-flipped, wrong count, unreadable, unreadable record) is deleted with a
+WARNING naming the file and the fault, and rendered again; `dataset_info.json` is then rewritten. A shard without a
+record (an older version's, or a run killed between the rename and the record) is kept if it opens with the planned
+count, and its record written. Hashing reads every byte once: seconds for the smoke dataset, about a disk read of the
+dataset for a large one. `verify(out_dir)` runs the same checks read-only (training can call it; no JAX work).
 """
 
 from __future__ import annotations
@@ -40,6 +50,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from disentangle_jax import frozen
 from disentangle_jax.data import tfds_format
+
+DataError = tfds_format.DataError  # a dataset folder the user must fix (the same class, importable from here)
 
 
 def _get(cfg: ml_collections.ConfigDict, name: str, default: Any) -> Any:
@@ -136,15 +148,32 @@ class _Progress:
                  time.strftime("%H:%M:%S", time.gmtime(eta)) if math.isfinite(eta) else "?")
 
 
-def _check_settings(out_dir: str, wanted: dict[str, Any]) -> None:
+def _read_settings(out_dir: str) -> dict[str, Any] | None:
+  """The settings recorded in `generation.json`; None if there is none. Unreadable: DataError (the settings of the
+  shards already there are lost, so they can neither be resumed nor trusted)."""
   path = os.path.join(out_dir, tfds_format.GENERATION_FILE)
-  if tf.io.gfile.exists(path):
+  if not tf.io.gfile.exists(path):
+    return None
+  try:
     with tf.io.gfile.GFile(path) as f:
       found = json.load(f)
+  except (ValueError, tf.errors.OpError) as e:
+    raise DataError(f"{path}: unreadable ({type(e).__name__}: {e}); restore it, or delete the folder and generate"
+                    " it again") from e
+  if not isinstance(found, dict):
+    raise DataError(f"{path}: not a settings record (a JSON {type(found).__name__}); restore it, or delete the"
+                    " folder and generate it again")
+  return found
+
+
+def _check_settings(out_dir: str, wanted: dict[str, Any]) -> None:
+  path = os.path.join(out_dir, tfds_format.GENERATION_FILE)
+  found = _read_settings(out_dir)
+  if found is not None:
     diff = sorted(k for k in set(found) | set(wanted) if found.get(k) != wanted.get(k))
     if diff:
       details = ", ".join(f"{k}: {found.get(k)!r} there, {wanted.get(k)!r} now" for k in diff)
-      raise ValueError(f"{path} was written with other settings ({details}); use another --out or delete it")
+      raise DataError(f"{path} was written with other settings ({details}); use another --out or delete it")
     return
   tmp = f"{path}.tmp-{os.getpid()}"
   with tf.io.gfile.GFile(tmp, "w") as f:
@@ -152,9 +181,68 @@ def _check_settings(out_dir: str, wanted: dict[str, Any]) -> None:
   tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
+def _plan(out_dir: str, recorded: dict[str, Any]) -> list[tfds_format.Shard]:
+  """Every shard of the dataset whose settings are `recorded` (both splits, in order)."""
+  return tfds_format.plan(out_dir, {"train": recorded["num_train"], "validation": recorded["num_validation"]},
+                          recorded["examples_per_shard"])
+
+
+def _check_existing(shards: list[tfds_format.Shard], pool: concurrent.futures.Executor) -> list[tfds_format.Shard]:
+  """Verifies the shards that exist; deletes the damaged ones (to be rendered again) and returns them.
+
+  A shard without a checksum record that passes (right count) gets its record now instead of being rendered again.
+  """
+  existing = [s for s in shards if tf.io.gfile.exists(s.path)]
+  unrecorded = {s.path for s in existing if not tf.io.gfile.exists(tfds_format.checksum_record_path(s.path))}
+  start = time.perf_counter()
+  damaged = []
+  for shard, problem in zip(existing, pool.map(tfds_format.shard_problem, existing)):
+    if problem is not None:
+      logging.warning("generate-data: %s: %s; rebuilding it", shard.path, problem)
+      tf.io.gfile.remove(shard.path)  # the shard first: a kill in between leaves no unchecked shard behind
+      record = tfds_format.checksum_record_path(shard.path)
+      if tf.io.gfile.exists(record):
+        tf.io.gfile.remove(record)
+      damaged.append(shard)
+    elif shard.path in unrecorded:
+      logging.info("generate-data: %s: no checksum record (an older version's shard, or a run stopped before writing"
+                   " it); it has the planned %d records, recording its checksum", shard.path, shard.length)
+      tfds_format.write_checksum_record(shard.path, shard.length)
+  if existing:
+    logging.info("generate-data: checked %d existing shards in %.1f s, %d damaged", len(existing),
+                 time.perf_counter() - start, len(damaged))
+  return damaged
+
+
+def verify(out_dir: str, checksums: bool = True) -> list[str]:
+  """Checks a finished dataset folder without rendering anything (no JAX work); returns its problems, [] if none.
+
+  Each problem is one line naming the file: `generation.json` missing or unreadable; a shard missing, truncated,
+  changed after it was written (sha256 against its checksum record), unreadable, or with another record count than
+  its record or the plan; `dataset_info.json` missing or disagreeing with the shards. A shard without a checksum
+  record (written by an older version) only has its record count checked. Rerunning `generate-data` with the same
+  settings repairs every shard problem. `checksums=False` skips hashing: a stat and the ArrayRecord footer per shard,
+  cheap even for a large dataset on a remote file system, but blind to changed bytes of the same size.
+  """
+  try:
+    recorded = _read_settings(out_dir)
+  except DataError as e:
+    return [str(e)]
+  if recorded is None:
+    return [f"{os.path.join(out_dir, tfds_format.GENERATION_FILE)}: missing; not a folder written by generate-data"]
+  try:
+    shards = _plan(out_dir, recorded)
+  except (KeyError, TypeError, ValueError) as e:
+    return [f"{os.path.join(out_dir, tfds_format.GENERATION_FILE)}: no usable dataset sizes ({type(e).__name__}: {e})"]
+  with concurrent.futures.ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
+    found = pool.map(functools.partial(tfds_format.shard_problem, checksum=checksums), shards)
+    problems = [f"{s.path}: {p}" for s, p in zip(shards, found) if p is not None]
+  return problems + tfds_format.metadata_problems(out_dir, shards)
+
+
 def _write_shard(shard: tfds_format.Shard, render, batch_size: int, feature_dict, progress: _Progress,
                  pool: concurrent.futures.Executor) -> None:
-  """Renders one shard into a temporary file and renames it into place when complete."""
+  """Renders one shard into a temporary file, renames it into place when complete, then writes its checksum record."""
   tmp = f"{shard.path}.tmp-{jax.process_index()}-{os.getpid()}"
   seeds = shard.seeds
   chunks = [seeds[i:i + batch_size] for i in range(0, len(seeds), batch_size)]
@@ -172,7 +260,9 @@ def _write_shard(shard: tfds_format.Shard, render, batch_size: int, feature_dict
       progress.update(len(chunk))
     writer.close()
     writer = None
+    size, sha256 = tfds_format.digest(tmp)
     tf.io.gfile.rename(tmp, shard.path, overwrite=False)
+    tfds_format.write_checksum_record(shard.path, len(seeds), size, sha256)
   finally:
     if writer is not None:
       writer.close()
@@ -185,6 +275,8 @@ def generate(config: ml_collections.ConfigDict, out_dir: str, *, generator: Any 
              on_shard_written: Callable[[tfds_format.Shard], None] | None = None,
              process_index: int | None = None, process_count: int | None = None) -> list[tfds_format.Shard]:
   """Renders `config.data.num_train` + `num_validation` examples into `out_dir`; returns the shards it wrote.
+
+  The shards it wrote are the missing ones and the damaged ones (rebuilt; each logged as a WARNING when found).
 
   Args:
     config: a full experiment config (`config.data`, `config.generator`, `config.seed` for a random G).
@@ -203,37 +295,43 @@ def generate(config: ml_collections.ConfigDict, out_dir: str, *, generator: Any 
   tf.io.gfile.makedirs(out_dir)
   _check_settings(out_dir, wanted)
 
-  shards = tfds_format.plan(out_dir, {"train": wanted["num_train"], "validation": wanted["num_validation"]},
-                            wanted["examples_per_shard"])
+  shards = _plan(out_dir, wanted)
   mine = shards[process_index::process_count]  # both splits' shards in one sequence, dealt out in turn
-  for s in mine:  # leftovers of a killed run; finished shards are never touched
-    for stale in tf.io.gfile.glob(f"{s.path}.tmp-*"):
+  for s in mine:  # leftovers of a killed run; finished shards are only touched when they fail their check
+    for stale in (tf.io.gfile.glob(f"{s.path}.tmp-*")
+                  + tf.io.gfile.glob(f"{tfds_format.checksum_record_path(s.path)}.tmp-*")):
       tf.io.gfile.remove(stale)
-  todo = [s for s in mine if not tf.io.gfile.exists(s.path)]
   feature_dict = tfds_format.features(wanted["resolution"], wanted["w_dim"], wanted["z_dim"])
   written = []
-  if todo:
-    devices = list(jax.local_devices() if devices is None else devices)
-    mesh = Mesh(np.array(devices), ("data",))
-    batch_size = math.ceil(int(config.data.generate_batch_size) / len(devices)) * len(devices)
-    render = make_renderer(generator.module, g_config, mesh, wanted["seed"], wanted["truncation_psi"],
-                           wanted["truncation_cutoff"], wanted["noise_mode"])
-    progress = _Progress(sum(s.length for s in todo))
-    logging.info("generate-data: %d of %d shards to write into %s on %d devices, batch %d", len(todo),
-                 len(shards), out_dir, len(devices), batch_size)
-    with concurrent.futures.ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
+  with concurrent.futures.ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
+    damaged = _check_existing(mine, pool)
+    todo = [s for s in mine if not tf.io.gfile.exists(s.path)]
+    if todo:
+      devices = list(jax.local_devices() if devices is None else devices)
+      mesh = Mesh(np.array(devices), ("data",))
+      batch_size = math.ceil(int(config.data.generate_batch_size) / len(devices)) * len(devices)
+      render = make_renderer(generator.module, g_config, mesh, wanted["seed"], wanted["truncation_psi"],
+                             wanted["truncation_cutoff"], wanted["noise_mode"])
+      progress = _Progress(sum(s.length for s in todo))
+      logging.info("generate-data: %d of %d shards to write into %s (%d of them damaged ones) on %d devices, batch %d",
+                   len(todo), len(shards), out_dir, len(damaged), len(devices), batch_size)
       for shard in todo:
         _write_shard(shard, render, batch_size, feature_dict, progress, pool)
         written.append(shard)
         if on_shard_written is not None:
           on_shard_written(shard)
-    progress.update(0, force=True)
+      progress.update(0, force=True)
+  if damaged:
+    logging.info("generate-data: rebuilt %d damaged shards: %s", len(damaged),
+                 ", ".join(os.path.basename(s.path) for s in damaged))
 
   if process_count > 1 and jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
     multihost_utils.sync_global_devices("disentangle_jax.generate_data")
   info_path = os.path.join(out_dir, "dataset_info.json")
-  if process_index == 0 and (written or not tf.io.gfile.exists(info_path)):
+  # Also when another process rebuilt a shard: its size may differ from the one dataset_info.json records.
+  if process_index == 0 and (written or not tf.io.gfile.exists(info_path)
+                             or tfds_format.metadata_problems(out_dir, shards)):
     missing = [s.path for s in shards if not tf.io.gfile.exists(s.path)]
     if missing:
       logging.warning("generate-data: %d shards still missing (e.g. %s); metadata not written yet", len(missing),

@@ -8,17 +8,32 @@ reads it too.
 Every example carries the seed it was rendered from: example `s` has `z = normal(fold_in(key(data.seed), s))`.
 Train examples have seeds `0 .. num_train - 1`, validation examples `VALIDATION_SEED_OFFSET + j`, so the two splits
 never share a latent and growing one split leaves the other unchanged.
+
+Next to the shards, `checksums/<shard file name>.json` records each finished shard's record count, size and sha256
+(`write_checksum_record`), so that a shard truncated or changed after it was written is recognised
+(`shard_problem`); `generate.py` writes these records and verifies them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import os
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from array_record.python import array_record_module
+
+from disentangle_jax import errors
+
+
+class DataError(errors.UserError, ValueError):
+  """A dataset folder that cannot be used or resumed as it is; the message names the file and what to do."""
+
 
 def hide_accelerators_from_tensorflow() -> None:
   """TensorFlow only reads and decodes here: keep it off the GPUs/TPUs so it takes no memory JAX needs."""
@@ -39,6 +54,9 @@ VALIDATION_SEED_OFFSET = 1 << 30
 # One record per chunk (cheap random access); PNG bytes do not compress further, so no compression either.
 WRITER_OPTIONS = "group_size:1,uncompressed"
 GENERATION_FILE = "generation.json"
+# A subfolder, so that the checksum records never match the shard file names (`*.array_record-*`) in listings.
+CHECKSUM_DIR = "checksums"
+_HASH_CHUNK = 1 << 22
 
 
 def features(resolution: int, w_dim: int, z_dim: int) -> tfds.features.FeaturesDict:
@@ -109,3 +127,125 @@ def write_metadata(data_dir: str, shards: list[Shard], feature_dict: tfds.featur
   tfds.folder_dataset.write_metadata(data_dir=data_dir, features=feature_dict, split_infos=infos,
                                      filename_template=FILENAME_TEMPLATE, check_data=False,
                                      description=description)
+
+
+# --- checksum records: catch shards truncated or changed after they were written -------------------------------------
+
+def checksum_record_path(shard_path: str) -> str:
+  """Where the checksum record of the shard at `shard_path` lives: `<folder>/checksums/<shard file name>.json`."""
+  return os.path.join(os.path.dirname(shard_path), CHECKSUM_DIR, os.path.basename(shard_path) + ".json")
+
+
+def digest(path: str) -> tuple[int, str]:
+  """(size in bytes, sha256 hex) of a file, read in chunks (hashlib releases the GIL, so threads hash in parallel)."""
+  sha, size = hashlib.sha256(), 0
+  with tf.io.gfile.GFile(path, "rb") as f:
+    while chunk := f.read(_HASH_CHUNK):
+      sha.update(chunk)
+      size += len(chunk)
+  return size, sha.hexdigest()
+
+
+def count_records(path: str) -> int:
+  """The number of records of an ArrayRecord file; DataError if it cannot be opened (truncated, corrupt footer).
+
+  Reads only the footer and index, not the records: cheap whatever the shard's size.
+  """
+  reader = array_record_module.ArrayRecordReader(path, "readahead_buffer_size:0")
+  try:
+    if not reader.ok():  # the reader does not raise; a file it cannot parse only reports not ok
+      raise DataError(f"{path}: unreadable ArrayRecord file (truncated or corrupt)")
+    return int(reader.num_records())
+  finally:
+    reader.close()
+
+
+def write_checksum_record(shard_path: str, num_records: int, size: int | None = None,
+                          sha256: str | None = None) -> None:
+  """Records a finished shard's count, size and sha256 (hashed here unless given); temp file + rename, so a reader
+  sees either no record or a complete one."""
+  if size is None or sha256 is None:
+    size, sha256 = digest(shard_path)
+  path = checksum_record_path(shard_path)
+  tf.io.gfile.makedirs(os.path.dirname(path))
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with tf.io.gfile.GFile(tmp, "w") as f:
+    json.dump({"shard": os.path.basename(shard_path), "num_records": int(num_records), "num_bytes": int(size),
+               "sha256": sha256}, f, indent=2, sort_keys=True)
+  tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def _read_checksum_record(shard_path: str) -> dict[str, Any] | None:
+  """The shard's checksum record; None if it has none (an older version's shard, or killed just before writing it)."""
+  path = checksum_record_path(shard_path)
+  if not tf.io.gfile.exists(path):
+    return None
+  with tf.io.gfile.GFile(path) as f:
+    record = json.load(f)
+  return {"num_records": int(record["num_records"]), "num_bytes": int(record["num_bytes"]),
+          "sha256": str(record["sha256"])}
+
+
+# What a damaged JSON file raises (JSONDecodeError and UnicodeDecodeError are ValueErrors).
+_UNREADABLE_JSON = (ValueError, KeyError, TypeError, tf.errors.OpError)
+
+
+def shard_problem(shard: Shard, checksum: bool = True) -> str | None:
+  """What is wrong with a shard on disk (None: nothing), checked against its checksum record and the plan.
+
+  With a record: the size, then (if `checksum`) the sha256, then the record count must match the record, and the
+  count the planned `shard.length`. Without a record (an older version's shard): only that it opens and has the
+  planned count; its content cannot be checked. `checksum=False` skips hashing (a stat and the footer only).
+  """
+  path = shard.path
+  try:
+    if not tf.io.gfile.exists(path):
+      return "missing"
+    try:
+      record = _read_checksum_record(path)
+    except _UNREADABLE_JSON as e:
+      return f"its checksum record {checksum_record_path(path)} is unreadable ({type(e).__name__}: {e})"
+    if record is not None:
+      size = tf.io.gfile.stat(path).length
+      if size != record["num_bytes"]:
+        return f"{size} bytes but {record['num_bytes']} when it was written (truncated or overwritten)"
+      if checksum and digest(path)[1] != record["sha256"]:
+        return "checksum mismatch (file changed after it was written)"
+    try:
+      n = count_records(path)
+    except DataError:
+      return "unreadable ArrayRecord file (truncated or corrupt)"
+    if record is not None and n != record["num_records"]:
+      return f"{n} records but {record['num_records']} when it was written"
+    if n != shard.length:
+      return f"{n} records but the plan (generation.json) has {shard.length}"
+  except (OSError, tf.errors.OpError) as e:
+    return f"cannot be read ({type(e).__name__}: {e})"
+  return None
+
+
+def metadata_problems(data_dir: str, shards: list[Shard]) -> list[str]:
+  """How `dataset_info.json` disagrees with the planned shards and their files (shard lengths, bytes per split)."""
+  path = os.path.join(data_dir, "dataset_info.json")
+  if not tf.io.gfile.exists(path):
+    return [f"{path}: missing (generation not finished)"]
+  try:
+    with tf.io.gfile.GFile(path) as f:
+      splits = {s["name"]: (int(s.get("numBytes", -1)), [int(n) for n in s.get("shardLengths", [])])
+                for s in json.load(f)["splits"]}
+  except _UNREADABLE_JSON as e:
+    return [f"{path}: unreadable ({type(e).__name__}: {e})"]
+  problems = []
+  for split in dict.fromkeys(s.split for s in shards):
+    mine = [s for s in shards if s.split == split]
+    if split not in splits:
+      problems.append(f"{path}: no split {split!r}")
+      continue
+    num_bytes, lengths = splits[split]
+    if lengths != [s.length for s in mine]:
+      problems.append(f"{path}: split {split!r} has shard lengths {lengths}, the plan {[s.length for s in mine]}")
+    if all(tf.io.gfile.exists(s.path) for s in mine):
+      size = sum(tf.io.gfile.stat(s.path).length for s in mine)
+      if num_bytes != size:
+        problems.append(f"{path}: split {split!r} has {num_bytes} bytes, its shard files {size}")
+  return problems
