@@ -322,12 +322,9 @@ class Saver:
       if not step_dir.is_dir():  # already rotated out by max_to_keep
         continue
       expected = {_key(p): int(v) for p, v in jax.tree_util.tree_flatten_with_path(jax.device_get(prints))[0]}
-      if jax.process_index() != 0:
-        continue
-      try:
+      try:  # every process reads (an Orbax restore is collective); the fingerprints are computed on the devices
         with self._ocp.StandardCheckpointer() as ckptr:
-          host = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), abstract)
-          got = fingerprints(jax.tree.map(np.asarray, ckptr.restore(step_dir / ITEM, host)))
+          got = fingerprints(ckptr.restore(step_dir / ITEM, abstract))
       except Exception as e:  # pylint: disable=broad-except
         got = {"<read>": f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"}
       bad = sorted(k for k in set(expected) | set(got) if expected.get(k) != got.get(k))
@@ -336,6 +333,8 @@ class Saver:
         raise CheckpointError(f"the checkpoint of step {step} read back differently from what was saved "
                               f"({', '.join(map(str, bad[:3]))}: {got.get(bad[0], 'missing')}); it was moved into "
                               f"{self.workdir / CORRUPT_DIR}; check the disk")
+      if jax.process_index() != 0:
+        continue
       tmp = step_dir / f"{MANIFEST}.tmp"
       tmp.write_text(json.dumps({"step": step, "fingerprints": expected}, indent=0, sort_keys=True))
       os.replace(tmp, step_dir / MANIFEST)
