@@ -79,7 +79,7 @@ def data_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
 
 
 def ensure_dataset(config: ml_collections.ConfigDict, directory: str, generator: Any = None) -> None:
-  """Renders the dataset with G if `directory` has none yet (resumes a partly written one).
+  """Renders the dataset with G if `directory` has none yet (resumes a partly written one, repairs a damaged one).
 
   With several processes all of them look at the folder between two barriers, so they agree on whether to render
   (each then writes its own shards, and `generate` synchronises them before process 0 writes the metadata).
@@ -88,12 +88,18 @@ def ensure_dataset(config: ml_collections.ConfigDict, directory: str, generator:
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
     sync = multihost_utils.sync_global_devices
+  from disentangle_jax.data import generate  # pylint: disable=import-outside-toplevel
   sync("disentangle_jax.train.dataset_check")
   missing = not os.path.exists(os.path.join(directory, "dataset_info.json"))
+  # A stat and the record count of each shard (no hashing: cheap for 70,000 images); generate-data hashes too.
+  problems = [] if missing else generate.verify(directory, checksums=False)
   sync("disentangle_jax.train.dataset_checked")
-  if missing:
-    from disentangle_jax.data import generate  # pylint: disable=import-outside-toplevel
-    logging.info("no dataset in %s: generating it with the configured generator", directory)
+  if missing or problems:
+    if problems:
+      logging.warning("the dataset in %s needs repair (%s): rendering its bad shards again", directory,
+                      "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else ""))
+    else:
+      logging.info("no dataset in %s: generating it with the configured generator", directory)
     generate.generate(config, directory, generator=generator)
     sync("disentangle_jax.train.dataset_ready")
 

@@ -220,3 +220,16 @@ def test_fingerprints_agree_on_device_and_host_and_see_moved_values():
   assert on_device == checkpoints.fingerprints(jax.tree.map(np.asarray, tree))
   swapped = np.asarray(tree["a"])[[1, 0, *range(2, 10)]]
   assert checkpoints.fingerprints({"a": swapped})["a"] != on_device["a"]
+
+
+def test_train_repairs_a_damaged_shard_before_training(tmp_path, cache, caplog):
+  with pytest.MonkeyPatch.context() as mp:
+    standins.install(mp)
+    train.train_and_evaluate(standins.tiny_config(num_steps=1), str(tmp_path))
+    shard = sorted((tmp_path / "data").glob("*train.array_record-*"))[0]
+    shard.write_bytes(shard.read_bytes()[:100])
+    with caplog.at_level(logging.WARNING):
+      result = train.train_and_evaluate(standins.tiny_config(num_steps=2), str(tmp_path))
+  assert result.step == 2 and f"{shard}" in caplog.text and "rendering its bad shards again" in caplog.text
+  from disentangle_jax.data import generate  # pylint: disable=import-outside-toplevel
+  assert generate.verify(str(tmp_path / "data")) == []

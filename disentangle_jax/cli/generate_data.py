@@ -1,6 +1,7 @@
 """`disentangle-jax generate-data --config=configs/smoke.py --out=DIR`: render the (w, image) dataset with G.
 
-Resumable: rerun the same command after an interruption and only the missing shards are rendered. On a pod, run it
+Resumable: rerun the same command after an interruption and only the missing or damaged shards are rendered
+(every existing shard is checked against the record count and checksum written beside it). On a pod, run it
 on every host: each process renders its own shards on its local devices. The config is checked
 (`config_check.validate`) and the output folder too before G loads.
 """
