@@ -26,6 +26,21 @@ import pytest  # pylint: disable=wrong-import-position,wrong-import-order
 MEDIAPIPE_WHEEL = "mediapipe-0.10.21-cp311-cp311-manylinux_2_28_x86_64.whl"
 
 
+@pytest.fixture(scope="module")
+def compilation_cache(tmp_path_factory) -> str:
+  """A persistent XLA compilation cache for one test module: repeated runs read their programs back.
+
+  Subprocesses get the directory through $DISENTANGLE_TEST_CACHE (`tests/train_runner.py` reads it).
+  """
+  directory = str(tmp_path_factory.mktemp("jax_cache"))
+  old = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
+  jax.config.update("jax_compilation_cache_dir", directory)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+  yield directory
+  jax.config.update("jax_compilation_cache_dir", old[0])
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])
+
+
 @pytest.fixture(scope="session")
 def wheel() -> pathlib.Path:
   """The mediapipe 0.10.21 wheel, whose face-mesh and BlazeFace `.tflite` files are real pretrained weights.

