@@ -1,4 +1,4 @@
-"""Evaluation on the validation split: the metrics the original logs (DESIGN section 3).
+"""Evaluation on the validation split: the metrics the original trainer logs during training.
 
 For every validation batch of identity images `I_id` and (different) attribute images `I_attr`:
   - swapping, `out = G(M(E_id(I_id), E_attr(I_attr)))` with `out` clipped to the image range as the original does:
