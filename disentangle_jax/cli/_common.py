@@ -1,6 +1,6 @@
 """What the application commands share: loading the model and the input faces (optionally aligned).
 
-The path checks (`check_*`, from `_paths`, plus the model and detector checks here) run before any model loads.
+The model and detector checks here, like the path checks of `_paths`, run before any model loads.
 """
 
 from __future__ import annotations
@@ -15,15 +15,6 @@ from disentangle_jax.apps import images as images_lib
 from disentangle_jax.cli import _flags, _paths
 
 FLAGS = _flags.FLAGS
-
-# The path checks of `_paths`, which the application commands call as `_common.check_*`.
-check_input_dir = _paths.check_input_dir
-check_input_files = _paths.check_input_files
-check_input_path = _paths.check_input_path
-check_output_dir = _paths.check_output_dir
-check_output_image = _paths.check_output_image
-check_output_path = _paths.check_output_path
-
 
 def check_model_path() -> None:
   """--model names an existing directory (an export or a training workdir); checked before JAX loads."""

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
-from disentangle_jax.cli import _common, _flags
+from disentangle_jax.cli import _common, _flags, _paths
 
 FLAGS = _flags.FLAGS
 flags.DEFINE_string("data_dir", None, "the generated dataset (default: the training config's, or <workdir>/data)")
@@ -40,12 +40,12 @@ def main(argv: Sequence[str]) -> None:
   _flags.require("model", "out")
   if not FLAGS.validation and not FLAGS.photos:
     raise app.UsageError("nothing to evaluate: --novalidation and no --photos")
-  _common.check_output_path(FLAGS.out)
-  _common.check_output_dir(FLAGS.tensorboard or pathlib.Path(FLAGS.out).parent / "eval", empty=False)
+  _paths.check_output_path(FLAGS.out)
+  _paths.check_output_dir(FLAGS.tensorboard or pathlib.Path(FLAGS.out).parent / "eval", empty=False)
   if FLAGS.photos:
-    _common.check_input_dir(FLAGS.photos, "photo folder")
+    _paths.check_input_dir(FLAGS.photos, "photo folder")
   if FLAGS.validation and FLAGS.data_dir:
-    _common.check_input_dir(FLAGS.data_dir, "dataset folder")
+    _paths.check_input_dir(FLAGS.data_dir, "dataset folder")
   _common.check_model_path()
   from disentangle_jax.apps import evaluation  # pylint: disable=import-outside-toplevel
 

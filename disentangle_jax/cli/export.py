@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from absl import app
 
-from disentangle_jax.cli import _common, _flags
+from disentangle_jax.cli import _common, _flags, _paths
 
 FLAGS = _flags.FLAGS
 
@@ -20,7 +20,7 @@ FLAGS = _flags.FLAGS
 def main(argv: Sequence[str]) -> None:
   _flags.no_positional(_flags.finish(argv))
   _flags.require("model", "out")
-  _common.check_output_dir(FLAGS.out)
+  _paths.check_output_dir(FLAGS.out)
   _common.check_model_path()
   from disentangle_jax import export, inference  # pylint: disable=import-outside-toplevel
   try:

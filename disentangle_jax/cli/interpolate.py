@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 from absl import app, flags
 
-from disentangle_jax.cli import _common, _flags
+from disentangle_jax.cli import _common, _flags, _paths
 
 FLAGS = _flags.FLAGS
 flags.DEFINE_enum("space", "both", ["w", "code", "both"], "interpolate in W, in the concatenated code, or both")
@@ -36,10 +36,10 @@ def main(argv: Sequence[str]) -> None:
   else:
     raise app.UsageError(f"give two images for the factor that moves and one for the held one (--id a b --attr c "
                          f"or --id a --attr c d); got {n_id} identity and {n_attr} attribute images")
-  _common.check_output_image(FLAGS.out)
+  _paths.check_output_image(FLAGS.out)
   if FLAGS.animation:  # checked with --out: the strip is written first, and should not be written in vain
-    _common.check_output_path(FLAGS.animation, "--animation", suffixes=(".gif", ".mp4"))
-  _common.check_input_files(FLAGS.id + FLAGS.attr)
+    _paths.check_output_path(FLAGS.animation, "--animation", suffixes=(".gif", ".mp4"))
+  _paths.check_input_files(FLAGS.id + FLAGS.attr)
   _common.check_detector()
   _common.check_model_path()
   from disentangle_jax.apps import images, interpolate, media  # pylint: disable=import-outside-toplevel

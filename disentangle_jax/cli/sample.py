@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 from absl import app, flags
 
-from disentangle_jax.cli import _common, _flags
+from disentangle_jax.cli import _flags, _paths
 
 FLAGS = _flags.FLAGS
 # Random-init sizes when no --generator is given (the smoke config's generators).
@@ -64,9 +64,9 @@ def render(generator, num: int, seed: int, psi: float, batch_size: int = 16) -> 
 def main(argv: Sequence[str]) -> None:
   _flags.no_positional(_flags.finish(argv))
   _flags.require("out")
-  _common.check_output_image(FLAGS.out)
+  _paths.check_output_image(FLAGS.out)
   if FLAGS.generator:
-    _common.check_input_path(FLAGS.generator, "generator checkpoint or converted directory")
+    _paths.check_input_path(FLAGS.generator, "generator checkpoint or converted directory")
   package = importlib.import_module(f"disentangle_jax.third_party.{FLAGS.generator_kind}")
   if FLAGS.generator:
     try:

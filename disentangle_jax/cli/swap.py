@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from disentangle_jax.cli import _common, _flags
+from disentangle_jax.cli import _common, _flags, _paths
 
 FLAGS = _flags.FLAGS
 
@@ -19,8 +19,8 @@ FLAGS = _flags.FLAGS
 def main(argv: Sequence[str]) -> None:
   _flags.no_positional(_flags.finish(argv))
   _flags.require("model", "id", "attr", "out")
-  _common.check_output_image(FLAGS.out)
-  _common.check_input_files(FLAGS.id + FLAGS.attr)
+  _paths.check_output_image(FLAGS.out)
+  _paths.check_input_files(FLAGS.id + FLAGS.attr)
   _common.check_detector()
   _common.check_model_path()
   from disentangle_jax.apps import images, swap  # pylint: disable=import-outside-toplevel

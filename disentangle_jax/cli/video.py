@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 from absl import app, flags
 
-from disentangle_jax.cli import _common, _flags
+from disentangle_jax.cli import _common, _flags, _paths
 
 FLAGS = _flags.FLAGS
 flags.DEFINE_integer("max_frames", None, "use at most this many frames of the clip")
@@ -30,11 +30,11 @@ def main(argv: Sequence[str]) -> None:
   if len(FLAGS.id) != 1 or len(FLAGS.attr) != 1:
     raise app.UsageError(f"video takes one --id image and one --attr video, got {len(FLAGS.id)} and "
                          f"{len(FLAGS.attr)}")
-  _common.check_output_path(FLAGS.out, suffixes=(".mp4", ".gif"))
+  _paths.check_output_path(FLAGS.out, suffixes=(".mp4", ".gif"))
   metrics_path = pathlib.Path(FLAGS.metrics or str(pathlib.Path(FLAGS.out).with_suffix(".json")))
-  _common.check_output_path(metrics_path, "--metrics")
-  _common.check_input_files(FLAGS.id, "image")
-  _common.check_input_files(FLAGS.attr, "video")
+  _paths.check_output_path(metrics_path, "--metrics")
+  _paths.check_input_files(FLAGS.id, "image")
+  _paths.check_input_files(FLAGS.attr, "video")
   _common.check_detector()
   _common.check_model_path()
   from disentangle_jax.apps import align, media, video  # pylint: disable=import-outside-toplevel
