@@ -120,14 +120,16 @@ def _device_fingerprints(tree: Any) -> Any:
   return jax.tree.map(lambda x: _fingerprint(x, jnp), tree)
 
 
+def _by_path(values: Any) -> dict[str, int]:
+  """{array path: fingerprint} of a tree of (host or device) fingerprint scalars."""
+  return {_key(p): int(v) for p, v in jax.tree_util.tree_flatten_with_path(jax.device_get(values))[0]}
+
+
 def fingerprints(tree: Any) -> dict[str, int]:
   """{array path: fingerprint} of a tree of host or device arrays (device arrays are fingerprinted in place)."""
-  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  if any(isinstance(v, jax.Array) for _, v in leaves):
-    values = jax.device_get(_device_fingerprints(tree))
-    leaves = jax.tree_util.tree_flatten_with_path(values)[0]
-    return {_key(p): int(v) for p, v in leaves}
-  return {_key(p): int(_fingerprint(np.asarray(v), np)) for p, v in leaves}
+  if any(isinstance(v, jax.Array) for v in jax.tree.leaves(tree)):
+    return _by_path(_device_fingerprints(tree))
+  return _by_path(jax.tree.map(lambda v: _fingerprint(np.asarray(v), np), tree))
 
 
 def _read_manifest(step_dir: pathlib.Path) -> dict[str, int] | None:
@@ -321,7 +323,7 @@ class Saver:
       step_dir = checkpoint_dir(self.workdir) / str(step)
       if not step_dir.is_dir():  # already rotated out by max_to_keep
         continue
-      expected = {_key(p): int(v) for p, v in jax.tree_util.tree_flatten_with_path(jax.device_get(prints))[0]}
+      expected = _by_path(prints)
       try:  # every process reads (an Orbax restore is collective); the fingerprints are computed on the devices
         with self._ocp.StandardCheckpointer() as ckptr:
           got = fingerprints(ckptr.restore(step_dir / ITEM, abstract))
