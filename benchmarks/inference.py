@@ -60,7 +60,7 @@ def main() -> None:
     model.swap(a, b).block_until_ready()
     compile_s = time.perf_counter() - t0
     timing = common.time_fn(lambda: model.swap(a, b).block_until_ready(), warmup=1, repeats=args.repeats)
-    flops = common.compiled_flops(model._fn("swap"), model._frozen_state, model._trainable_state, a, b)  # pylint: disable=protected-access
+    flops = common.compiled_flops(model._swap, model._frozen_state, model._trainable_state, a, b)  # pylint: disable=protected-access
     rows.append({"what": f"swap batch {batch}", "latency_ms": timing.median_s * 1e3, "best_ms": timing.best_s * 1e3,
                  "images_per_s": batch / timing.median_s, "gflop_per_image": flops / batch / 1e9 if flops else None,
                  "compile_s": compile_s})

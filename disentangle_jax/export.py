@@ -19,13 +19,11 @@ import dataclasses
 import json
 import os
 import pathlib
-from typing import Any
 
 import ml_collections
-import numpy as np
-from flax import nnx
 
 from disentangle_jax import inference
+from disentangle_jax import trees
 
 FROZEN_SECTIONS = ("generator", "id_encoder", "attr_encoder", "landmarks")
 
@@ -40,17 +38,6 @@ def _absolute_weights(config: ml_collections.ConfigDict) -> ml_collections.Confi
   return config
 
 
-def _config_of(module: nnx.Module) -> dict[str, Any] | None:
-  cfg = getattr(module, "config", None)
-  if cfg is None:
-    return None
-  if hasattr(cfg, "to_dict"):
-    return cfg.to_dict()
-  if dataclasses.is_dataclass(cfg):
-    return dataclasses.asdict(cfg)
-  return None
-
-
 def export_model(model: inference.InferenceModel, dst: str | os.PathLike, step: int | None = None) -> pathlib.Path:
   """Writes `model`'s E_attr and M with its config into `dst` (which must not exist or be empty)."""
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
@@ -58,13 +45,11 @@ def export_model(model: inference.InferenceModel, dst: str | os.PathLike, step: 
   dst = pathlib.Path(dst).absolute()
   if dst.exists() and any(dst.iterdir()):
     raise FileExistsError(f"{dst} exists and is not empty; choose a new export directory")
-  trainable = nnx.merge(model._trainable_def, model._trainable_state)  # pylint: disable=protected-access
-  params = {name: _numpy(nnx.to_pure_dict(nnx.state(getattr(trainable, name))))
-            for name in ("attr_encoder", "mapper")}
-  frozen = nnx.merge(model._frozen_def, model._frozen_state)  # pylint: disable=protected-access
+  trainable, frozen = model.trainable, model.frozen
+  params = {name: trees.params_of(getattr(trainable, name)) for name in ("attr_encoder", "mapper")}
   for name in ("generator", "id_encoder"):
     if not model.config[name].get("weights"):  # random init: no file to reference, so the export carries it
-      params[f"frozen_{name}"] = _numpy(nnx.to_pure_dict(nnx.state(getattr(frozen, name))))
+      params[f"frozen_{name}"] = trees.params_of(getattr(frozen, name))
   dst.mkdir(parents=True, exist_ok=True)
   with ocp.StandardCheckpointer() as ckptr:
     ckptr.save(dst / inference.EXPORT_PARAMS, params)
@@ -72,7 +57,7 @@ def export_model(model: inference.InferenceModel, dst: str | os.PathLike, step: 
   spec = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(model.spec).items()}
   meta = {"format": inference.EXPORT_FORMAT, "version": inference.EXPORT_VERSION,
           "config": json.loads(_absolute_weights(model.config).to_json_best_effort()),
-          "attr_encoder_config": _config_of(trainable.attr_encoder), "spec": spec, "source": model.source,
+          "attr_encoder_config": trainable.attr_encoder.config.to_dict(), "spec": spec, "source": model.source,
           "step": step}
   # Written last: a directory without it is an unfinished export and `load` says so.
   (dst / inference.EXPORT_META).write_text(json.dumps(meta, indent=2))
@@ -83,9 +68,3 @@ def export(src: str | os.PathLike, dst: str | os.PathLike) -> pathlib.Path:
   """Exports a training workdir's latest checkpoint (or re-exports an export) into `dst`."""
   model = inference.load(src)
   return export_model(model, dst, model.step)
-
-
-def _numpy(tree: Any) -> Any:
-  if isinstance(tree, dict):
-    return {str(k): _numpy(v) for k, v in tree.items()}
-  return np.asarray(tree)

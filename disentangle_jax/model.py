@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -20,7 +21,9 @@ import ml_collections
 from flax import nnx
 
 from disentangle_jax import frozen as frozen_lib
+from disentangle_jax import trees
 from disentangle_jax.nets import discriminator as discriminator_lib
+from disentangle_jax.nets import inception
 from disentangle_jax.nets import mapper as mapper_lib
 
 # Offsets added to `config.seed` for the networks initialised at random. G uses `config.seed` itself: the dataset
@@ -123,14 +126,13 @@ def swap(frozen: Frozen, trainable: Trainable, spec: Spec, id_images: jax.Array,
 
 
 def _arch(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
-  arch = cfg.get("arch", ml_collections.ConfigDict())
-  return {k: tuple(v) if isinstance(v, list) else v for k, v in (arch.to_dict() if hasattr(arch, "to_dict")
-                                                                   else dict(arch)).items()}
+  return {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.get("arch", {}).items()}
 
 
-def _set_inference(module: nnx.Module) -> nnx.Module:
+def _set_inference(module: nnx.Module | None) -> nnx.Module | None:
   """BatchNorm on running statistics and no dropout, as in the original (Keras models called outside `fit`)."""
-  module.eval()
+  if module is not None:
+    module.eval()
   return module
 
 
@@ -138,7 +140,6 @@ def attr_encoder(cfg: ml_collections.ConfigDict, seed: int) -> nnx.Module:
   """E_attr (InceptionV3) from `config.attr_encoder`; `weights` optionally an ImageNet checkpoint to start from."""
   if cfg.kind != "inception_v3":
     raise ValueError(f"config.attr_encoder.kind: unknown {cfg.kind!r}; choose 'inception_v3'")
-  from disentangle_jax.nets import inception  # pylint: disable=import-outside-toplevel
   arch = _arch(cfg)
   if cfg.weights:
     if not os.path.exists(cfg.weights):
@@ -150,36 +151,83 @@ def attr_encoder(cfg: ml_collections.ConfigDict, seed: int) -> nnx.Module:
   return _set_inference(module)
 
 
-def _output_dim(fn: Any, *shapes: tuple[int, ...]) -> int:
-  out = jax.eval_shape(fn, *(jax.ShapeDtypeStruct(s, jnp.float32) for s in shapes))
+def _trained_attr_encoder(cfg: ml_collections.ConfigDict, arch: dict[str, Any] | None) -> nnx.Module:
+  """E_attr at the architecture its trained parameters have, built abstractly (they overwrite every variable).
+
+  `arch` is what an export records; without it the architecture follows the config: the ImageNet start point's
+  classifier is dropped as `attr_encoder` drops it, and its file is not read (it may not be on this machine).
+  """
+  if arch is None:
+    arch = {**_arch(cfg), **({"num_classes": 0} if cfg.weights else {})}
+  return nnx.eval_shape(lambda: inception.init(inception.Config.from_dict(dict(arch)), 0))
+
+
+def _output_dim(fn: Any, resolution: int) -> int:
+  out = jax.eval_shape(fn, jax.ShapeDtypeStruct((1, resolution, resolution, 3), jnp.float32))
   return int(out.shape[-1])
 
 
-def build(config: ml_collections.ConfigDict) -> Model:
-  """Every network of `config`, frozen ones loaded (or randomly initialised) and trainable ones initialised."""
+def build(config: ml_collections.ConfigDict, *, for_inference: bool = False,
+          trained: Mapping[str, Any] | None = None, attr_arch: dict[str, Any] | None = None,
+          source: str = "") -> Model:
+  """The composed model of `config`: the only place its networks are made.
+
+  Frozen networks are loaded from their converted weights, or randomly initialised at `arch` sizes; every network
+  has its own explicit seed (`config.seed` + `SEED_OFFSETS`).
+
+  Args:
+    config: the full config.
+    for_inference: build only what inference needs: no landmark net and no D_W (both None).
+    trained: parameters by network name (`attr_encoder`, `mapper`, `discriminator`; `frozen_generator` /
+      `frozen_id_encoder` where an export carries random-init frozen networks). A trainable network named here is
+      built abstractly (`nnx.eval_shape`: no random init, no ImageNet weights read) and filled from it; every
+      entry's shape is checked.
+    attr_arch: E_attr's architecture as an export records it (default: as the config derives it).
+    source: names the parameters' origin in error messages.
+  """
+  trained = dict(trained or {})
   seed = int(config.seed)
-  g = frozen_lib.generator(config.generator, seed + SEED_OFFSETS["generator"])
-  e_id = frozen_lib.id_encoder(config.id_encoder, seed + SEED_OFFSETS["id_encoder"])
-  lnd = frozen_lib.landmark_net(config.landmarks, seed + SEED_OFFSETS["landmarks"])
-  frozen = Frozen(_set_inference(g.module), _set_inference(e_id.module), _set_inference(lnd.module))
+  seeds = {name: seed + offset for name, offset in SEED_OFFSETS.items()}
+
+  def fill(module: nnx.Module, name: str) -> nnx.Module:
+    trees.assign(module, trained[name], f"{source}: {name}" if source else name)
+    return module
+
+  g = frozen_lib.generator(config.generator, seeds["generator"])
+  e_id = frozen_lib.id_encoder(config.id_encoder, seeds["id_encoder"])
+  lnd = None if for_inference else frozen_lib.landmark_net(config.landmarks, seeds["landmarks"])
+  for name, bundle in (("frozen_generator", g), ("frozen_id_encoder", e_id)):
+    if name in trained:
+      fill(bundle.module, name)
+  frozen = Frozen(_set_inference(g.module), _set_inference(e_id.module), _set_inference(lnd and lnd.module))
   g_cfg = g.config
   res, w_dim, num_ws = int(g_cfg.resolution), int(g_cfg.w_dim), int(g_cfg.num_ws)
   head = str(config.id_encoder.head)
-  id_dim = _output_dim(lambda x: frozen.id_encoder.embed(x, head=head), (1, res, res, 3))
-  e_attr = attr_encoder(config.attr_encoder, seed + SEED_OFFSETS["attr_encoder"])
-  attr_dim = _output_dim(e_attr, (1, res, res, 3))
-  m = mapper_lib.Mapper(id_dim + attr_dim, tuple(config.mapper.hidden), w_dim,
-                        negative_slope=float(config.mapper.negative_slope),
-                        rngs=nnx.Rngs(seed + SEED_OFFSETS["mapper"]))
-  d = discriminator_lib.LatentDiscriminator(w_dim, tuple(config.discriminator.hidden),
-                                            negative_slope=float(config.discriminator.negative_slope),
-                                            rngs=nnx.Rngs(seed + SEED_OFFSETS["discriminator"]))
+  id_dim = _output_dim(lambda x: frozen.id_encoder.embed(x, head=head), res)
+
+  if "attr_encoder" in trained:
+    e_attr = _set_inference(fill(_trained_attr_encoder(config.attr_encoder, attr_arch), "attr_encoder"))
+  else:
+    e_attr = attr_encoder(config.attr_encoder, seeds["attr_encoder"])
+  attr_dim = _output_dim(e_attr, res)
+
+  def trainable(name: str, make: Callable[[nnx.Rngs], nnx.Module]) -> nnx.Module:
+    if name in trained:
+      return fill(nnx.eval_shape(lambda: make(nnx.Rngs(0))), name)
+    return make(nnx.Rngs(seeds[name]))
+
+  m = trainable("mapper", lambda rngs: mapper_lib.Mapper(
+      id_dim + attr_dim, tuple(config.mapper.hidden), w_dim, negative_slope=float(config.mapper.negative_slope),
+      rngs=rngs))
+  d = None if for_inference else trainable("discriminator", lambda rngs: discriminator_lib.LatentDiscriminator(
+      w_dim, tuple(config.discriminator.hidden), negative_slope=float(config.discriminator.negative_slope),
+      rngs=rngs))
   compute = config.compute
   if compute.frozen_dtype not in ("float32", "bfloat16"):
     raise ValueError(f"config.compute.frozen_dtype: {compute.frozen_dtype!r}; choose 'float32' or 'bfloat16'")
+  keep = () if for_inference else frozen_lib.landmark_keep_indices(config.landmarks.kind)
   spec = Spec(resolution=res, w_dim=w_dim, num_ws=num_ws, id_dim=id_dim, attr_dim=attr_dim, id_head=head,
-              landmark_keep=tuple(int(i) for i in frozen_lib.landmark_keep_indices(config.landmarks.kind)),
-              noise_mode=str(config.generator.get("noise_mode", "const")),
+              landmark_keep=tuple(int(i) for i in keep), noise_mode=str(config.generator.get("noise_mode", "const")),
               frozen_dtype=str(compute.frozen_dtype), remat_generator=bool(compute.remat_generator))
   return Model(spec, frozen, Trainable(e_attr, m, d), generator_bundle=g)
 

@@ -269,7 +269,7 @@ def test_encode_render_map_agree_and_compile_once_per_shape(smoke_model, faces):
   np.testing.assert_allclose(m.map(code), w, atol=1e-5)
   np.testing.assert_allclose(m.render(w), m.swap(x, x[::-1]), atol=1e-5)
   np.testing.assert_allclose(m.swap(faces[:4], faces[3::-1]), m.swap(x, x[::-1]), atol=1e-5)  # uint8 accepted
-  fn = m._fn("swap")  # pylint: disable=protected-access
+  fn = m._swap  # pylint: disable=protected-access
   before = fn._cache_size()  # pylint: disable=protected-access
   m.swap(x, x)
   m.swap(x[:2], x[:2])

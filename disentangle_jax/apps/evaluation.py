@@ -11,6 +11,7 @@ reconstruction uses each photo for both. Photos should be aligned (see `apps/ali
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -19,35 +20,34 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from disentangle_jax import evaluate as evaluate_lib
+from disentangle_jax import frozen as frozen_lib
+from disentangle_jax import inference
+from disentangle_jax import model as model_lib
+
 
 class Evaluator:
   """Per-batch metrics of a loaded model, jitted once per batch shape."""
 
-  def __init__(self, model: Any):
-    from disentangle_jax import frozen as frozen_lib  # pylint: disable=import-outside-toplevel
-    from disentangle_jax import model as model_lib  # pylint: disable=import-outside-toplevel
-    from disentangle_jax import evaluate as evaluate_lib  # pylint: disable=import-outside-toplevel
-    import dataclasses  # pylint: disable=import-outside-toplevel
-
+  def __init__(self, model: inference.InferenceModel):
     config = model.config
     lnd = frozen_lib.landmark_net(config.landmarks, int(config.seed) + model_lib.SEED_OFFSETS["landmarks"])
     lnd.module.eval()
-    inner = nnx.merge(model._frozen_def, model._frozen_state)  # pylint: disable=protected-access
+    inner = model.frozen
     frozen = model_lib.Frozen(inner.generator, inner.id_encoder, lnd.module)
-    trainable = nnx.merge(model._trainable_def, model._trainable_state)  # pylint: disable=protected-access
     keep = tuple(int(i) for i in frozen_lib.landmark_keep_indices(config.landmarks.kind))
     self.spec = dataclasses.replace(model.spec, landmark_keep=keep)
     self.resolution = model.resolution
-    fdef, fstate = nnx.split(frozen)
-    tdef, tstate = nnx.split(trainable)
+    frozen_graph, frozen_state = nnx.split(frozen)
+    trainable_graph, trainable_state = nnx.split(model.trainable)
     spec = self.spec
 
-    def step(fstate, tstate, id_images, attr_images):
-      return evaluate_lib.batch_metrics(nnx.merge(fdef, fstate), nnx.merge(tdef, tstate), spec, id_images,
-                                        attr_images)
+    def step(frozen_state, trainable_state, id_images, attr_images):
+      return evaluate_lib.batch_metrics(nnx.merge(frozen_graph, frozen_state), nnx.merge(trainable_graph, trainable_state),
+                                        spec, id_images, attr_images)
 
     jitted = jax.jit(step)
-    self._run = lambda a, b: jitted(fstate, tstate, jnp.asarray(a), jnp.asarray(b))
+    self._run = lambda a, b: jitted(frozen_state, trainable_state, jnp.asarray(a), jnp.asarray(b))
 
   def batch(self, id_images: np.ndarray, attr_images: np.ndarray) -> dict[str, np.ndarray]:
     """Per-example metrics [B] of one batch."""
