@@ -204,14 +204,14 @@ def build(config: ml_collections.ConfigDict, trained: dict[str, Any] | None = No
   seed = int(config.seed)
   g = frozen_lib.generator(config.generator, seed + model_lib.SEED_OFFSETS["generator"])
   e_id = frozen_lib.id_encoder(config.id_encoder, seed + model_lib.SEED_OFFSETS["id_encoder"])
-  g.module.eval()
-  e_id.module.eval()
-  for name, bundle in (("generator", g), ("id_encoder", e_id)):
+  g.eval()
+  e_id.eval()
+  for name, net in (("generator", g), ("id_encoder", e_id)):
     if trained is not None and f"frozen_{name}" in trained:  # an export of a random-init network carries it
-      _assign(bundle.module, trained[f"frozen_{name}"], f"{source}: frozen_{name}")
+      _assign(net, trained[f"frozen_{name}"], f"{source}: frozen_{name}")
   res, w_dim, num_ws = int(g.config.resolution), int(g.config.w_dim), int(g.config.num_ws)
   head = str(config.id_encoder.head)
-  id_dim = _output_dim(lambda x: e_id.module.embed(x, head=head), (1, res, res, 3))
+  id_dim = _output_dim(lambda x: e_id.embed(x, head=head), (1, res, res, 3))
   e_attr = _attr_encoder(config, seed + model_lib.SEED_OFFSETS["attr_encoder"], attr_encoder_config,
                          None if trained is None else trained["attr_encoder"])
   if trained is not None:
@@ -227,7 +227,7 @@ def build(config: ml_collections.ConfigDict, trained: dict[str, Any] | None = No
   spec = model_lib.Spec(resolution=res, w_dim=w_dim, num_ws=num_ws, id_dim=id_dim, attr_dim=attr_dim,
                         id_head=head, landmark_keep=(), noise_mode=str(config.generator.get("noise_mode", "const")),
                         frozen_dtype=frozen_dtype, remat_generator=False)
-  frozen = _Frozen(g.module, e_id.module)
+  frozen = _Frozen(g, e_id)
   if frozen_dtype != "float32":
     state = model_lib.cast_frozen_state(nnx.state(frozen), frozen_dtype)
     nnx.update(frozen, state)

@@ -66,7 +66,6 @@ class Model:
   spec: Spec
   frozen: Frozen
   trainable: Trainable
-  generator_bundle: Any = None  # G's jitted bundle (renders the dataset with the very same network)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -161,7 +160,7 @@ def build(config: ml_collections.ConfigDict) -> Model:
   g = frozen_lib.generator(config.generator, seed + SEED_OFFSETS["generator"])
   e_id = frozen_lib.id_encoder(config.id_encoder, seed + SEED_OFFSETS["id_encoder"])
   lnd = frozen_lib.landmark_net(config.landmarks, seed + SEED_OFFSETS["landmarks"])
-  frozen = Frozen(_set_inference(g.module), _set_inference(e_id.module), _set_inference(lnd.module))
+  frozen = Frozen(_set_inference(g), _set_inference(e_id), _set_inference(lnd))
   g_cfg = g.config
   res, w_dim, num_ws = int(g_cfg.resolution), int(g_cfg.w_dim), int(g_cfg.num_ws)
   head = str(config.id_encoder.head)
@@ -181,7 +180,7 @@ def build(config: ml_collections.ConfigDict) -> Model:
               landmark_keep=tuple(int(i) for i in frozen_lib.landmark_keep_indices(config.landmarks.kind)),
               noise_mode=str(config.generator.get("noise_mode", "const")),
               frozen_dtype=str(compute.frozen_dtype), remat_generator=bool(compute.remat_generator))
-  return Model(spec, frozen, Trainable(e_attr, m, d), generator_bundle=g)
+  return Model(spec, frozen, Trainable(e_attr, m, d))
 
 
 def cast_frozen_state(state: Any, dtype: str) -> Any:

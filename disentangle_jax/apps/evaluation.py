@@ -31,9 +31,9 @@ class Evaluator:
 
     config = model.config
     lnd = frozen_lib.landmark_net(config.landmarks, int(config.seed) + model_lib.SEED_OFFSETS["landmarks"])
-    lnd.module.eval()
+    lnd.eval()
     inner = nnx.merge(model._frozen_def, model._frozen_state)  # pylint: disable=protected-access
-    frozen = model_lib.Frozen(inner.generator, inner.id_encoder, lnd.module)
+    frozen = model_lib.Frozen(inner.generator, inner.id_encoder, lnd)
     trainable = nnx.merge(model._trainable_def, model._trainable_state)  # pylint: disable=protected-access
     keep = tuple(int(i) for i in frozen_lib.landmark_keep_indices(config.landmarks.kind))
     self.spec = dataclasses.replace(model.spec, landmark_keep=keep)
