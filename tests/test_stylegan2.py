@@ -124,7 +124,8 @@ def test_b_mapping(g_b, io_b):
 
 def test_b_generation(g_b, io_b):
   _close(_nchw(stylegan2.synthesis(g_b, io_b["latent_z_psi100"])), io_b["img_z_psi100"], 5e-4)
-  _close(_nchw(stylegan2.synthesis(g_b, stylegan2.mapping(g_b, io_b["z"], truncation_psi=0.7))), io_b["img_z_psi070"], 5e-4)
+  ws = stylegan2.mapping(g_b, io_b["z"], truncation_psi=0.7)
+  _close(_nchw(stylegan2.synthesis(g_b, ws)), io_b["img_z_psi070"], 5e-4)
   _close(_nchw(stylegan2.synthesis(g_b, io_b["latent_z_psi070"])), io_b["img_w_latent_psi070"], 5e-4)
   _close(_nchw(stylegan2.synthesis(g_b, io_b["wplus_explicit"])), io_b["img_wplus_explicit"], 2e-4)
 
@@ -136,7 +137,8 @@ def test_b_explicit_noise(g_b, io_b):
 
 def test_b_style_mixing(g_b, io_b):
   k = recipe.meta("rosinality_s64_cm1")["inject_index"]
-  ws = np.concatenate([np.asarray(stylegan2.mapping(g_b, io_b["z"]))[:, :k], np.asarray(stylegan2.mapping(g_b, io_b["z2"]))[:, k:]], 1)
+  ws = np.concatenate([np.asarray(stylegan2.mapping(g_b, io_b[z]))[:, sl] for z, sl in
+                       (("z", slice(None, k)), ("z2", slice(k, None)))], 1)
   _close(ws, io_b["latent_mix"], 5e-5)
   _close(_nchw(stylegan2.synthesis(g_b, ws)), io_b["img_mix"], 2e-4)
 
