@@ -62,7 +62,6 @@ def load(path: str | os.PathLike, network: str) -> tuple[dict[str, Any], Any]:
   return meta["config"], trees.to_numpy(params)
 
 
-
 def build(module_cls: Callable[..., nnx.Module], config: Any, params: Any, source: str) -> nnx.Module:
   """`module_cls(config, rngs=...)` holding `params`, every entry and shape checked (errors prefixed by `source`).
 

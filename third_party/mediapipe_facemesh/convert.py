@@ -81,4 +81,3 @@ def from_tflite(model: tflite.Model) -> tuple[model_lib.Config, dict[str, Any]]:
 def convert(path: str | os.PathLike) -> tuple[model_lib.Config, dict[str, Any]]:
   """Reads face_landmark.tflite, or a mediapipe wheel holding it, into (Config, params)."""
   return from_tflite(tflite.load(path, WHEEL_MEMBER))
-

@@ -88,4 +88,3 @@ def convert(path: str | os.PathLike) -> tuple[model_lib.Config, dict[str, Any]]:
   if path.endswith((".h5", ".hdf5")):
     return params_from_state_dict(keras_h5.read_state_dict(path), path, flavor="keras")
   return params_from_state_dict(checkpoint_files.read_state_dict(path), path)
-
