@@ -56,7 +56,7 @@ def bench_generation(tmp: str) -> dict[str, float]:
   n = len(mesh.devices.flat)
   batch = -(-_GEN_BATCH.value // n) * n
   config = paper.get_config()
-  render = generate.make_renderer(g.module, g.config, mesh, 0, config.data.truncation_psi,
+  render = generate.make_renderer(g, g.config, mesh, 0, config.data.truncation_psi,
                                   config.data.truncation_cutoff)
   seeds = np.arange(batch)
   timing = common.time_fn(lambda: common.block(render(seeds)), warmup=1, repeats=2)
@@ -70,7 +70,7 @@ def bench_generation(tmp: str) -> dict[str, float]:
     encode_s = (time.perf_counter() - t0) / len(examples)
   synth = jax.jit(lambda m, ws: m.synthesis(ws))
   ws = jnp.zeros((batch, g.config.num_ws, g.config.w_dim))
-  flops = common.compiled_flops(synth, g.module, ws) or float("nan")
+  flops = common.compiled_flops(synth, g, ws) or float("nan")
 
   config.data.num_train, config.data.num_validation = _GEN_IMAGES.value, 0
   config.data.examples_per_shard, config.data.generate_batch_size = _GEN_IMAGES.value, batch

@@ -57,7 +57,7 @@ def _jax_networks(seed: int) -> dict[str, tuple[Callable[[], nnx.Module], Callab
   except ImportError as e:
     print(f"FAN rows skipped: disentangle_jax.third_party.fan is not importable ({e})")
   else:
-    nets["fan2d_4stack"] = (lambda: fan.init(fan.FAN4, seed).module, lambda m, x: m.heatmaps(x), 256)
+    nets["fan2d_4stack"] = (lambda: fan.init(fan.FAN4, seed), lambda m, x: m.heatmaps(x), 256)
   return {k: nets[k] for k in ("vggface2_resnet50", "fan2d_4stack", "inception_v3") if k in nets}
 
 

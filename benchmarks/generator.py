@@ -125,11 +125,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     package = _package(name)
     if package is None:
       continue
-    bundle = package.init(package.FFHQ256, seed=0)
-    variants = [("", bundle.module)]
+    generator = package.init(package.FFHQ256, seed=0)
+    variants = [("", generator)]
     if args.modconv and name == "stylegan2":
-      fused_cfg = dataclasses.replace(bundle.config, fused_modconv=True)
-      variants.append(("fused", package.from_params(fused_cfg, _pure(bundle.module), "benchmark")))
+      fused_cfg = dataclasses.replace(generator.config, fused_modconv=True)
+      variants.append(("fused", package.from_params(fused_cfg, _pure(generator), "benchmark")))
     for variant, module in variants:
       for dtype in (dtypes if not variant else ["float32"]):
         for batch in batches:

@@ -1,6 +1,6 @@
 r"""Throughput of the MediaPipe face mesh port (468 landmarks, 192x192) beside the TFLite interpreter on the same model.
 
-Rows: the jitted JAX bundle (`landmarks`, float32, real weights), then `tf.lite.Interpreter` on the same
+Rows: the package's jitted `landmarks` (float32, real weights), then `tf.lite.Interpreter` on the same
 face_landmark.tflite with its input resized to the batch, once with the default XNNPACK delegate (what MediaPipe
 runs) and once with the reference kernels (the parity tests' reference). Reported: images/s (median of the timed
 calls), the JAX program's FLOPs per image from XLA's cost analysis and its fraction of this run's dense-matmul
@@ -42,12 +42,12 @@ def main() -> None:
   src = pathlib.Path(args.wheel).expanduser()
   mesh = mp.load(src)
   images = np.random.default_rng(0).uniform(-1, 1, (args.batch, 192, 192, 3)).astype(np.float32)
-  ours = np.asarray(mesh.landmarks(images))
-  timing = common.time_fn(lambda: common.block(mesh.landmarks(images)), warmup=2, repeats=args.repeats)
+  ours = np.asarray(mp.landmarks(mesh, images))
+  timing = common.time_fn(lambda: common.block(mp.landmarks(mesh, images)), warmup=2, repeats=args.repeats)
   fn = jax.jit(lambda m, x: m.landmarks(x), compiler_options=mp.xla_options.compiler_options())
-  flops = common.compiled_flops(fn, mesh.module, images)
+  flops = common.compiled_flops(fn, mesh, images)
   peak = common.dense_peak_flops()
-  rows = [{"impl": "jax bundle", "batch": args.batch, "img/s": args.batch / timing.median_s,
+  rows = [{"impl": "jax", "batch": args.batch, "img/s": args.batch / timing.median_s,
            "best img/s": args.batch / timing.best_s,
            "GFLOP/img": flops / args.batch / 1e9 if flops else None,
            "of peak": flops / timing.median_s / peak if flops else None, "max |d| px": 0.0}]

@@ -3,7 +3,8 @@
 The rest of the project picks a network by config alone: `kind` names a package under
 `disentangle_jax.third_party`, `weights` is anything that package's `load` accepts (an upstream checkpoint or a
 converted directory), and an empty `weights` means random initialisation at the sizes in `arch` (the smoke config
-and the tests), always from an explicit seed.
+and the tests), always from an explicit seed. Every builder returns the package's plain NNX module (its `.config`
+sizes it); eager callers run it through the package's jitted functions (`stylegan2.synthesis(g, ws)`).
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ import importlib
 from typing import Any
 
 import ml_collections
-
-from disentangle_jax.third_party.common import bundle as bundle_lib
+from flax import nnx
 
 GENERATORS = ("stylegan2", "stylegan1")
 ID_ENCODERS = ("vggface2",)
@@ -28,29 +28,27 @@ def _package(kind: str, allowed: tuple[str, ...], role: str) -> Any:
   return importlib.import_module(f"disentangle_jax.third_party.{kind}")
 
 
-def _build(cfg: ml_collections.ConfigDict, package: Any, seed: int) -> bundle_lib.Bundle:
+def _build(cfg: ml_collections.ConfigDict, package: Any, seed: int) -> nnx.Module:
   if cfg.weights:
     return package.load(cfg.weights)
-  arch = cfg.arch.to_dict() if hasattr(cfg.arch, "to_dict") else dict(cfg.arch)
-  return package.init(package.Config(**arch), seed)
+  return package.init(package.Config(**cfg.arch.to_dict()), seed)
 
 
-def generator(cfg: ml_collections.ConfigDict, seed: int) -> bundle_lib.Bundle:
-  """G: `config.generator` -> a bundle with `mapping(z, ...)` and `synthesis(ws, ...)`."""
+def generator(cfg: ml_collections.ConfigDict, seed: int) -> nnx.Module:
+  """G: `config.generator` -> a generator with `mapping(z, ...)` and `synthesis(ws, ...)`."""
   return _build(cfg, _package(cfg.kind, GENERATORS, "generator"), seed)
 
 
-def id_encoder(cfg: ml_collections.ConfigDict, seed: int) -> bundle_lib.Bundle:
-  """E_id: `config.id_encoder` -> a bundle with `embed(images, head=...)`."""
+def id_encoder(cfg: ml_collections.ConfigDict, seed: int) -> nnx.Module:
+  """E_id: `config.id_encoder` -> a network with `embed(images, head=...)`."""
   return _build(cfg, _package(cfg.kind, ID_ENCODERS, "identity encoder"), seed)
 
 
-def landmark_net(cfg: ml_collections.ConfigDict, seed: int) -> bundle_lib.Bundle:
-  """The landmark net: `config.landmarks` -> a bundle with `landmarks(images)`."""
+def landmark_net(cfg: ml_collections.ConfigDict, seed: int) -> nnx.Module:
+  """The landmark net: `config.landmarks` -> a network with `landmarks(images)`."""
   return _build(cfg, _package(cfg.kind, LANDMARK_NETS, "landmark net"), seed)
 
 
 def landmark_keep_indices(kind: str) -> tuple[int, ...]:
   """Indices of the points the landmark loss compares (the jaw / face-oval contour dropped)."""
-  package = _package(kind, LANDMARK_NETS, "landmark net")
-  return tuple(package.NON_JAW_INDICES if hasattr(package, "NON_JAW_INDICES") else package.KEEP_INDICES)
+  return tuple(_package(kind, LANDMARK_NETS, "landmark net").KEEP_INDICES)

@@ -69,7 +69,6 @@ class Model:
   spec: Spec
   frozen: Frozen
   trainable: Trainable
-  generator_bundle: Any = None  # G's jitted bundle (renders the dataset with the very same network)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -196,10 +195,10 @@ def build(config: ml_collections.ConfigDict, *, for_inference: bool = False,
   g = frozen_lib.generator(config.generator, seeds["generator"])
   e_id = frozen_lib.id_encoder(config.id_encoder, seeds["id_encoder"])
   lnd = None if for_inference else frozen_lib.landmark_net(config.landmarks, seeds["landmarks"])
-  for name, bundle in (("frozen_generator", g), ("frozen_id_encoder", e_id)):
+  for name, module in (("frozen_generator", g), ("frozen_id_encoder", e_id)):
     if name in trained:
-      fill(bundle.module, name)
-  frozen = Frozen(_set_inference(g.module), _set_inference(e_id.module), _set_inference(lnd and lnd.module))
+      fill(module, name)
+  frozen = Frozen(_set_inference(g), _set_inference(e_id), _set_inference(lnd))
   g_cfg = g.config
   res, w_dim, num_ws = int(g_cfg.resolution), int(g_cfg.w_dim), int(g_cfg.num_ws)
   head = str(config.id_encoder.head)
@@ -229,7 +228,7 @@ def build(config: ml_collections.ConfigDict, *, for_inference: bool = False,
   spec = Spec(resolution=res, w_dim=w_dim, num_ws=num_ws, id_dim=id_dim, attr_dim=attr_dim, id_head=head,
               landmark_keep=tuple(int(i) for i in keep), noise_mode=str(config.generator.get("noise_mode", "const")),
               frozen_dtype=str(compute.frozen_dtype), remat_generator=bool(compute.remat_generator))
-  return Model(spec, frozen, Trainable(e_attr, m, d), generator_bundle=g)
+  return Model(spec, frozen, Trainable(e_attr, m, d))
 
 
 def cast_frozen_state(state: Any, dtype: str) -> Any:

@@ -219,7 +219,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> Result:
 
   # ---- data
   directory = data_dir(config, workdir)
-  ensure_dataset(config, directory, generator=model.generator_bundle)
+  ensure_dataset(config, directory, generator=model.frozen.generator)
 
   # ---- checkpoints: resume from the newest usable one
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)

@@ -19,7 +19,6 @@ from flax import nnx
 
 from disentangle_jax import frozen as frozen_lib
 from disentangle_jax import model as model_lib
-from disentangle_jax.third_party.common.bundle import Bundle
 
 RESOLUTION = 16
 NUM_POINTS = 6
@@ -95,18 +94,17 @@ class TinyAttr(nnx.Module):
 
 
 def _generator(cfg, seed):
-  config = GConfig(**cfg.arch.to_dict())
-  return Bundle(TinyGenerator(config, rngs=nnx.Rngs(seed)), config, {"synthesis": ("noise_mode",), "mapping": ()})
+  return TinyGenerator(GConfig(**cfg.arch.to_dict()), rngs=nnx.Rngs(seed))
 
 
 def _id_encoder(cfg, seed):
   del cfg
-  return Bundle(TinyIdEncoder(rngs=nnx.Rngs(seed)), None, {"embed": ("head",)})
+  return TinyIdEncoder(rngs=nnx.Rngs(seed))
 
 
 def _landmark_net(cfg, seed):
   del cfg
-  return Bundle(TinyLandmarks(rngs=nnx.Rngs(seed)), None, {"landmarks": ()})
+  return TinyLandmarks(rngs=nnx.Rngs(seed))
 
 
 def _attr_encoder(cfg, seed):

@@ -12,6 +12,7 @@ from flax import nnx
 
 from disentangle_jax.third_party import fan
 from disentangle_jax.third_party.common import converted
+from disentangle_jax.third_party.common import keymap
 from disentangle_jax.third_party.fan import decode
 from tests import recipe
 from tests import torch_writer
@@ -37,22 +38,22 @@ def fixture_checkpoint(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def fixture_bundle(fixture_checkpoint):
+def fixture_net(fixture_checkpoint):
   return fan.load(fixture_checkpoint)
 
 
-def test_parity_with_face_alignment(fixture_bundle):
+def test_parity_with_face_alignment(fixture_net):
   io = recipe.io("fan2d_m1")
   images = _images_from_uint8(io["image_rgb_uint8"])
-  assert fixture_bundle.config == fan.Config(num_modules=1, width=256, num_landmarks=68, input_size=256)
+  assert fixture_net.config == fan.Config(num_modules=1, width=256, num_landmarks=68, input_size=256)
   # Our [-1, 1] -> [0, 1] step reproduces upstream's uint8 / 255 input.
-  np.testing.assert_allclose(np.asarray(fixture_bundle.preprocess(images)), io["input"].transpose(0, 2, 3, 1),
+  np.testing.assert_allclose(np.asarray(fan.preprocess(fixture_net, images)), io["input"].transpose(0, 2, 3, 1),
                              rtol=0, atol=1e-6)
-  heatmaps = np.asarray(fixture_bundle.heatmaps(images))
+  heatmaps = np.asarray(fan.heatmaps(fixture_net, images))
   np.testing.assert_allclose(heatmaps, io["heatmaps_0"].transpose(0, 2, 3, 1), rtol=0,
                              atol=recipe.meta("fan2d_m1")["suggested_atol"]["heatmaps_0"])
   # Landmarks are the decoded heatmaps scaled by the stride 4 of a 256 input.
-  points = np.asarray(fixture_bundle.landmarks(images))
+  points = np.asarray(fan.landmarks(fixture_net, images))
   np.testing.assert_allclose(points, 4.0 * np.asarray(fan.soft_argmax(jnp.asarray(heatmaps))), rtol=0, atol=1e-3)
   assert points.shape == (2, 68, 2)
 
@@ -73,7 +74,7 @@ def test_full_size_manifest_maps_one_to_one_onto_fan4():
   used = {k: v for k, v in manifest.items() if not k.endswith(".num_batches_tracked")}
   abstract = nnx.eval_shape(lambda: fan.FAN(fan.FAN4, rngs=nnx.Rngs(0)))
   variables = nnx.to_pure_dict(nnx.state(abstract, nnx.Variable))
-  ours = convert_lib.upstream_shapes(variables)
+  ours = keymap.expected(convert_lib.rules(fan.FAN4))
   assert len(ours) == len(jax.tree.leaves(variables))  # no two Flax variables claim the same upstream key
   assert set(ours) == set(used), (sorted(set(used) - set(ours))[:5], sorted(set(ours) - set(used))[:5])
   assert {k: ours[k] for k in used} == used
@@ -85,14 +86,14 @@ def test_full_size_manifest_maps_one_to_one_onto_fan4():
   assert convert_lib.infer_config(fake, "manifest") == fan.FAN4
 
 
-def _variables(bundle) -> dict:
-  return nnx.to_pure_dict(nnx.state(bundle.module, nnx.Variable))
+def _variables(net) -> dict:
+  return nnx.to_pure_dict(nnx.state(net, nnx.Variable))
 
 
 def test_smoke_config_round_trips_through_torch_file_and_converted_dir(tmp_path):
   net = fan.init(TWO_STACKS, seed=3)
   images = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3), minval=-1.0, maxval=1.0)  # resized up to 64
-  assert net.heatmaps(images).shape == (2, 16, 16, 68)
+  assert fan.heatmaps(net, images).shape == (2, 16, 16, 68)
   # A training-script checkpoint: {"state_dict": {"module.<key>": ...}} from DataParallel.
   state_dict = fan.to_state_dict(_variables(net))
   torch_writer.save({"state_dict": {f"module.{k}": v for k, v in state_dict.items()}, "epoch": np.int64(3)},
@@ -120,8 +121,8 @@ def test_config_validation_and_dict_round_trip():
     fan.Config(width=20)
   with pytest.raises(ValueError, match="bogus"):
     fan.Config.from_dict({"bogus": 1})
-  assert set(fan.JAW_INDICES) | set(fan.NON_JAW_INDICES) == set(range(68))
-  assert not set(fan.JAW_INDICES) & set(fan.NON_JAW_INDICES)
+  assert set(fan.JAW_INDICES) | set(fan.KEEP_INDICES) == set(range(68))
+  assert not set(fan.JAW_INDICES) & set(fan.KEEP_INDICES)
 
 
 def test_landmark_gradient_matches_finite_differences():

@@ -19,8 +19,8 @@ import pytest
 import skimage.data
 from flax import nnx
 
+from disentangle_jax import trees
 from disentangle_jax.third_party import mediapipe_facemesh as mp
-from disentangle_jax.third_party.common import nnx_params
 from disentangle_jax.third_party.mediapipe_facemesh import blazeface
 from disentangle_jax.third_party.mediapipe_facemesh import detection
 from disentangle_jax.third_party.mediapipe_facemesh import tflite
@@ -156,14 +156,14 @@ def test_converted_config_is_the_default(wheel):
 def test_mesh_matches_tflite(mesh, tflite_files):
   x01 = np.stack([(_face_crop(192) + 1) / 2, np.random.default_rng(1).uniform(0, 1, (192, 192, 3))]).astype(np.float32)
   ref = _run(_interpreter(tflite_files["mesh"]), x01)
-  coords, logit = mesh.raw(x01)
+  coords, logit = mp.raw(mesh, x01)
   np.testing.assert_allclose(np.asarray(coords), ref["conv2d_21"].reshape(2, -1), atol=1e-3, rtol=0)
   np.testing.assert_allclose(np.asarray(logit), ref["conv2d_31"].reshape(2), atol=1e-3, rtol=0)
-  # Inside a caller's own jax.jit (as in a train step, without the bundle's compiler options) too.
-  plain = jax.jit(lambda m, x: m.raw(x)[0])(mesh.module, x01)
+  # Inside a caller's own jax.jit (as in a train step, without the net's compiler options) too.
+  plain = jax.jit(lambda m, x: m.raw(x)[0])(mesh, x01)
   np.testing.assert_allclose(np.asarray(plain), ref["conv2d_21"].reshape(2, -1), atol=1e-3, rtol=0)
   # The public method takes [-1, 1] images and returns points and the sigmoid score.
-  points, score = mesh.landmarks_and_score(x01 * 2 - 1)
+  points, score = mp.landmarks_and_score(mesh, x01 * 2 - 1)
   assert points.shape == (2, 468, 3)
   np.testing.assert_allclose(np.asarray(points), ref["conv2d_21"].reshape(2, 468, 3), atol=1e-3, rtol=0)
   np.testing.assert_allclose(np.asarray(score), 1 / (1 + np.exp(-ref["conv2d_31"].reshape(2))), atol=1e-5)
@@ -179,7 +179,7 @@ def test_mesh_gradient_matches_finite_differences(mesh):
     return jnp.sum(module.landmarks(x)[0, keep, :2] * w) / 100
 
   opts = xla_options.compiler_options()
-  grad = np.asarray(jax.jit(jax.grad(loss, argnums=1), compiler_options=opts)(mesh.module, x))
+  grad = np.asarray(jax.jit(jax.grad(loss, argnums=1), compiler_options=opts)(mesh, x))
   value = jax.jit(loss, compiler_options=opts)
   assert np.all(np.isfinite(grad)) and np.abs(grad).max() > 0
   eps = 3e-3
@@ -187,7 +187,7 @@ def test_mesh_gradient_matches_finite_differences(mesh):
     step = np.zeros(x.size, np.float32)
     step[i] = eps
     step = step.reshape(x.shape)
-    fd = (float(value(mesh.module, x + step)) - float(value(mesh.module, x - step))) / (2 * eps)
+    fd = (float(value(mesh, x + step)) - float(value(mesh, x - step))) / (2 * eps)
     np.testing.assert_allclose(grad.reshape(-1)[i], fd, rtol=0.1)
 
 
@@ -206,25 +206,25 @@ def test_init_and_shapes():
   head = lambda out_channels, tail: mp.HeadConfig(((8, 2),), 4, tail, out_channels, 3, 3)
   tiny = mp.Config(input_size=24, stem_channels=4, backbone=((8, 2),), landmark_head=head(1404, ((4, 1),)),
                    presence_head=head(1, ()))
-  bundle = mp.init(tiny, seed=3)
-  points = bundle.landmarks(jnp.zeros((2, 40, 40, 3)))
+  net = mp.init(tiny, seed=3)
+  points = mp.landmarks(net, jnp.zeros((2, 40, 40, 3)))
   assert points.shape == (2, 468, 3) and bool(jnp.all(jnp.isfinite(points)))
-  same, other = (nnx_params.params_of(mp.init(tiny, seed=s).module, nnx.Param) for s in (3, 4))
-  mine = nnx_params.params_of(bundle.module, nnx.Param)
+  same, other = (trees.params_of(mp.init(tiny, seed=s), nnx.Param) for s in (3, 4))
+  mine = trees.params_of(net, nnx.Param)
   np.testing.assert_array_equal(mine["stem"]["conv"]["kernel"], same["stem"]["conv"]["kernel"])
   assert not np.array_equal(mine["stem"]["conv"]["kernel"], other["stem"]["conv"]["kernel"])
   with pytest.raises(ValueError, match="shape"):
-    bundle.module.landmarks(jnp.zeros((2, 64, 64)))
+    net.landmarks(jnp.zeros((2, 64, 64)))
 
 
 def test_converted_directory_round_trip(wheel, tmp_path):
   mp.convert_to(wheel, tmp_path / "mesh")
   mp.convert_to_blazeface(wheel, tmp_path / "face")
-  for load, name in ((mp.load, "mesh"), (mp.load_blazeface, "face")):
+  for load, name in ((mp.load, "mesh"), (lambda path: mp.load_blazeface(path).net, "face")):
     restored, original = load(tmp_path / name), load(wheel)
     assert restored.config == original.config
-    jax.tree.map(np.testing.assert_array_equal, nnx_params.params_of(restored.module, nnx.Param),
-                 nnx_params.params_of(original.module, nnx.Param))
+    jax.tree.map(np.testing.assert_array_equal, trees.params_of(restored, nnx.Param),
+                 trees.params_of(original, nnx.Param))
   with pytest.raises(ValueError, match="blazeface"):
     mp.load(tmp_path / "face")
   with pytest.raises(FileExistsError):
@@ -265,7 +265,7 @@ def test_blazeface_matches_tflite(detector, tflite_files, wheel):
   regressors, logits = detector.raw(x)
   np.testing.assert_allclose(np.asarray(regressors), ref["regressors"], atol=1e-3, rtol=0)
   np.testing.assert_allclose(np.asarray(logits), ref["classificators"][..., 0], atol=1e-3, rtol=0)
-  plain = jax.jit(lambda m, x: m.raw(x)[0])(detector.module, x)
+  plain = jax.jit(lambda m, x: m.raw(x)[0])(detector.net, x)
   np.testing.assert_allclose(np.asarray(plain), ref["regressors"], atol=1e-3, rtol=0)
 
 
@@ -286,7 +286,7 @@ def test_detect_one_face_then_mesh_inside_it(detector, mesh):
   rx0, ry0, rx1, ry1 = np.round(face.roi(1.5)).astype(int)
   assert 0 <= rx0 and 0 <= ry0 and rx1 <= image.shape[1] and ry1 <= image.shape[0]
   crop = image[ry0:ry1, rx0:rx1].astype(np.float32) / 127.5 - 1
-  points, score = mesh.landmarks_and_score(crop[None])
+  points, score = mp.landmarks_and_score(mesh, crop[None])
   points = np.asarray(points[0])
   assert float(score[0]) > 0.9
   assert np.all((points[:, :2] > 0) & (points[:, :2] < 192))

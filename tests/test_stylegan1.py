@@ -8,6 +8,7 @@ resolution only, so that case is not checked.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import math
 import pickle
@@ -23,13 +24,14 @@ from flax import nnx
 from disentangle_jax import frozen
 from disentangle_jax.configs import smoke
 from disentangle_jax.third_party import stylegan1
+from disentangle_jax.third_party.common import keymap
 from disentangle_jax.third_party.common import state_dict as state_dict_lib
 from disentangle_jax.third_party.common import torch_pickle
 from disentangle_jax.third_party.stylegan1 import model as model_lib
 from tests import recipe
 from tests import torch_writer
 
-convert_lib = stylegan1.convert_lib
+convert_lib = importlib.import_module("disentangle_jax.third_party.stylegan1.convert")
 DATA = recipe.TESTDATA / "stylegan1"
 SD = DATA / "state_dict_g_running.npz"
 W_ATOL, IMAGE_ATOL = 5e-5, 2e-3
@@ -78,19 +80,19 @@ def test_mapping_matches(g64, cases, case):
   for suffix in ("_w", "_w1", "_w2"):
     if case + suffix in cases:
       z = cases[f"{case}_z{suffix[2:]}"]
-      ws = np.asarray(g64.mapping(jnp.asarray(z)))
+      ws = np.asarray(stylegan1.mapping(g64, jnp.asarray(z)))
       assert ws.shape == (2, 10, 512)
       for l in range(10):
         np.testing.assert_allclose(ws[:, l], cases[case + suffix], rtol=0, atol=W_ATOL)
 
 
 def test_mean_style_and_truncation(g64, cases):
-  mean = np.asarray(g64.mapping(jnp.asarray(cases["mean_z"]))).mean(0)[:1]
+  mean = np.asarray(stylegan1.mapping(g64, jnp.asarray(cases["mean_z"]))).mean(0)[:1]
   np.testing.assert_allclose(mean, cases["mean_style"], rtol=0, atol=W_ATOL)
-  ws = np.asarray(g64.mapping(jnp.asarray(cases["trunc_z"]), truncation_psi=0.7))
+  ws = np.asarray(stylegan1.mapping(g64, jnp.asarray(cases["trunc_z"]), truncation_psi=0.7))
   for l in range(10):
     np.testing.assert_allclose(ws[:, l], cases["trunc_w_truncated"], rtol=0, atol=W_ATOL)
-  cut = np.asarray(g64.mapping(jnp.asarray(cases["trunc_z"]), truncation_psi=0.7, truncation_cutoff=4))
+  cut = np.asarray(stylegan1.mapping(g64, jnp.asarray(cases["trunc_z"]), truncation_psi=0.7, truncation_cutoff=4))
   np.testing.assert_allclose(cut[:, 3], cases["trunc_w_truncated"], rtol=0, atol=W_ATOL)
   np.testing.assert_allclose(cut[:, 4], cases["trunc_w"], rtol=0, atol=W_ATOL)
 
@@ -98,11 +100,11 @@ def test_mean_style_and_truncation(g64, cases):
 def _case_ws(g, cases, case):
   psi = 0.7 if case in ("trunc", "mixtrunc") else 1.0
   if case in ("mix", "mixtrunc"):
-    ws1 = g.mapping(jnp.asarray(cases[f"{case}_z1"]), truncation_psi=psi)
-    ws2 = g.mapping(jnp.asarray(cases[f"{case}_z2"]), truncation_psi=psi)
+    ws1 = stylegan1.mapping(g, jnp.asarray(cases[f"{case}_z1"]), truncation_psi=psi)
+    ws2 = stylegan1.mapping(g, jnp.asarray(cases[f"{case}_z2"]), truncation_psi=psi)
     lo, hi = (1, 2) if case == "mix" else (0, 1)
     return stylegan1.mix_styles(ws1, ws2, lo, hi)
-  return g.mapping(jnp.asarray(cases[f"{case}_z"]), truncation_psi=psi)
+  return stylegan1.mapping(g, jnp.asarray(cases[f"{case}_z"]), truncation_psi=psi)
 
 
 @pytest.mark.parametrize("case", ["plain", "trunc", "mix", "mixtrunc"])
@@ -118,7 +120,7 @@ def test_released_256px_path(state_dict, cases):
   params["w_avg"] = cases["mean_style"][0]
   g = stylegan1.from_params(config, params)
   assert config == stylegan1.FFHQ256 and config.num_ws == 14
-  ws = g.mapping(jnp.asarray(cases["s6_z"][:1]), truncation_psi=0.7)
+  ws = stylegan1.mapping(g, jnp.asarray(cases["s6_z"][:1]), truncation_psi=0.7)
   img = jax.jit(lambda m, ws, n: m.synthesis(ws, noise=n))(g, ws, _noise(cases, "s6_noise_", 7, slice(0, 1)))
   np.testing.assert_allclose(_nchw(img), cases["s6_image"][:1], rtol=0, atol=IMAGE_ATOL)
 
@@ -159,18 +161,18 @@ def test_manifest_256px_maps_one_to_one():
   entries = json.loads((DATA / "manifest_rosinality_256px.json").read_text())["generator"]
   shapes = {e["key"]: tuple(e["shape"]) for e in entries}
   assert len(shapes) == 139 and sum(math.prod(s) for s in shapes.values()) == 26_255_691
-  assert shapes == convert_lib.rosinality_expected()
-  key_map = convert_lib.rosinality_key_map(6)
+  rules = convert_lib.rosinality_rules(6)
+  assert keymap.expected(rules) == shapes
   used = {e["key"] for e in entries if e["used_at_256px_alpha1"]}
   blur = set(convert_lib._blur_keys(6))  # pylint: disable=protected-access  (checked to be the fixed kernel)
-  assert set(key_map) == used - blur and blur <= used
+  assert {r.key for r in rules if r.path is not None} == used - blur and blur <= used
   abstract = nnx.eval_shape(lambda: stylegan1.Generator(stylegan1.FFHQ256, rngs=nnx.Rngs(0)))
   want = {"/".join(map(str, p)): tuple(v.shape) for p, v in nnx.to_flat_state(nnx.state(abstract, nnx.Param))}
   got = {}
-  for key, (path, fn) in key_map.items():
-    name = "/".join(path)
-    assert name not in got, f"{key} maps onto {name} twice"
-    got[name] = fn(np.broadcast_to(np.float32(0), shapes[key])).shape
+  for r in (r for r in rules if r.path is not None):
+    name = "/".join(r.path)
+    assert name not in got, f"{r.key} maps onto {name} twice"
+    got[name] = r.fn(np.broadcast_to(np.float32(0), shapes[r.key])).shape
   assert got == want
 
 
@@ -283,11 +285,11 @@ def test_nvlabs_npz_round_trip(tmp_path, nvlabs64, cases, render64):
   rosinality = dataclasses.replace(config, instance_norm_eps=1e-5, bias_after_blur=False)
   params["w_avg"] = cases["mean_style"][0]
   g = stylegan1.from_params(rosinality, params)
-  ws = g.mapping(jnp.asarray(cases["trunc_z"]), truncation_psi=0.7)  # official cutoff: layers 0-7 only
+  ws = stylegan1.mapping(g, jnp.asarray(cases["trunc_z"]), truncation_psi=0.7)  # official cutoff: layers 0-7 only
   np.testing.assert_allclose(np.asarray(ws[:, 7]), cases["trunc_w_truncated"], rtol=0, atol=W_ATOL)
   np.testing.assert_allclose(np.asarray(ws[:, 8]), cases["trunc_w"], rtol=0, atol=W_ATOL)
   per_layer = [n for n in _noise(cases) for _ in range(2)]
-  img = render64(g, g.mapping(jnp.asarray(cases["plain_z"])), per_layer)
+  img = render64(g, stylegan1.mapping(g, jnp.asarray(cases["plain_z"])), per_layer)
   np.testing.assert_allclose(_nchw(img), cases["plain_image"], rtol=0, atol=IMAGE_ATOL)
 
 
@@ -377,7 +379,7 @@ def test_official_numerics_match_independent_reference(fused_res):
   z = rng.normal(size=(2, 8))
   ws_ref, img_ref = _official_reference(v, z, 0.7, 3, fused_res)
   run = jax.jit(lambda g, z: (lambda ws: (ws, g.synthesis(ws, noise_mode="const")))(
-      g.mapping(z, truncation_psi=0.7, truncation_cutoff=3)))
+      stylegan1.mapping(g, z, truncation_psi=0.7, truncation_cutoff=3)))
   ws, img = run(g, jnp.asarray(z, jnp.float32))
   np.testing.assert_allclose(np.asarray(ws), ws_ref, rtol=0, atol=W_ATOL)
   np.testing.assert_allclose(_nchw(img), img_ref, rtol=0, atol=IMAGE_ATOL)
@@ -497,12 +499,12 @@ def test_random_init_api_and_noise_modes():
   g = stylegan1.init(config, seed=0)
   z = jax.random.normal(jax.random.key(0), (3, 32))
   for l in range(config.num_layers):  # nonzero noise strengths so the noise modes differ
-    layer = getattr(g.module, f"layer{l}")
+    layer = getattr(g, f"layer{l}")
     layer.noise_strength[...] = jnp.ones_like(layer.noise_strength[...])
   # bfloat16: by config (weights as stored) and per call with the state cast to bfloat16, as training does.
   bf16 = stylegan1.from_params(dataclasses.replace(config, compute_dtype="bfloat16"),
-                               nnx.to_pure_dict(nnx.state(g.module)))
-  graphdef, state = nnx.split(g.module)
+                               nnx.to_pure_dict(nnx.state(g)))
+  graphdef, state = nnx.split(g)
   cast = nnx.merge(graphdef, jax.tree.map(lambda a: a.astype(jnp.bfloat16), state))
 
   @jax.jit
@@ -513,7 +515,7 @@ def test_random_init_api_and_noise_modes():
             g.synthesis(ws, noise_mode="random", rng=jax.random.key(1)), g(z, truncation_psi=0.5),
             bf16.synthesis(ws), cast.synthesis(ws.astype(jnp.bfloat16), dtype="bfloat16"))
 
-  ws, const, none, r1, r1_again, full, by_config, by_call = render(g.module, bf16, cast, z)
+  ws, const, none, r1, r1_again, full, by_config, by_call = render(g, bf16, cast, z)
   assert ws.shape == (3, 8, 32) and const.shape == (3, 32, 32, 3) and const.dtype == jnp.float32
   assert not np.allclose(const, none) and not np.allclose(r1, const)
   np.testing.assert_array_equal(r1, r1_again)
@@ -522,17 +524,17 @@ def test_random_init_api_and_noise_modes():
     assert img16.dtype == jnp.float32
     assert float(jnp.max(jnp.abs(img16 - const))) < 0.1 * float(jnp.max(jnp.abs(const)))
   with pytest.raises(ValueError, match="explicit rng"):
-    g.module.synthesis(ws, noise_mode="random")
+    g.synthesis(ws, noise_mode="random")
   with pytest.raises(ValueError, match="shape"):
-    g.module.synthesis(ws[:, :3])
+    g.synthesis(ws[:, :3])
 
 
 def test_smoke_config_builds_through_frozen_factory():
   cfg = smoke.get_config("generator=stylegan1")
   g = frozen.generator(cfg.generator, seed=0)
   assert g.config == stylegan1.Config(**SMOKE)
-  ws = g.mapping(jnp.zeros((2, 32)) + 1.0, truncation_psi=0.7, truncation_cutoff=8)
-  assert g.synthesis(ws, noise_mode=cfg.generator.noise_mode).shape == (2, 32, 32, 3)
+  ws = stylegan1.mapping(g, jnp.zeros((2, 32)) + 1.0, truncation_psi=0.7, truncation_cutoff=8)
+  assert stylegan1.synthesis(g, ws, noise_mode=cfg.generator.noise_mode).shape == (2, 32, 32, 3)
 
 
 def test_convert_to_and_load(tmp_path, nvlabs64):
@@ -546,10 +548,10 @@ def test_convert_to_and_load(tmp_path, nvlabs64):
   stylegan1.convert_to(src, dst)
   direct, loaded = stylegan1.load(src), stylegan1.load(dst)
   assert loaded.config == direct.config and loaded.config.resolution == small.resolution
-  jax.tree.map(np.testing.assert_array_equal, nnx.to_pure_dict(nnx.state(loaded.module)),
-               nnx.to_pure_dict(nnx.state(direct.module)))
-  ws = loaded.mapping(jnp.ones((1, 16)), truncation_psi=0.7)
-  assert loaded.synthesis(ws).shape == (1, 16, 16, 3)
+  jax.tree.map(np.testing.assert_array_equal, nnx.to_pure_dict(nnx.state(loaded)),
+               nnx.to_pure_dict(nnx.state(direct)))
+  ws = stylegan1.mapping(loaded, jnp.ones((1, 16)), truncation_psi=0.7)
+  assert stylegan1.synthesis(loaded, ws).shape == (1, 16, 16, 3)
   assert stylegan1.load(dst, compute_dtype="bfloat16").config.compute_dtype == "bfloat16"
   with pytest.raises(FileExistsError):
     stylegan1.convert_to(src, dst)

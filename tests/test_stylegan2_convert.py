@@ -89,8 +89,8 @@ def _a_state_dict():
   return dict(np.load(A_NPZ))
 
 
-def _params(bundle):
-  return nnx.to_pure_dict(nnx.state(bundle.module))
+def _params(generator):
+  return nnx.to_pure_dict(nnx.state(generator))
 
 
 def _assert_same_params(a, b):
@@ -118,7 +118,7 @@ def test_network_pickle_g_ema(tmp_path):
   _assert_same_params(params, stylegan2.convert(A_NPZ, conv_clamp=2.0)[1])
   io = recipe.io("sg2ada_r32")
   g = stylegan2.load(path)
-  img = np.asarray(g.synthesis(io["ws_psi070"])).transpose(0, 3, 1, 2)
+  img = np.asarray(stylegan2.synthesis(g, io["ws_psi070"])).transpose(0, 3, 1, 2)
   np.testing.assert_allclose(img, io["img_psi070_const"], rtol=0, atol=5e-5)
 
 

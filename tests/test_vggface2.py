@@ -38,9 +38,9 @@ def fixture_npz(tmp_path_factory) -> str:
 def test_full_size_parity_with_upstream(fixture_npz):
   """One batch-2 forward of the full ResNet-50 reproduces upstream's pooled features and logits."""
   io = recipe.io(SET)
-  bundle = vggface2.load(fixture_npz)
-  assert bundle.config == vggface2.Config(num_classes=8631)
-  out = bundle.features(jnp.asarray(io["input"].transpose(0, 2, 3, 1)))
+  net = vggface2.load(fixture_npz)
+  assert net.config == vggface2.Config(num_classes=8631)
+  out = vggface2.features(net, jnp.asarray(io["input"].transpose(0, 2, 3, 1)))
   np.testing.assert_allclose(np.asarray(out["pool"]), io["features"][:, :, 0, 0], rtol=0, atol=_atol("features"))
   np.testing.assert_allclose(np.asarray(out["logits"]), io["logits"], rtol=0, atol=_atol("logits"))
 
@@ -78,20 +78,20 @@ def test_full_size_shapes_match_the_released_checkpoint():
 
 
 def test_smoke_config_outputs_and_round_trip(tmp_path):
-  bundle = vggface2.init(SMOKE, seed=3)
+  net = vggface2.init(SMOKE, seed=3)
   images = jnp.asarray(np.random.RandomState(0).uniform(-1, 1, (2, 48, 48, 3)), jnp.float32)
   for head, dim in (("pool", SMOKE.feature_dim), ("proj", 16)):
-    emb = np.asarray(bundle.embed(images, head=head))
+    emb = np.asarray(vggface2.embed(net, images, head=head))
     assert emb.shape == (2, dim)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=-1), 1.0, atol=1e-5)
   # .npz export -> convert -> converted dir -> load gives the same network.
   npz = tmp_path / "smoke.npz"
-  np.savez(npz, **vggface2.to_numpy_state_dict(bundle))
+  np.savez(npz, **vggface2.to_numpy_state_dict(net))
   vggface2.convert_to(str(npz), str(tmp_path / "conv"))
   back = vggface2.load(str(tmp_path / "conv"), input_size=64)
   assert back.config == SMOKE
-  jax.tree.map(np.testing.assert_array_equal, nnx.to_pure_dict(nnx.state(back.module)),
-               nnx.to_pure_dict(nnx.state(bundle.module)))
+  jax.tree.map(np.testing.assert_array_equal, nnx.to_pure_dict(nnx.state(back)),
+               nnx.to_pure_dict(nnx.state(net)))
 
 
 def test_input_size_224_global_mean_equals_avgpool7():
@@ -186,8 +186,8 @@ def _py2_pickle(arrays: dict[str, np.ndarray]) -> bytes:
 
 def test_python2_pickle_of_numpy_arrays_without_counters(tmp_path):
   """cydonia999's .pkl layout: Python 2 pickle of numpy arrays, state_dict names, no num_batches_tracked."""
-  bundle = vggface2.init(vggface2.Config(width=8, layers=(1, 1, 1, 1), input_size=64, num_classes=5), seed=1)
-  sd = vggface2.to_numpy_state_dict(bundle)
+  net = vggface2.init(vggface2.Config(width=8, layers=(1, 1, 1, 1), input_size=64, num_classes=5), seed=1)
+  sd = vggface2.to_numpy_state_dict(net)
   path = tmp_path / "resnet50_ft_weight.pkl"
   path.write_bytes(_py2_pickle(sd))
   with pytest.raises(UnicodeDecodeError):  # what a plain Python 3 unpickler makes of it
@@ -217,9 +217,9 @@ def test_random_proj_head_needs_an_explicit_seed(tmp_path):
   np.savez(path, **vggface2.to_numpy_state_dict(vggface2.init(config, seed=0)))
   with pytest.raises(ValueError, match="seed"):
     vggface2.load(str(path), proj_dim=16, input_size=64)
-  bundle = vggface2.load(str(path), proj_dim=16, seed=4, input_size=64)
-  assert bundle.config == SMOKE
-  assert bundle.module.proj.kernel[...].shape == (SMOKE.feature_dim, 16)
+  net = vggface2.load(str(path), proj_dim=16, seed=4, input_size=64)
+  assert net.config == SMOKE
+  assert net.proj.kernel[...].shape == (SMOKE.feature_dim, 16)
 
 
 KERAS = vggface2.Config(width=8, layers=(1, 2, 1, 1), input_size=64, proj_dim=16, num_classes=5, flavor="keras")
@@ -261,13 +261,13 @@ def _write_keras_h5(path, sd: dict[str, np.ndarray], config: vggface2.Config) ->
 
 def test_keras_h5_converter(tmp_path):
   """The Keras model's .h5: names from the file's attributes, Keras layouts, flavor-specific architecture."""
-  bundle = vggface2.init(KERAS, seed=8)
-  sd = vggface2.to_numpy_state_dict(bundle)
+  net = vggface2.init(KERAS, seed=8)
+  sd = vggface2.to_numpy_state_dict(net)
   assert "fc.bias" not in sd and sd["fc.weight"].shape == (5, 16)  # classifier_low_dim: bias-free, on dim_proj
   _write_keras_h5(tmp_path / "weights.h5", sd, KERAS)
   config, params = vggface2.convert(str(tmp_path / "weights.h5"))
   assert config == vggface2.Config(width=8, layers=(1, 2, 1, 1), proj_dim=16, num_classes=5, flavor="keras")
-  want = nnx.to_pure_dict(nnx.state(bundle.module))
+  want = nnx.to_pure_dict(nnx.state(net))
   jax.tree.map(np.testing.assert_array_equal, params, jax.tree.map(np.asarray, want))
 
 
@@ -356,8 +356,8 @@ def test_keras_h5_written_by_keras_matches_the_keras_model(tmp_path):
     dst.attrs["layer_names"] = layer_names
   x = rng.normal(0, 40, (2, 224, 224, 3)).astype(np.float32)
   want = [np.asarray(o) for o in model(x)]
-  bundle = vggface2.load(str(tmp_path / "weights.h5"))
-  assert bundle.config == vggface2.Config(width=8, layers=(1, 1, 1, 1), proj_dim=16, num_classes=5, flavor="keras")
-  got = bundle.features(jnp.asarray(x))
+  net = vggface2.load(str(tmp_path / "weights.h5"))
+  assert net.config == vggface2.Config(width=8, layers=(1, 1, 1, 1), proj_dim=16, num_classes=5, flavor="keras")
+  got = vggface2.features(net, jnp.asarray(x))
   for name, ref in zip(("pool", "proj", "logits"), want):
     np.testing.assert_allclose(np.asarray(got[name]), ref, rtol=0, atol=1e-4 * max(1.0, np.abs(ref).max()))

@@ -32,9 +32,9 @@ class Evaluator:
   def __init__(self, model: inference.InferenceModel):
     config = model.config
     lnd = frozen_lib.landmark_net(config.landmarks, int(config.seed) + model_lib.SEED_OFFSETS["landmarks"])
-    lnd.module.eval()
+    lnd.eval()
     inner = model.frozen
-    frozen = model_lib.Frozen(inner.generator, inner.id_encoder, lnd.module)
+    frozen = model_lib.Frozen(inner.generator, inner.id_encoder, lnd)
     keep = tuple(int(i) for i in frozen_lib.landmark_keep_indices(config.landmarks.kind))
     self.spec = dataclasses.replace(model.spec, landmark_keep=keep)
     self.resolution = model.resolution

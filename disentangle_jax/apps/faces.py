@@ -89,7 +89,8 @@ class MediaPipeLocator:
     size = int(self.mesh.config.input_size)
     affine = crop_affine(box, right_eye, left_eye, size)
     x = crop(image, affine, size).astype(np.float32)[None] / 127.5 - 1.0
-    coords, presence = self.mesh.landmarks_and_score(x)
+    from disentangle_jax.third_party import mediapipe_facemesh as mp  # pylint: disable=import-outside-toplevel
+    coords, presence = mp.landmarks_and_score(self.mesh, x)
     if float(np.asarray(presence)[0]) < self.min_presence:
       return None
     from disentangle_jax.third_party.mediapipe_facemesh import mesh_indices  # pylint: disable=import-outside-toplevel

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from absl import app, flags
@@ -51,13 +52,14 @@ def grid(images: np.ndarray, columns: int | None = None) -> np.ndarray:
   return out
 
 
-def render(generator, num: int, seed: int, psi: float, batch_size: int = 16) -> np.ndarray:
-  """`num` images [num, H, W, 3] of a generator bundle, from z drawn with numpy's PCG64 seeded `seed`."""
+def render(package: Any, generator: Any, num: int, seed: int, psi: float, batch_size: int = 16) -> np.ndarray:
+  """`num` images [num, H, W, 3] of `generator` (a module of the generator `package`), through the package's jitted
+  `mapping` / `synthesis`, from z drawn with numpy's PCG64 seeded `seed`."""
   z = np.random.default_rng(seed).standard_normal((num, generator.config.z_dim)).astype(np.float32)
   out = []
   for i in range(0, num, batch_size):
-    ws = generator.mapping(z[i:i + batch_size], truncation_psi=float(psi))
-    out.append(np.asarray(generator.synthesis(ws, noise_mode="const")))
+    ws = package.mapping(generator, z[i:i + batch_size], truncation_psi=float(psi))
+    out.append(np.asarray(package.synthesis(generator, ws, noise_mode="const")))
   return np.concatenate(out)
 
 
@@ -76,7 +78,7 @@ def main(argv: Sequence[str]) -> None:
   else:
     generator = package.init(package.Config(**TINY[FLAGS.generator_kind]), seed=FLAGS.seed)
   from PIL import Image  # pylint: disable=import-outside-toplevel
-  image = grid(render(generator, FLAGS.num, FLAGS.seed, FLAGS.psi, FLAGS.batch_size))
+  image = grid(render(package, generator, FLAGS.num, FLAGS.seed, FLAGS.psi, FLAGS.batch_size))
   Image.fromarray(image).save(FLAGS.out)
   source = FLAGS.generator or "random-init tiny generator"
   print(f"wrote {FLAGS.out}: {FLAGS.num} images of {source}, seed {FLAGS.seed}, psi {FLAGS.psi}")

@@ -84,7 +84,7 @@ def settings(config: ml_collections.ConfigDict, generator: Any) -> dict[str, Any
       "noise_mode": str(_get(config.generator, "noise_mode", "const")),
       "generator_kind": str(config.generator.kind),
       "generator_weights": str(config.generator.weights),
-      "generator_fingerprint": fingerprint(generator.module),
+      "generator_fingerprint": fingerprint(generator),
       "generator_arch": {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.generator.arch.items()},
       "resolution": int(g_config.resolution),
       "w_dim": int(g_config.w_dim),
@@ -281,7 +281,7 @@ def generate(config: ml_collections.ConfigDict, out_dir: str, *, generator: Any 
   Args:
     config: a full experiment config (`config.data`, `config.generator`, `config.seed` for a random G).
     out_dir: the dataset folder (created; resumed if partly written).
-    generator: a G bundle; default `frozen.generator(config.generator, config.seed)`, the same G as training.
+    generator: G (the NNX module); default `frozen.generator(config.generator, config.seed)`, the same G as training.
     devices: the devices to shard over; default every local device.
     on_shard_written: called after each shard is renamed into place (progress hooks, tests).
     process_index, process_count: which shards this process writes; default this JAX process of all of them.
@@ -310,7 +310,7 @@ def generate(config: ml_collections.ConfigDict, out_dir: str, *, generator: Any 
       devices = list(jax.local_devices() if devices is None else devices)
       mesh = Mesh(np.array(devices), ("data",))
       batch_size = math.ceil(int(config.data.generate_batch_size) / len(devices)) * len(devices)
-      render = make_renderer(generator.module, g_config, mesh, wanted["seed"], wanted["truncation_psi"],
+      render = make_renderer(generator, g_config, mesh, wanted["seed"], wanted["truncation_psi"],
                              wanted["truncation_cutoff"], wanted["noise_mode"])
       progress = _Progress(sum(s.length for s in todo))
       logging.info("generate-data: %d of %d shards to write into %s (%d of them damaged ones) on %d devices, batch %d",

@@ -28,10 +28,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from disentangle_jax import trees
 from disentangle_jax.third_party.common import checkpoint_files
 from disentangle_jax.third_party.common import converted
+from disentangle_jax.third_party.common import keymap
 from disentangle_jax.third_party.common import layers
-from disentangle_jax.third_party.common import nnx_params
 from disentangle_jax.third_party.common import torch_layout
 from disentangle_jax.third_party.common.state_dict import CheckpointMismatchError
 
@@ -283,13 +284,14 @@ def rename(module_path: tuple[str, ...]) -> str:
   return ".".join(module_path)
 
 
-def variable_shapes(config: Config) -> dict[tuple[str, ...], tuple[int, ...]]:
-  return torch_layout.variable_shapes(lambda: Inception(config, rngs=nnx.Rngs(0)))
+def rules(config: Config) -> list[keymap.Rule]:
+  """One `keymap.Rule` per variable of the network `config` describes, derived from the module (no allocation)."""
+  return torch_layout.rules(lambda: Inception(config, rngs=nnx.Rngs(0)), rename)
 
 
 def expected_state_dict(config: Config) -> dict[str, tuple[int, ...]]:
   """torchvision key -> shape for `config` (no `num_batches_tracked`, no `AuxLogits.*`)."""
-  return torch_layout.expected_state_dict(variable_shapes(config), rename)
+  return keymap.expected(rules(config))
 
 
 def infer_config(state_dict: dict[str, np.ndarray], source: str, input_size: int = 299) -> Config:
@@ -310,13 +312,13 @@ def convert(path: str | os.PathLike) -> tuple[Config, dict[str, Any]]:
   path = os.fspath(path)
   state_dict = {k: v for k, v in checkpoint_files.read_state_dict(path).items() if not _AUX.match(k)}
   config = infer_config(state_dict, path)
-  return config, torch_layout.params_from_state_dict(state_dict, variable_shapes(config), rename, path)
+  return config, keymap.apply(state_dict, rules(config), path, ignore=("num_batches_tracked",))
 
 
 def convert_to(src: str | os.PathLike, dst: str | os.PathLike) -> None:
   """`disentangle-jax convert inception_v3 SRC DST`: writes the converted-weights directory."""
   config, params = convert(src)
-  converted.save(dst, NETWORK, config.to_dict(), params, source=os.fspath(src))
+  converted.write(dst, NETWORK, converted.build(Inception, config, params, os.fspath(src)), src)
 
 
 def init(config: Config, seed: int) -> Inception:
@@ -329,23 +331,16 @@ def load(path: str | os.PathLike, input_size: int = 299, num_classes: int | None
 
   `num_classes=0` drops a checkpoint's ImageNet classifier (E_attr needs only the pooled feature).
   """
-  if converted.is_converted(path):
-    config_dict, params = converted.load(path, NETWORK)
-    config = Config.from_dict(config_dict)
-  else:
-    config, params = convert(path)
+  config, params = converted.read(path, NETWORK, Config, convert)
   config = dataclasses.replace(config, input_size=input_size)
   if num_classes == 0 and config.num_classes:
     config = dataclasses.replace(config, num_classes=0)
     params = {k: v for k, v in params.items() if k != "fc"}
   elif num_classes is not None and num_classes != config.num_classes:
     raise ValueError(f"{path} has a {config.num_classes}-class classifier, not {num_classes}")
-  # Every variable is overwritten by `assign` (which checks the trees match exactly): the seed has no effect.
-  module = Inception(config, rngs=nnx.Rngs(0))
-  nnx_params.assign(module, params, os.fspath(path))
-  return module
+  return converted.build(Inception, config, params, os.fspath(path))
 
 
 def to_numpy_state_dict(module: Inception) -> dict[str, np.ndarray]:
   """The torchvision-named state_dict of `module` (what a `.npz` for `convert` holds)."""
-  return torch_layout.state_dict_from_params(nnx_params.params_of(module), rename)
+  return torch_layout.state_dict_from_params(trees.params_of(module), rename)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import pickle
 import zipfile
+import zlib
 from collections.abc import Mapping
 from typing import Any, BinaryIO, Callable
 
@@ -40,7 +41,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     try:
       with np.load(path, allow_pickle=False) as data:
         obj = {k: data[k] for k in data.files}
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as e:
       raise CheckpointFormatError(f"{path}: not a readable .npz file ({e})") from e
   else:
     obj = torch_pickle.load(path, unpickler_cls=_Latin1Unpickler)  # its errors name the file already

@@ -1,10 +1,14 @@
-"""Converted weights on disk: an Orbax checkpoint of a network's parameters plus the config that sizes it.
+"""Converted weights on disk, and the one way every port builds a module that holds given weights.
 
 Every converter (`disentangle-jax convert <network> SRC DST`) writes this layout, and every `load(path)` reads it
 back without the original checkpoint:
 
     DST/network.json   {"network": "stylegan2", "config": {...}, "source": "<original file>"}
     DST/params/        Orbax StandardCheckpointer tree of float32 numpy arrays (the Flax parameter tree)
+
+`build` makes the module abstractly and fills it (`trees.assign` checks every entry), so loading never draws
+random weights only to overwrite them; `read` and `write` are the two halves every package's `load` and
+`convert_to` share.
 """
 
 from __future__ import annotations
@@ -12,9 +16,11 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-from typing import Any
+from typing import Any, Callable
 
-import numpy as np
+from flax import nnx
+
+from disentangle_jax import trees
 
 _META = "network.json"
 _PARAMS = "params"
@@ -33,7 +39,7 @@ def save(dst: str | os.PathLike, network: str, config: dict[str, Any], params: A
   if dst.exists() and any(dst.iterdir()):
     raise FileExistsError(f"{dst} exists and is not empty; choose a new destination")
   dst.mkdir(parents=True, exist_ok=True)
-  params = _to_numpy(params)
+  params = trees.to_numpy(params)
   with ocp.StandardCheckpointer() as ckptr:
     ckptr.save(dst / _PARAMS, params)
     ckptr.wait_until_finished()
@@ -53,10 +59,28 @@ def load(path: str | os.PathLike, network: str) -> tuple[dict[str, Any], Any]:
     raise ValueError(f"{path} holds converted {meta.get('network')!r} weights, not {network!r}")
   with ocp.StandardCheckpointer() as ckptr:
     params = ckptr.restore(path / _PARAMS)
-  return meta["config"], _to_numpy(params)
+  return meta["config"], trees.to_numpy(params)
 
 
-def _to_numpy(tree: Any) -> Any:
-  if isinstance(tree, dict):
-    return {str(k): _to_numpy(v) for k, v in tree.items()}
-  return np.asarray(tree)
+def build(module_cls: Callable[..., nnx.Module], config: Any, params: Any, source: str) -> nnx.Module:
+  """`module_cls(config, rngs=...)` holding `params`, every entry and shape checked (errors prefixed by `source`).
+
+  The module is built with `nnx.eval_shape`, so no random initial weights are drawn only to be replaced.
+  """
+  module = nnx.eval_shape(lambda: module_cls(config, rngs=nnx.Rngs(0)))
+  trees.assign(module, params, source)
+  return module
+
+
+def read(path: str | os.PathLike, network: str, config_cls: Any, convert: Callable[..., tuple[Any, Any]],
+         **convert_kwargs: Any) -> tuple[Any, Any]:
+  """(config, params) of a directory written by `save` (for `network`), or else `convert(path, **convert_kwargs)`."""
+  if is_converted(path):
+    config_dict, params = load(path, network)
+    return config_cls.from_dict(config_dict), params
+  return convert(path, **convert_kwargs)
+
+
+def write(dst: str | os.PathLike, network: str, module: nnx.Module, source: str | os.PathLike) -> None:
+  """Saves a built module's parameters and `module.config` (so only what `build` accepted is ever written)."""
+  save(dst, network, module.config.to_dict(), trees.params_of(module), source=str(source))

@@ -77,35 +77,23 @@ FAN4 = Config()
 
 
 class _Init:
-  """Where a FAN's initial weights come from: a numpy generator seeded from the caller's `nnx.Rngs`, or nothing.
+  """Where a FAN's initial weights come from: a numpy generator seeded from the caller's `nnx.Rngs`.
 
   Drawing with numpy keeps construction fast: flax's `nnx.Conv` costs JAX dispatches per layer and, under
   `nnx.eval_shape`, a tracer `.sharding` lookup per random-stream call whose error message walks the whole trace,
-  which made building FAN4 take tens of seconds. Without `rngs` every variable is a `jax.ShapeDtypeStruct` (an
-  abstract module whose values a converter fills in); under a JAX transformation (`nnx.eval_shape`) they are zeros
-  of the right shapes, which the transformation turns into shapes as well.
+  which made building FAN4 take tens of seconds. Under a JAX transformation (`nnx.eval_shape`, how `load` builds
+  the module before filling it) the weights are zeros, which the transformation turns into shapes.
   """
 
-  def __init__(self, rngs: nnx.Rngs | None):
-    self.rng, self.traced = None, False
-    if rngs is not None:
-      key = rngs.params()
-      self.traced = isinstance(key, jax.core.Tracer)
-      if not self.traced:
-        self.rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+  def __init__(self, rngs: nnx.Rngs):
+    key = rngs.params()
+    traced = isinstance(key, jax.core.Tracer)
+    self.rng = None if traced else np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
 
-  def _placeholder(self, shape: tuple[int, ...]) -> jax.Array | jax.ShapeDtypeStruct:
-    return jnp.zeros(shape, jnp.float32) if self.traced else jax.ShapeDtypeStruct(shape, jnp.float32)
-
-  def uniform(self, shape: tuple[int, ...], bound: float) -> jax.Array | jax.ShapeDtypeStruct:
+  def uniform(self, shape: tuple[int, ...], bound: float) -> jax.Array:
     if self.rng is None:
-      return self._placeholder(shape)
+      return jnp.zeros(shape, jnp.float32)
     return jnp.asarray(self.rng.uniform(-bound, bound, shape).astype(np.float32))
-
-  def constant(self, shape: tuple[int, ...], value: float) -> jax.Array | jax.ShapeDtypeStruct:
-    if self.rng is None:
-      return self._placeholder(shape)
-    return jnp.full(shape, value, jnp.float32)
 
 
 class Conv(nnx.Module):
@@ -129,21 +117,6 @@ class Conv(nnx.Module):
     return y if self.bias is None else y + self.bias[...].astype(x.dtype)
 
 
-class BatchNorm(nnx.Module):
-  """Inference-only BatchNorm (running statistics, eps 1e-5): the network is frozen, so nothing updates them."""
-
-  def __init__(self, features: int, init: _Init):
-    self.scale = nnx.Param(init.constant((features,), 1.0))
-    self.bias = nnx.Param(init.constant((features,), 0.0))
-    self.mean = nnx.BatchStat(init.constant((features,), 0.0))
-    self.var = nnx.BatchStat(init.constant((features,), 1.0))
-
-  def __call__(self, x: jax.Array) -> jax.Array:
-    dtype = x.dtype
-    inv = self.scale[...].astype(dtype) * jax.lax.rsqrt(self.var[...].astype(dtype) + BATCHNORM_EPS)
-    return (x - self.mean[...].astype(dtype)) * inv + self.bias[...].astype(dtype)
-
-
 def _avg_pool2(x: jax.Array) -> jax.Array:
   b, h, w, c = x.shape
   return x.reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
@@ -159,16 +132,16 @@ class ConvBlock(nnx.Module):
   """Pre-activation residual block whose output concatenates three 3x3 convs (out/2, out/4, out/4 channels)."""
 
   def __init__(self, cin: int, cout: int, init: _Init):
-    self.bn1 = BatchNorm(cin, init)
+    self.bn1 = layers.BatchNorm(cin, BATCHNORM_EPS)
     self.conv1 = Conv(cin, cout // 2, 3, init, bias=False)
-    self.bn2 = BatchNorm(cout // 2, init)
+    self.bn2 = layers.BatchNorm(cout // 2, BATCHNORM_EPS)
     self.conv2 = Conv(cout // 2, cout // 4, 3, init, bias=False)
-    self.bn3 = BatchNorm(cout // 4, init)
+    self.bn3 = layers.BatchNorm(cout // 4, BATCHNORM_EPS)
     self.conv3 = Conv(cout // 4, cout // 4, 3, init, bias=False)
     # Upstream `downsample = Sequential(BatchNorm2d, ReLU, Conv2d 1x1)`: keys downsample.0.* and downsample.2.*.
     self.has_downsample = cin != cout
     if self.has_downsample:
-      self.downsample_bn = BatchNorm(cin, init)
+      self.downsample_bn = layers.BatchNorm(cin, BATCHNORM_EPS)
       self.downsample_conv = Conv(cin, cout, 1, init, bias=False)
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -205,13 +178,12 @@ class HourGlass(nnx.Module):
 class FAN(nnx.Module):
   """FAN-2D; `heatmaps` and `landmarks` take generator images (float32 NHWC in [-1, 1])."""
 
-  def __init__(self, config: Config, *, rngs: nnx.Rngs | None):
-    """`rngs` seeds the random init; None builds an abstract module (shapes only) for a converter to fill."""
+  def __init__(self, config: Config, *, rngs: nnx.Rngs):
     self.config = config
     init = _Init(rngs)
     w, k = config.width, config.num_landmarks
     self.conv1 = Conv(3, w // 4, 7, init, stride=2)
-    self.bn1 = BatchNorm(w // 4, init)
+    self.bn1 = layers.BatchNorm(w // 4, BATCHNORM_EPS)
     self.conv2 = ConvBlock(w // 4, w // 2, init)
     self.conv3 = ConvBlock(w // 2, w // 2, init)
     self.conv4 = ConvBlock(w // 2, w, init)
@@ -219,7 +191,7 @@ class FAN(nnx.Module):
       setattr(self, f"m{i}", HourGlass(HOURGLASS_DEPTH, w, init))
       setattr(self, f"top_m_{i}", ConvBlock(w, w, init))
       setattr(self, f"conv_last{i}", Conv(w, w, 1, init))
-      setattr(self, f"bn_end{i}", BatchNorm(w, init))
+      setattr(self, f"bn_end{i}", layers.BatchNorm(w, BATCHNORM_EPS))
       setattr(self, f"l{i}", Conv(w, k, 1, init))
       if i < config.num_modules - 1:
         setattr(self, f"bl{i}", Conv(w, w, 1, init))

@@ -20,9 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from disentangle_jax.third_party.common import bundle as bundle_lib
 from disentangle_jax.third_party.common import converted
-from disentangle_jax.third_party.common import nnx_params
 from disentangle_jax.third_party.mediapipe_facemesh import detection
 from disentangle_jax.third_party.mediapipe_facemesh import graph as graph_lib
 from disentangle_jax.third_party.mediapipe_facemesh import layers
@@ -31,7 +29,6 @@ from disentangle_jax.third_party.mediapipe_facemesh import xla_options
 
 NETWORK = "blazeface"
 WHEEL_MEMBER = "mediapipe/modules/face_detection/face_detection_short_range.tflite"
-METHODS: dict[str, tuple[str, ...]] = {"raw": (), "decode": ()}
 STRIDES = (8, 16, 16, 16)  # SsdAnchorsCalculator strides of face_detection_short_range.pbtxt
 
 
@@ -106,8 +103,20 @@ class BlazeFace(nnx.Module):
     return detection.decode(regressors, logits, anchors, float(self.config.input_size))
 
 
-class Detector(bundle_lib.Bundle):
-  """A jitted BlazeFace bundle (`raw`, `decode`) plus `detect(image)` with MediaPipe's post-processing."""
+class Detector:
+  """BlazeFace (`net`, the NNX module) with jitted `raw` / `decode` and `detect(image)`, MediaPipe's post-processing."""
+
+  def __init__(self, net: BlazeFace):
+    self.net = net
+    self.config = net.config
+
+  def raw(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """`BlazeFace.raw`, jitted."""
+    return _raw(self.net, x)
+
+  def decode(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """`BlazeFace.decode`, jitted."""
+    return _decode(self.net, x)
 
   def detect(self, image: np.ndarray, min_score: float = 0.5, iou_threshold: float = 0.3) -> list[detection.Detection]:
     """Faces in one uint8 [0, 255] or float [-1, 1] RGB image [H, W, 3], best first, in its pixel coordinates."""
@@ -116,6 +125,10 @@ class Detector(bundle_lib.Bundle):
     if anchors.shape[0] != config.num_anchors:
       raise ValueError(f"the short-range anchors ({anchors.shape[0]}) do not fit this net ({config.num_anchors})")
     return detection.detect(self.raw, image, anchors, config.input_size, min_score, iou_threshold)
+
+
+_raw = xla_options.jit(BlazeFace.raw)
+_decode = xla_options.jit(BlazeFace.decode)
 
 
 def _head(walker: graph_lib.Walker, conv_op: tflite.Operator) -> tuple[str, int, graph_lib.Conv]:
@@ -193,32 +206,18 @@ def convert_blazeface(path: str | os.PathLike) -> tuple[BlazeFaceConfig, dict[st
   return from_tflite(tflite.load(path, WHEEL_MEMBER))
 
 
-def build_blazeface(config: BlazeFaceConfig, params: dict[str, Any] | None, source: str, seed: int = 0) -> Detector:
-  """A `Detector` around the module with `params` put in (or its random init from `seed` if params is None)."""
-  if params is None:
-    module = BlazeFace(config, rngs=nnx.Rngs(seed))
-  else:  # shapes only: every weight is overwritten
-    module = nnx.eval_shape(lambda: BlazeFace(config, rngs=nnx.Rngs(seed)))
-    nnx_params.assign(module, graph_lib.int_keys(params), source, nnx.Param)
-  return Detector(module, config, METHODS, xla_options.compiler_options())
-
-
 def init_blazeface(config: BlazeFaceConfig, seed: int) -> Detector:
   """Randomly initialised BlazeFace (for tests and shapes), weights drawn from `seed`."""
-  return build_blazeface(config, None, "init", seed)
+  return Detector(BlazeFace(config, rngs=nnx.Rngs(seed)))
 
 
 def load_blazeface(path: str | os.PathLike) -> Detector:
   """BlazeFace from a mediapipe wheel, a face_detection_short_range.tflite or a converted directory."""
-  if converted.is_converted(path):
-    config_dict, params = converted.load(path, NETWORK)
-    return build_blazeface(BlazeFaceConfig.from_dict(config_dict), params, str(path))
-  config, params = convert_blazeface(path)
-  return build_blazeface(config, params, str(path))
+  config, params = converted.read(path, NETWORK, BlazeFaceConfig, convert_blazeface)
+  return Detector(converted.build(BlazeFace, config, params, str(path)))
 
 
 def convert_to_blazeface(src: str | os.PathLike, dst: str | os.PathLike) -> None:
   """`disentangle-jax convert blazeface SRC DST`: writes the converted-weights layout."""
   config, params = convert_blazeface(src)
-  module = build_blazeface(config, params, str(src)).module
-  converted.save(dst, NETWORK, config.to_dict(), nnx_params.params_of(module, nnx.Param), source=str(src))
+  converted.write(dst, NETWORK, converted.build(BlazeFace, config, params, str(src)), src)

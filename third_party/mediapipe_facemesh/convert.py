@@ -10,19 +10,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from flax import nnx
-
-from disentangle_jax.third_party.common import bundle as bundle_lib
-from disentangle_jax.third_party.common import converted
-from disentangle_jax.third_party.common import nnx_params
 from disentangle_jax.third_party.mediapipe_facemesh import graph as graph_lib
 from disentangle_jax.third_party.mediapipe_facemesh import model as model_lib
 from disentangle_jax.third_party.mediapipe_facemesh import tflite
-from disentangle_jax.third_party.mediapipe_facemesh import xla_options
 
 NETWORK = "mediapipe_facemesh"
 WHEEL_MEMBER = "mediapipe/modules/face_landmark/face_landmark.tflite"
-METHODS: dict[str, tuple[str, ...]] = {"landmarks": (), "score": (), "landmarks_and_score": (), "raw": ()}
 
 
 def _blocks(walker: graph_lib.Walker, layers: list[Any], what: str) -> model_lib.Blocks:
@@ -88,34 +81,3 @@ def from_tflite(model: tflite.Model) -> tuple[model_lib.Config, dict[str, Any]]:
 def convert(path: str | os.PathLike) -> tuple[model_lib.Config, dict[str, Any]]:
   """Reads face_landmark.tflite, or a mediapipe wheel holding it, into (Config, params)."""
   return from_tflite(tflite.load(path, WHEEL_MEMBER))
-
-
-def build(config: model_lib.Config, params: dict[str, Any] | None, source: str, seed: int = 0) -> bundle_lib.Bundle:
-  """A jitted bundle of the module with `params` put in (or its random init from `seed` if params is None)."""
-  if params is None:
-    module = model_lib.FaceMesh(config, rngs=nnx.Rngs(seed))
-  else:  # shapes only: every weight is overwritten, so drawing random ones first would be wasted time
-    module = nnx.eval_shape(lambda: model_lib.FaceMesh(config, rngs=nnx.Rngs(seed)))
-    nnx_params.assign(module, graph_lib.int_keys(params), source, nnx.Param)
-  return bundle_lib.Bundle(module, config, METHODS, xla_options.compiler_options())
-
-
-def init(config: model_lib.Config, seed: int) -> bundle_lib.Bundle:
-  """Randomly initialised face mesh (for tests and shapes), weights drawn from `seed`."""
-  return build(config, None, "init", seed)
-
-
-def load(path: str | os.PathLike) -> bundle_lib.Bundle:
-  """The face mesh from a mediapipe wheel, a face_landmark.tflite or a converted directory."""
-  if converted.is_converted(path):
-    config_dict, params = converted.load(path, NETWORK)
-    return build(model_lib.Config.from_dict(config_dict), params, str(path))
-  config, params = convert(path)
-  return build(config, params, str(path))
-
-
-def convert_to(src: str | os.PathLike, dst: str | os.PathLike) -> None:
-  """`disentangle-jax convert mediapipe_facemesh SRC DST`: writes the converted-weights layout."""
-  config, params = convert(src)
-  module = build(config, params, str(src)).module  # checks every key and shape before anything is written
-  converted.save(dst, NETWORK, config.to_dict(), nnx_params.params_of(module, nnx.Param), source=str(src))

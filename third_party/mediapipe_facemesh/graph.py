@@ -70,13 +70,6 @@ class Block:
     return out
 
 
-def int_keys(tree: Any) -> Any:
-  """A params tree with digit-string keys made ints again: Orbax stores NNX list indices as strings."""
-  if isinstance(tree, dict):
-    return {(int(k) if isinstance(k, str) and k.isdigit() else k): int_keys(v) for k, v in tree.items()}
-  return tree
-
-
 class Walker:
   """Reads layers out of `model` starting from any tensor."""
 

@@ -4,15 +4,15 @@ jaxlib 0.10's CPU backend fuses chains of convolutions, pooling and element-wise
 ("ynn_fusion"). With depthwise layers written as grouped convolutions (`feature_group_count`), BlazeFace came out
 wrong under `jax.jit` (regressors off by tens of pixels against both eager execution and the TFLite interpreter,
 while every intermediate was right whenever it was also an output). `layers.DepthwiseConv` no longer uses grouped
-convolutions, which removed the error; the bundles still compile with the YNNPACK fusion list emptied, which costs
-nothing measurable here and keeps the nets off that path. The option is only set on CPU, and only if this jaxlib
-knows it.
+convolutions, which removed the error; the package's jitted functions (`jit` below) still compile with the YNNPACK
+fusion list emptied, as a precaution that costs nothing measurable here and keeps the nets off that path. The option
+is only set on CPU, and only if this jaxlib knows it.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Callable
 
 import jax
 
@@ -29,3 +29,17 @@ def compiler_options() -> dict[str, Any] | None:
   except Exception:  # pylint: disable=broad-except  # an XLA without the option: nothing to turn off
     return None
   return dict(_NO_YNN_FUSION)
+
+
+def jit(fn: Callable[..., Any]) -> Callable[..., Any]:
+  """`jax.jit(fn, compiler_options=compiler_options())`, built on the first call: the options probe the backend,
+  which importing the package must not do."""
+  compiled: list[Callable[..., Any]] = []
+
+  @functools.wraps(fn)
+  def call(*args: Any) -> Any:
+    if not compiled:
+      compiled.append(jax.jit(fn, compiler_options=compiler_options()))
+    return compiled[0](*args)
+
+  return call

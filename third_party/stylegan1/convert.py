@@ -28,8 +28,10 @@ from typing import Any, Callable
 
 import numpy as np
 
+from disentangle_jax.third_party.common import keymap
 from disentangle_jax.third_party.common import state_dict as state_dict_lib
 from disentangle_jax.third_party.common import torch_pickle
+from disentangle_jax.third_party.common.keymap import Rule
 from disentangle_jax.third_party.stylegan1 import model as model_lib
 
 MEAN_STYLE_SEED = 0
@@ -81,11 +83,10 @@ def rosinality_config(step: int, n_mlp: int = 8, code_dim: int = 512) -> model_l
   return model_lib.Config(resolution=4 * 2 ** step, z_dim=code_dim, w_dim=code_dim, mapping_layers=n_mlp)
 
 
-def rosinality_key_map(step: int, n_mlp: int = 8,
-                       lr_mul: float = 0.01) -> dict[str, tuple[tuple[str, ...], Transform]]:
-  """rosinality key -> (param path, transform) for every tensor a step-`step` generator uses.
+def rosinality_rules(step: int, n_mlp: int = 8, code_dim: int = 512, lr_mul: float = 0.01) -> list[Rule]:
+  """One `Rule` per key of `rosinality_expected`; those a step-`step` generator does not use have no path.
 
-  Keys absent from the map (blocks above `step`, other to_rgb layers, the fixed blur buffers) are not needed.
+  Unused are the blocks above `step`, the other to_rgb layers and the fixed blur buffers (checked separately).
   """
   m: dict[str, tuple[tuple[str, ...], Transform]] = {}
   for j in range(n_mlp):
@@ -111,7 +112,7 @@ def rosinality_key_map(step: int, n_mlp: int = 8,
       m[p + f"adain{k}.style.linear.bias"] = ((layer, "style_b"), lambda a: a)
   m[f"generator.to_rgb.{step}.conv.weight_orig"] = (("to_rgb", "w"), lambda a: a[:, :, 0, 0].T)
   m[f"generator.to_rgb.{step}.conv.bias"] = (("to_rgb", "b"), lambda a: a)
-  return m
+  return [Rule(k, s, *m[k]) if k in m else Rule(k, s, None) for k, s in rosinality_expected(n_mlp, code_dim).items()]
 
 
 def _blur_keys(step: int) -> list[str]:
@@ -157,14 +158,6 @@ def mean_style(params: dict[str, Any], config: model_lib.Config, seed: int = MEA
   return x.astype(np.float64).mean(0).astype(np.float32)
 
 
-def _set(tree: dict[str, Any], path: tuple[str, ...], value: Array) -> None:
-  for p in path[:-1]:
-    tree = tree.setdefault(p, {})
-  if path[-1] in tree:
-    raise ValueError(f"two checkpoint tensors map onto {'/'.join(path)}")
-  tree[path[-1]] = value
-
-
 def _with_buffers(params: dict[str, Any], config: model_lib.Config, noise: list[Array] | None) -> dict[str, Any]:
   """Adds the "const" noise maps: the checkpoint's own, or `model.const_noise(config)` when it stores none."""
   for i, n in enumerate(model_lib.const_noise(config) if noise is None else noise):
@@ -182,18 +175,14 @@ def from_rosinality(sd: dict[str, Array], step: int | None, source: str,
   n_mlp = sum(1 for k in sd if re.fullmatch(r"style\.\d+\.linear\.weight_orig", k))
   first = sd.get("style.1.linear.weight_orig")
   code_dim = int(first.shape[1]) if first is not None and first.ndim == 2 else 512
-  state_dict_lib.check(sd, rosinality_expected(n_mlp, code_dim), source)
-  if step is None:
-    step = _trained_step(sd)
+  step = _trained_step(sd) if step is None else step
   if not 0 <= step < _ROSINALITY_BLOCKS:
     raise ValueError(f"{source}: progressive step {step} is outside 0..8 (4 .. 1024 px)")
+  config = rosinality_config(step, n_mlp, code_dim)
+  params = keymap.apply(sd, rosinality_rules(step, n_mlp, code_dim, config.mapping_lr_mul), source)
   for k in _blur_keys(step):
     if not np.allclose(np.asarray(sd[k], np.float32), _BLUR[None], atol=1e-6):
       raise ValueError(f"{source}: blur buffer {k} is not the [1,2,1] x [1,2,1] / 16 kernel this port implements")
-  config = rosinality_config(step, n_mlp, code_dim)
-  params: dict[str, Any] = {}
-  for key, (path, fn) in rosinality_key_map(step, n_mlp, config.mapping_lr_mul).items():
-    _set(params, path, np.ascontiguousarray(fn(np.asarray(sd[key], np.float32)), dtype=np.float32))
   params["w_avg"] = mean_style(params, config, samples=mean_samples)
   return config, _with_buffers(params, config, None)
 

@@ -22,34 +22,24 @@ a mismatch raises `CheckpointMismatchError` naming the missing, unexpected and m
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import pathlib
 import pickle
 import re
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
+from disentangle_jax.third_party.common import keymap
 from disentangle_jax.third_party.common import state_dict as state_dict_lib
 from disentangle_jax.third_party.common import torch_pickle
+from disentangle_jax.third_party.common.keymap import Rule
 from disentangle_jax.third_party.stylegan2.model import Config
+from disentangle_jax.trees import Path
 
 DEFAULT_ADA_CONV_CLAMP = 256.0
 LATENT_AVG_SAMPLES = 4096
-NETWORK = "stylegan2"
-
-Path = tuple[str, ...]
-
-
-@dataclasses.dataclass(frozen=True)
-class Rule:
-  """One upstream tensor: its key and shape, and where it goes in the Flax tree (None: a checked constant)."""
-  key: str
-  shape: tuple[int, ...]
-  path: Path | None
-  fn: Callable[[Any], Any] = lambda a: a
 
 
 def _fir_kernel(gain: float) -> np.ndarray:
@@ -153,28 +143,17 @@ def rosinality_rules(config: Config) -> list[Rule]:
   return rules
 
 
-def expected_shapes(rules: list[Rule]) -> dict[str, tuple[int, ...]]:
-  return {r.key: r.shape for r in rules}
-
-
 _FIXED_KERNELS = {"resample_filter": _fir_kernel(1.0), "kernel": _fir_kernel(4.0)}
 
 
 def apply_rules(sd: dict[str, np.ndarray], rules: list[Rule], source: str) -> dict[str, Any]:
-  """Checks `sd` against `rules` (keys, shapes, the fixed FIR kernels) and returns the nested Flax param dict."""
-  state_dict_lib.check(sd, expected_shapes(rules), source)
-  params: dict[str, Any] = {}
+  """`keymap.apply`, plus a check that the unused buffers (path None) are the fixed FIR kernels this port bakes in."""
+  params = keymap.apply(sd, rules, source)
   for r in rules:
-    value = np.asarray(sd[r.key])
     if r.path is None:
-      want = _FIXED_KERNELS[r.key.rsplit(".", 1)[-1]]
+      value, want = np.asarray(sd[r.key]), _FIXED_KERNELS[r.key.rsplit(".", 1)[-1]]
       if not np.allclose(value, want, rtol=1e-6, atol=1e-7):
         raise ValueError(f"{source}: {r.key} is not the [1, 3, 3, 1] FIR kernel this port implements: {value}")
-      continue
-    node = params
-    for part in r.path[:-1]:
-      node = node.setdefault(part, {})
-    node[r.path[-1]] = np.array(r.fn(value), dtype=np.float32, order="C")
   return params
 
 

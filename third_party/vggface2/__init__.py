@@ -1,38 +1,39 @@
 """E_id: the VGGFace2 ResNet-50 identity encoder (frozen), its converters and loaders.
 
     from disentangle_jax.third_party import vggface2
-    e_id = vggface2.load("weights/vggface2_resnet50")     # converted dir, resnet50_ft_weight.pkl, .pth, .npz, .h5
-    emb = e_id.embed(images)                                # images: float32 NHWC in [-1, 1] -> [B, 2048], unit norm
-    out = e_id.features(vggface2.caffe_normalize(rgb255))   # {"pool", "logits"?, "proj"?} on a 224x224 crop
+    e_id = vggface2.load("weights/vggface2_resnet50")              # converted dir, .pkl, .pth, .npz, .h5 -> ResNet
+    emb = vggface2.embed(e_id, images)                               # float32 NHWC in [-1, 1] -> [B, 2048], unit norm
+    out = vggface2.features(e_id, vggface2.caffe_normalize(rgb255))  # {"pool", "logits"?, "proj"?}, 224x224 crop
 """
 
 from __future__ import annotations
 
+import functools
 import os
 
+import jax
 import numpy as np
 from flax import nnx
 
+from disentangle_jax import trees
 from disentangle_jax.third_party.common import converted
-from disentangle_jax.third_party.common import nnx_params
-from disentangle_jax.third_party.common.bundle import Bundle
-from disentangle_jax.third_party.vggface2.convert import NETWORK, convert, convert_to, expected_state_dict
+from disentangle_jax.third_party.common import torch_layout
+from disentangle_jax.third_party.vggface2.convert import NETWORK, convert, expected_state_dict, rename
 from disentangle_jax.third_party.vggface2.model import FULL, Config, ResNet
 from disentangle_jax.third_party.vggface2.preprocess import MEAN_BGR, caffe_normalize, preprocess
 
 Module = ResNet
-METHODS = {"embed": ("head",), "features": ()}
 
-__all__ = ["Bundle", "Config", "FULL", "MEAN_BGR", "Module", "ResNet", "caffe_normalize", "convert", "convert_to",
-           "expected_state_dict", "init", "load", "preprocess"]
+__all__ = ["Config", "FULL", "MEAN_BGR", "Module", "NETWORK", "ResNet", "caffe_normalize", "convert", "convert_to",
+           "embed", "expected_state_dict", "features", "init", "load", "preprocess", "to_numpy_state_dict"]
 
 
-def init(config: Config, seed: int) -> Bundle:
+def init(config: Config, seed: int) -> ResNet:
   """A randomly initialised network (He-normal convs, BatchNorm statistics 0/1) from an explicit seed."""
-  return Bundle(ResNet(config, rngs=nnx.Rngs(seed)), config, METHODS)
+  return ResNet(config, rngs=nnx.Rngs(seed))
 
 
-def load(path: str | os.PathLike, proj_dim: int = 0, seed: int | None = None, input_size: int = 224) -> Bundle:
+def load(path: str | os.PathLike, proj_dim: int = 0, seed: int | None = None, input_size: int = 224) -> ResNet:
   """Loads weights from a converted directory or any file `convert` reads.
 
   Args:
@@ -41,26 +42,34 @@ def load(path: str | os.PathLike, proj_dim: int = 0, seed: int | None = None, in
     seed: seeds that random head (required with `proj_dim`: random weights never come from a hidden default).
     input_size: network input side (224 for the released weights).
   """
-  if converted.is_converted(path):
-    config_dict, params = converted.load(path, NETWORK)
-    config = Config.from_dict(config_dict)
-  else:
-    config, params = convert(path)
+  config, params = converted.read(path, NETWORK, Config, convert)
   config = Config(**{**config.to_dict(), "input_size": input_size})
   if proj_dim and not config.proj_dim:
     if seed is None:
       raise ValueError(f"{path} has no dim_proj head; pass seed= to initialise a random {proj_dim}-d one")
     config = Config(**{**config.to_dict(), "proj_dim": proj_dim})
-    fresh = ResNet(config, rngs=nnx.Rngs(seed))
-    params = dict(params, proj=nnx_params.params_of(fresh)["proj"])
-  # Every variable is overwritten below (assign checks the trees match exactly), so this seed has no effect.
-  module = ResNet(config, rngs=nnx.Rngs(0))
-  nnx_params.assign(module, params, os.fspath(path))
-  return Bundle(module, config, METHODS)
+    params = dict(params, proj=trees.params_of(ResNet(config, rngs=nnx.Rngs(seed)))["proj"])
+  return converted.build(ResNet, config, params, os.fspath(path))
 
 
-def to_numpy_state_dict(bundle: Bundle) -> dict[str, np.ndarray]:
-  """The upstream-named state_dict of a loaded network (what a `.npz` for `convert` holds)."""
-  from disentangle_jax.third_party.common import torch_layout  # pylint: disable=import-outside-toplevel
-  from disentangle_jax.third_party.vggface2.convert import rename  # pylint: disable=import-outside-toplevel
-  return torch_layout.state_dict_from_params(nnx_params.params_of(bundle.module), rename)
+def convert_to(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+  """`disentangle-jax convert vggface2 SRC DST`: writes the converted-weights directory."""
+  config, params = convert(src)
+  converted.write(dst, NETWORK, converted.build(ResNet, config, params, os.fspath(src)), src)
+
+
+def to_numpy_state_dict(module: ResNet) -> dict[str, np.ndarray]:
+  """The upstream-named state_dict of a network (what a `.npz` for `convert` holds)."""
+  return torch_layout.state_dict_from_params(trees.params_of(module), rename)
+
+
+@functools.partial(jax.jit, static_argnames=("head",))
+def embed(network: ResNet, images: jax.Array, head: str = "pool") -> jax.Array:
+  """`network.embed`, compiled once per head and input shape."""
+  return network.embed(images, head=head)
+
+
+@jax.jit
+def features(network: ResNet, x: jax.Array) -> dict[str, jax.Array]:
+  """`network.features`, compiled once per input shape."""
+  return network.features(x)

@@ -19,7 +19,7 @@ import numpy as np
 from flax import nnx
 
 from disentangle_jax.third_party.common import checkpoint_files
-from disentangle_jax.third_party.common import converted
+from disentangle_jax.third_party.common import keymap
 from disentangle_jax.third_party.common import torch_layout
 from disentangle_jax.third_party.common.state_dict import CheckpointMismatchError
 from disentangle_jax.third_party.vggface2 import keras_h5
@@ -65,22 +65,21 @@ def infer_config(state_dict: dict[str, np.ndarray], source: str, input_size: int
                           input_size=input_size, flavor=flavor)
 
 
-def variable_shapes(config: model_lib.Config) -> dict[tuple[str, ...], tuple[int, ...]]:
-  """Flax path -> shape of every variable of the network `config` describes (no allocation)."""
-  return torch_layout.variable_shapes(lambda: model_lib.ResNet(config, rngs=nnx.Rngs(0)))
+def rules(config: model_lib.Config) -> list[keymap.Rule]:
+  """One `keymap.Rule` per variable of the network `config` describes, derived from the module (no allocation)."""
+  return torch_layout.rules(lambda: model_lib.ResNet(config, rngs=nnx.Rngs(0)), rename)
 
 
 def expected_state_dict(config: model_lib.Config) -> dict[str, tuple[int, ...]]:
   """Upstream key -> shape of the state_dict of `config` (without `num_batches_tracked`)."""
-  return torch_layout.expected_state_dict(variable_shapes(config), rename)
+  return keymap.expected(rules(config))
 
 
 def params_from_state_dict(state_dict: dict[str, np.ndarray], source: str, input_size: int = 224,
                            flavor: str = "caffe") -> tuple[model_lib.Config, dict[str, Any]]:
   """(config, Flax params) from an upstream state_dict, checked key by key and shape by shape."""
   config = infer_config(state_dict, source, input_size, flavor)
-  params = torch_layout.params_from_state_dict(state_dict, variable_shapes(config), rename, source)
-  return config, params
+  return config, keymap.apply(state_dict, rules(config), source, ignore=("num_batches_tracked",))
 
 
 def convert(path: str | os.PathLike) -> tuple[model_lib.Config, dict[str, Any]]:
@@ -89,9 +88,3 @@ def convert(path: str | os.PathLike) -> tuple[model_lib.Config, dict[str, Any]]:
   if path.endswith((".h5", ".hdf5")):
     return params_from_state_dict(keras_h5.read_state_dict(path), path, flavor="keras")
   return params_from_state_dict(checkpoint_files.read_state_dict(path), path)
-
-
-def convert_to(src: str | os.PathLike, dst: str | os.PathLike) -> None:
-  """`disentangle-jax convert vggface2 SRC DST`: writes the converted-weights directory."""
-  config, params = convert(src)
-  converted.save(dst, NETWORK, config.to_dict(), params, source=os.fspath(src))
