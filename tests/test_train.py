@@ -124,11 +124,11 @@ def _check_updates(eight_and_one):
   for a, b in zip(jax.tree.leaves(frozen_before), jax.tree.leaves(frozen_after)):
     np.testing.assert_array_equal(a, b)
   for name in ("attr_encoder", "mapper", "discriminator"):
-    for a, b in zip(jax.tree.leaves(before["params"][name]), jax.tree.leaves(after["params"][name])):
+    for a, b in zip(jax.tree.leaves(before.params[name]), jax.tree.leaves(after.params[name])):
       assert np.any(a != b), name
-  assert int(after["step"]) == 3
+  assert int(after.step) == 3
   # D_W and the adversarial Adam ran on steps 0 and 2 only; the main Adam on all three.
-  counts = {k: int(jax.tree.leaves(after["opt"][k][0].count)[0]) for k in ("main", "adversarial", "discriminator")}
+  counts = {k: int(jax.tree.leaves(getattr(after.opt, k)[0].count)[0]) for k in ("main", "adversarial", "discriminator")}
   assert counts == {"main": 3, "adversarial": 2, "discriminator": 2}
   assert history[1]["loss/discriminator"] == 0 and history[0]["loss/discriminator"] > 0
   assert history[2]["loss/reconstruction"] == 0 and history[0]["loss/reconstruction"] > 0

@@ -91,7 +91,7 @@ def run_fixed_steps(workdir: str, num_steps: int) -> None:
     state, metrics = step(state, frozen_state, train_step.step_batch({**placed, "same": b["same"]}, mesh))
     history.append({k: float(v) for k, v in jax.device_get(metrics).items()})
   if jax.process_index() == 0:
-    leaves = [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state["params"]))]
+    leaves = [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state.params))]
     np.savez(os.path.join(workdir, "params.npz"), *leaves)
   print("RESULT " + json.dumps({"process": jax.process_index(), "history": history}), flush=True)
 
