@@ -55,7 +55,7 @@ def main() -> None:
     def run(state, frozen_state, batch):
       out = step(state, frozen_state, batch)
       jax.block_until_ready(out[1])
-      print(f"STEP {int(jax.device_get(out[0]['step']))}", flush=True)
+      print(f"STEP {int(jax.device_get(out[0].step))}", flush=True)
       return out
 
     return run
