@@ -36,9 +36,9 @@ def _cosine(a: jax.Array, b: jax.Array) -> jax.Array:
   return jnp.sum(a * b, axis=-1)
 
 
-def trainable_from_state(graphs: Any, state: dict[str, Any]) -> model_lib.Trainable:
-  """Rebuilds the trainable modules from a train state (`train_step.init_state`'s layout)."""
-  parts = {k: nnx.merge(graphs.trainable[k], state["params"][k], state["constants"][k])
+def trainable_from_state(graphs: Any, state: Any) -> model_lib.Trainable:
+  """Rebuilds the trainable modules from a `train_step.TrainState`."""
+  parts = {k: nnx.merge(graphs.trainable[k], state.params[k], state.constants[k])
            for k in ("attr_encoder", "mapper", "discriminator")}
   return model_lib.Trainable(**parts)
 

@@ -229,7 +229,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> Result:
     latest, state = resumed
     logging.info("resumed from the checkpoint of step %d", latest)
   saver = checkpoints.Saver(workdir, keep=int(config.keep_checkpoints))
-  start = int(jax.device_get(state["step"]))
+  start = int(jax.device_get(state.step))
   if start == 0 and jax.process_index() == 0:
     writer.write_hparams(_flat_hparams(config))
     with open(os.path.join(workdir, checkpoints.CONFIG_FILE), "w") as f:

@@ -8,10 +8,18 @@ Everything after `w` depends on E_attr + M only through `w`, so the step differe
 the landmark net on G's output) once with respect to `w`, and pulls each `w`-cotangent back through E_attr + M with
 the same `jax.vjp` (the adversarial update costs one extra backward pass through E_attr + M only).
 
+`step` composes named parts, in this order: `identity_targets` (the fixed targets, no gradient), `encode` under
+`jax.vjp` (w and its pull-back), `main_loss` (the non-adversarial loss as a function of w) and the main Adam update,
+then `adversarial_update` or `skip_adversarial`, then `apply_updates` (the next `TrainState`).
+
 The adversarial half runs under `jax.lax.cond` on `step % adversarial_every == 0`: one compiled program (the heavy
 non-adversarial part is compiled once, not twice as with two step variants, which matters for the CPU smoke run),
 and only the taken branch executes. Skipped steps leave D_W, both adversarial Adam states and their step counts
 untouched, exactly as the original, which only calls those optimisers on adversarial steps.
+
+The train state is a `flax.struct` dataclass (a pytree keyed by field name), so jit shardings, donation and Orbax
+see the same tree, and the same checkpoint paths (`params/...`, `constants/...`, `opt/main/...`), as a dict with
+those keys: `checkpoints.restore_inference` reads `params` and `constants` out of a checkpoint by name.
 
 Sharding: a 1-D mesh with axis `data`; the batch is split along it, the parameters, optimiser states and frozen
 networks are replicated. Under `jax.jit` with these shardings the losses are means over the *global* batch, so one
@@ -21,8 +29,10 @@ device, eight devices and several hosts compute the same step. The train state i
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+import functools
+from typing import Any, Callable, NamedTuple
 
+import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -34,10 +44,51 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from disentangle_jax import losses
 from disentangle_jax import model as model_lib
 
-TrainState = dict[str, Any]
 ENCODER = ("attr_encoder", "mapper")
 ADVERSARIAL_METRICS = ("loss/generator_adversarial", "loss/discriminator", "loss/r1", "d/real_logit",
                        "d/fake_logit", "grad_norm/adversarial", "grad_norm/discriminator")
+Batch = dict[str, jax.Array]
+Metrics = dict[str, jax.Array]
+
+
+@flax.struct.dataclass
+class OptStates:
+  """The three Adam states (field names are checkpoint paths: `opt/main/...`)."""
+  main: Any  # E_attr + M, non-adversarial loss
+  adversarial: Any  # E_attr + M, adversarial loss
+  discriminator: Any  # D_W
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Step, trainable parameters, their constant non-parameter state, three optimiser states.
+
+  The field names are the checkpoint's top-level keys; renaming one changes the on-disk layout.
+  """
+  step: jax.Array  # int32 scalar: the number of steps taken
+  params: dict[str, Any]  # {"attr_encoder", "mapper", "discriminator": nnx.State of nnx.Param}
+  constants: dict[str, Any]  # the same modules' other state (E_attr's BatchNorm statistics): never updated
+  opt: OptStates
+
+
+@dataclasses.dataclass(frozen=True)
+class LossWeights:
+  """`config.loss` as floats (read once, outside the traced step)."""
+  identity: float
+  landmarks: float
+  reconstruction: float
+  adversarial: float
+  r1_gamma: float
+  ms_ssim: float  # MS-SSIM's share of the reconstruction loss
+  l1: float  # masked L1's share of the reconstruction loss
+  mask_sigma: float  # the inverse-Gaussian L1 mask's width, in pixels at 256 px
+
+  @classmethod
+  def from_config(cls, loss_cfg: ml_collections.ConfigDict) -> LossWeights:
+    return cls(identity=float(loss_cfg.identity), landmarks=float(loss_cfg.landmarks),
+               reconstruction=float(loss_cfg.reconstruction), adversarial=float(loss_cfg.adversarial),
+               r1_gamma=float(loss_cfg.r1_gamma), ms_ssim=float(loss_cfg.ms_ssim_weight),
+               l1=float(loss_cfg.l1_weight), mask_sigma=float(loss_cfg.mask_sigma))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,119 +125,169 @@ def split_model(model: model_lib.Model) -> tuple[Graphs, Any, dict[str, Any], di
 
 
 def init_state(params: dict[str, Any], rest: dict[str, Any], optimizers: Optimizers) -> TrainState:
-  """A plain dict: step, trainable parameters, their constant non-parameter state, three optimiser states."""
+  """The state before the first step: step 0, the initial parameters and constants, fresh Adam states."""
   encoder = {k: params[k] for k in ENCODER}
-  return {
-      "step": jnp.zeros((), jnp.int32),
-      "params": params,
-      "constants": rest,  # E_attr's BatchNorm statistics: used in inference mode, never updated
-      "opt": {"main": optimizers.main.init(encoder), "adversarial": optimizers.adversarial.init(encoder),
-              "discriminator": optimizers.discriminator.init(params["discriminator"])},
-  }
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, constants=rest,
+                    opt=OptStates(main=optimizers.main.init(encoder), adversarial=optimizers.adversarial.init(encoder),
+                                  discriminator=optimizers.discriminator.init(params["discriminator"])))
 
 
-def _zeros_like(tree: Any) -> Any:
-  return jax.tree.map(jnp.zeros_like, tree)
+# ----------------------------------------------------------------------------------------------------------------
+# The step's parts, in the order `step` runs them
+
+
+def _module(graphs: Graphs, name: str, params: Any, constants: dict[str, Any]) -> nnx.Module:
+  """The trainable module `name` rebuilt from its graph, `params` and its constants."""
+  return nnx.merge(graphs.trainable[name], params, constants[name])
+
+
+def identity_targets(frozen: model_lib.Frozen, spec: model_lib.Spec, batch: Batch) -> tuple[jax.Array, jax.Array]:
+  """(E_id(I_id), landmarks of I_attr): what G(w) is compared with; constants of the step (no gradient)."""
+  id_embedding = jax.lax.stop_gradient(model_lib.embed_identity(frozen, spec, batch["id"]))
+  target_landmarks = jax.lax.stop_gradient(model_lib.detect_landmarks(frozen, spec, batch["attr"]))
+  return id_embedding, target_landmarks
+
+
+def encode(graphs: Graphs, constants: dict[str, Any], encoder_params: dict[str, Any], id_embedding: jax.Array,
+           attr_images: jax.Array) -> jax.Array:
+  """w = M(E_id(I_id), E_attr(I_attr)) as a function of E_attr + M's parameters: the step keeps its `jax.vjp` so
+  that every w-cotangent (non-adversarial and adversarial) reaches those parameters."""
+  trainable = model_lib.Trainable(_module(graphs, "attr_encoder", encoder_params["attr_encoder"], constants),
+                                  _module(graphs, "mapper", encoder_params["mapper"], constants), None)
+  return model_lib.encode(trainable, id_embedding, attr_images)
+
+
+def main_loss(w: jax.Array, *, frozen: model_lib.Frozen, spec: model_lib.Spec, weights: LossWeights, mask: jax.Array,
+              id_embedding: jax.Array, target_landmarks: jax.Array, attr_images: jax.Array, same: jax.Array
+              ) -> tuple[jax.Array, Metrics]:
+  """(total, terms) of the non-adversarial loss of G(w): differentiated with respect to w, not the parameters.
+
+  Identity against `id_embedding`, landmarks against `target_landmarks` (the jaw left out), and reconstruction of
+  `attr_images`, which counts only when `same` is 1 (a same-image batch, I_id = I_attr).
+  """
+  out = model_lib.render(frozen, spec, w)
+  id_loss = losses.identity_loss(id_embedding, model_lib.embed_identity(frozen, spec, out))
+  lnd_loss = losses.landmark_loss(target_landmarks, model_lib.detect_landmarks(frozen, spec, out), spec.landmark_keep)
+  rec, sim = losses.reconstruction_loss(attr_images, out, mask, ms_ssim_weight=weights.ms_ssim, l1_weight=weights.l1)
+  rec_loss = jnp.mean(rec) * same
+  total = weights.identity * id_loss + weights.landmarks * lnd_loss + weights.reconstruction * rec_loss
+  terms = {"loss/identity": id_loss, "loss/landmarks": lnd_loss, "loss/reconstruction": rec_loss,
+           "loss/ms_ssim": jnp.mean(sim), "loss/total": total}
+  return total, terms
+
+
+class AdversarialUpdate(NamedTuple):
+  """What the adversarial half of a step produces (the same structure whether it ran or was skipped)."""
+  encoder_updates: Any  # Adam(0.1 lr)'s updates of E_attr + M (zeros on skipped steps)
+  adversarial_opt: Any  # that Adam's next state
+  discriminator: Any  # D_W's next parameters
+  discriminator_opt: Any  # D_W's Adam's next state
+  metrics: Metrics  # ADVERSARIAL_METRICS (zeros on skipped steps)
+
+
+def discriminate(graphs: Graphs, constants: dict[str, Any], d_params: Any, w: jax.Array) -> jax.Array:
+  """D_W's logits of `w` with parameters `d_params`."""
+  return _module(graphs, "discriminator", d_params, constants)(w)
+
+
+def discriminator_loss(d_params: Any, graphs: Graphs, constants: dict[str, Any], weights: LossWeights,
+                       real_w: jax.Array, fake_w: jax.Array) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+  """(logistic loss + R1 on real w, (logistic loss, R1, mean real logit, mean fake logit)) as a function of D_W.
+
+  `fake_w` is the encoder's w, held constant: D_W's update does not reach E_attr + M.
+  """
+  real = discriminate(graphs, constants, d_params, real_w)
+  fake = discriminate(graphs, constants, d_params, jax.lax.stop_gradient(fake_w))
+  d_loss = weights.adversarial * losses.discriminator_loss(real, fake)
+  r1 = losses.r1_penalty(lambda x: discriminate(graphs, constants, d_params, x), real_w, weights.r1_gamma)
+  return d_loss + r1, (d_loss, r1, jnp.mean(real), jnp.mean(fake))
+
+
+def adversarial_update(state: TrainState, encoder_params: dict[str, Any], w: jax.Array, pull_back: Callable[..., Any],
+                       real_w: jax.Array, *, graphs: Graphs, optimizers: Optimizers, weights: LossWeights
+                       ) -> AdversarialUpdate:
+  """The mapper's adversarial update and D_W's update, both from the step's current parameters.
+
+  The non-saturating loss of D_W(w) is differentiated with respect to w and pulled back through E_attr + M with the
+  step's `pull_back` (one backward pass through E_attr + M; G is not involved). D_W steps on `discriminator_loss`.
+  """
+  d_params = state.params["discriminator"]
+  g_loss, g_cotangent = jax.value_and_grad(
+      lambda w: weights.adversarial * losses.generator_adversarial_loss(
+          discriminate(graphs, state.constants, d_params, w)))(w)
+  (adv_grads,) = pull_back(g_cotangent)
+  adv_updates, adv_opt = optimizers.adversarial.update(adv_grads, state.opt.adversarial, encoder_params)
+
+  (_, (d_loss, r1, real, fake)), d_grads = jax.value_and_grad(discriminator_loss, has_aux=True)(
+      d_params, graphs, state.constants, weights, real_w, w)
+  d_updates, d_opt = optimizers.discriminator.update(d_grads, state.opt.discriminator, d_params)
+  new_d = optax.apply_updates(d_params, d_updates)
+  metrics = {"loss/generator_adversarial": g_loss, "loss/discriminator": d_loss, "loss/r1": r1,
+             "d/real_logit": real, "d/fake_logit": fake, "grad_norm/adversarial": optax.tree.norm(adv_grads),
+             "grad_norm/discriminator": optax.tree.norm(d_grads)}
+  return AdversarialUpdate(adv_updates, adv_opt, new_d, d_opt, metrics)
+
+
+def skip_adversarial(state: TrainState, encoder_params: dict[str, Any]) -> AdversarialUpdate:
+  """A step without the adversarial half: no encoder update, D_W and both adversarial Adam states unchanged."""
+  zero = jnp.zeros((), jnp.float32)
+  return AdversarialUpdate(jax.tree.map(jnp.zeros_like, encoder_params), state.opt.adversarial,
+                           state.params["discriminator"], state.opt.discriminator,
+                           {k: zero for k in ADVERSARIAL_METRICS})
+
+
+def apply_updates(state: TrainState, encoder_params: dict[str, Any], main_updates: Any, main_opt: Any,
+                  adversarial: AdversarialUpdate) -> TrainState:
+  """The next state: the non-adversarial update applied first, then the adversarial one (both computed at the
+  current parameters, as the original does)."""
+  new_encoder = optax.apply_updates(optax.apply_updates(encoder_params, main_updates), adversarial.encoder_updates)
+  return TrainState(step=state.step + 1, params={**new_encoder, "discriminator": adversarial.discriminator},
+                    constants=state.constants,
+                    opt=OptStates(main=main_opt, adversarial=adversarial.adversarial_opt,
+                                  discriminator=adversarial.discriminator_opt))
+
+
+def step(state: TrainState, frozen_state: Any, batch: Batch, *, graphs: Graphs, spec: model_lib.Spec,
+         optimizers: Optimizers, weights: LossWeights, mask: jax.Array, adversarial_every: int
+         ) -> tuple[TrainState, Metrics]:
+  """One training step `(state, frozen_state, batch) -> (state, metrics)` (the keywords are fixed per run)."""
+  frozen = nnx.merge(graphs.frozen, frozen_state)
+  attr_images = batch["attr"]
+  real_w = batch["w_real"].astype(jnp.float32)
+  same = batch["same"].astype(jnp.float32)  # scalar: 1 on same-image steps (reconstruction on), 0 on cross ones
+  id_embedding, target_landmarks = identity_targets(frozen, spec, batch)
+
+  encoder_params = {k: state.params[k] for k in ENCODER}
+  w, pull_back = jax.vjp(lambda p: encode(graphs, state.constants, p, id_embedding, attr_images), encoder_params)
+
+  loss_of_w = functools.partial(main_loss, frozen=frozen, spec=spec, weights=weights, mask=mask,
+                                id_embedding=id_embedding, target_landmarks=target_landmarks,
+                                attr_images=attr_images, same=same)
+  (_, metrics), w_cotangent = jax.value_and_grad(loss_of_w, has_aux=True)(w)
+  (main_grads,) = pull_back(w_cotangent)
+  main_updates, main_opt = optimizers.main.update(main_grads, state.opt.main, encoder_params)
+  metrics["grad_norm/main"] = optax.tree.norm(main_grads)
+
+  adversarial = jax.lax.cond(
+      state.step % adversarial_every == 0,
+      lambda _: adversarial_update(state, encoder_params, w, pull_back, real_w, graphs=graphs, optimizers=optimizers,
+                                   weights=weights),
+      lambda _: skip_adversarial(state, encoder_params), None)
+  metrics.update(adversarial.metrics)
+  return apply_updates(state, encoder_params, main_updates, main_opt, adversarial), metrics
 
 
 def make_step_fn(graphs: Graphs, spec: model_lib.Spec, loss_cfg: ml_collections.ConfigDict,
-                 optimizers: Optimizers, adversarial_every: int) -> Callable[..., tuple[TrainState, dict[str, Any]]]:
-  """The un-jitted step `(state, frozen_state, batch) -> (state, metrics)`; see `make_train_step`."""
-  mask = jnp.asarray(losses.inverse_gaussian_mask(spec.resolution, float(loss_cfg.mask_sigma)))
-  w_id, w_lnd, w_rec = float(loss_cfg.identity), float(loss_cfg.landmarks), float(loss_cfg.reconstruction)
-  w_adv, gamma = float(loss_cfg.adversarial), float(loss_cfg.r1_gamma)
-  ms_w, l1_w = float(loss_cfg.ms_ssim_weight), float(loss_cfg.l1_weight)
-  keep = spec.landmark_keep
+                 optimizers: Optimizers, adversarial_every: int) -> Callable[..., tuple[TrainState, Metrics]]:
+  """The un-jitted step `(state, frozen_state, batch) -> (state, metrics)`: `step` with this run's fixed parts bound
+  (see `make_train_step`)."""
+  weights = LossWeights.from_config(loss_cfg)
+  mask = jnp.asarray(losses.inverse_gaussian_mask(spec.resolution, weights.mask_sigma))
   every = int(adversarial_every)
   if every < 1:
     raise ValueError(f"config.optim.adversarial_every must be >= 1, got {every}")
-
-  def merge(name: str, params: Any, constants: dict[str, Any]) -> nnx.Module:
-    return nnx.merge(graphs.trainable[name], params, constants[name])
-
-  def step_fn(state: TrainState, frozen_state: Any, batch: dict[str, jax.Array]):
-    frozen = nnx.merge(graphs.frozen, frozen_state)
-    params, constants = state["params"], state["constants"]
-    id_images, attr_images = batch["id"], batch["attr"]
-    real_w = batch["w_real"].astype(jnp.float32)
-    same = batch["same"].astype(jnp.float32)  # scalar: 1 on same-image steps (reconstruction on), 0 on cross ones
-
-    # ---- fixed targets: identity of I_id, landmarks of I_attr (no gradient)
-    id_embedding = jax.lax.stop_gradient(model_lib.embed_identity(frozen, spec, id_images))
-    target_landmarks = jax.lax.stop_gradient(model_lib.detect_landmarks(frozen, spec, attr_images))
-
-    # ---- E_attr + M -> w, kept as a vjp so every w-cotangent reaches their parameters
-    def encode(encoder_params):
-      trainable = model_lib.Trainable(merge("attr_encoder", encoder_params["attr_encoder"], constants),
-                                      merge("mapper", encoder_params["mapper"], constants), None)
-      return model_lib.encode(trainable, id_embedding, attr_images)
-
-    encoder_params = {k: params[k] for k in ENCODER}
-    w, pull_back = jax.vjp(encode, encoder_params)
-
-    # ---- the non-adversarial loss, differentiated with respect to w
-    def main_loss(w):
-      out = model_lib.render(frozen, spec, w)
-      id_loss = losses.identity_loss(id_embedding, model_lib.embed_identity(frozen, spec, out))
-      lnd_loss = losses.landmark_loss(target_landmarks, model_lib.detect_landmarks(frozen, spec, out), keep)
-      rec, sim = losses.reconstruction_loss(attr_images, out, mask, ms_ssim_weight=ms_w, l1_weight=l1_w)
-      rec_loss = jnp.mean(rec) * same
-      total = w_id * id_loss + w_lnd * lnd_loss + w_rec * rec_loss
-      terms = {"loss/identity": id_loss, "loss/landmarks": lnd_loss, "loss/reconstruction": rec_loss,
-               "loss/ms_ssim": jnp.mean(sim), "loss/total": total}
-      return total, terms
-
-    (_, metrics), w_cotangent = jax.value_and_grad(main_loss, has_aux=True)(w)
-    (main_grads,) = pull_back(w_cotangent)
-    main_updates, main_opt = optimizers.main.update(main_grads, state["opt"]["main"], encoder_params)
-    metrics["grad_norm/main"] = optax.tree.norm(main_grads)
-
-    # ---- every `adversarial_every` steps: D_W's update and the mapper's adversarial update
-    def discriminate(d_params, w):
-      return merge("discriminator", d_params, constants)(w)
-
-    def adversarial(_):
-      d_params = params["discriminator"]
-      g_loss, g_cotangent = jax.value_and_grad(
-          lambda w: w_adv * losses.generator_adversarial_loss(discriminate(d_params, w)))(w)
-      (adv_grads,) = pull_back(g_cotangent)
-      adv_updates, adv_opt = optimizers.adversarial.update(adv_grads, state["opt"]["adversarial"], encoder_params)
-
-      def d_loss_fn(d_params):
-        real = discriminate(d_params, real_w)
-        fake = discriminate(d_params, jax.lax.stop_gradient(w))
-        d_loss = w_adv * losses.discriminator_loss(real, fake)
-        r1 = losses.r1_penalty(lambda x: discriminate(d_params, x), real_w, gamma)
-        return d_loss + r1, (d_loss, r1, jnp.mean(real), jnp.mean(fake))
-
-      (_, (d_loss, r1, real, fake)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(d_params)
-      d_updates, d_opt = optimizers.discriminator.update(d_grads, state["opt"]["discriminator"], d_params)
-      new_d = optax.apply_updates(d_params, d_updates)
-      adv_metrics = {"loss/generator_adversarial": g_loss, "loss/discriminator": d_loss, "loss/r1": r1,
-                     "d/real_logit": real, "d/fake_logit": fake, "grad_norm/adversarial": optax.tree.norm(adv_grads),
-                     "grad_norm/discriminator": optax.tree.norm(d_grads)}
-      return adv_updates, adv_opt, new_d, d_opt, adv_metrics
-
-    def skip(_):
-      zero = jnp.zeros((), jnp.float32)
-      return (_zeros_like(encoder_params), state["opt"]["adversarial"], params["discriminator"],
-              state["opt"]["discriminator"], {k: zero for k in ADVERSARIAL_METRICS})
-
-    adv_updates, adv_opt, new_d, d_opt, adv_metrics = jax.lax.cond(
-        state["step"] % every == 0, adversarial, skip, None)
-    metrics.update(adv_metrics)
-
-    # ---- apply: the non-adversarial update first, then the adversarial one (both from the same gradients' point)
-    new_encoder = optax.apply_updates(optax.apply_updates(encoder_params, main_updates), adv_updates)
-    new_state = {
-        "step": state["step"] + 1,
-        "params": {**new_encoder, "discriminator": new_d},
-        "constants": constants,
-        "opt": {"main": main_opt, "adversarial": adv_opt, "discriminator": d_opt},
-    }
-    return new_state, metrics
-
-  return step_fn
+  return functools.partial(step, graphs=graphs, spec=spec, optimizers=optimizers, weights=weights, mask=mask,
+                           adversarial_every=every)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -224,7 +325,7 @@ def step_batch(batch: dict[str, Any], mesh: Mesh) -> dict[str, Any]:
 
 
 def make_train_step(graphs: Graphs, spec: model_lib.Spec, config: ml_collections.ConfigDict, optimizers: Optimizers,
-                    mesh: Mesh) -> Callable[..., tuple[TrainState, dict[str, Any]]]:
+                    mesh: Mesh) -> Callable[..., tuple[TrainState, Metrics]]:
   """`train_step(state, frozen_state, batch) -> (state, metrics)`, jitted over `mesh` with the state donated."""
   step_fn = make_step_fn(graphs, spec, config.loss, optimizers, config.optim.adversarial_every)
   replicated = NamedSharding(mesh, P())

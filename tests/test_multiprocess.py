@@ -75,7 +75,7 @@ def test_two_process_step_matches_one_process(tmp_path, monkeypatch, cache_dir):
       for k, v in want.items():
         np.testing.assert_allclose(got[k], float(v), rtol=1e-5, atol=1e-5, err_msg=k)
   saved = np.load(tmp_path / "params.npz")
-  leaves = jax.tree.leaves(state["params"])
+  leaves = jax.tree.leaves(state.params)
   assert len(saved.files) == len(leaves)
   for i, leaf in enumerate(leaves):
     np.testing.assert_allclose(saved[f"arr_{i}"], leaf, rtol=1e-5, atol=1e-5)

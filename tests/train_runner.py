@@ -55,7 +55,7 @@ def main() -> None:
     def run(state, frozen_state, batch):
       out = step(state, frozen_state, batch)
       jax.block_until_ready(out[1])
-      print(f"STEP {int(jax.device_get(out[0]['step']))}", flush=True)
+      print(f"STEP {int(jax.device_get(out[0].step))}", flush=True)
       return out
 
     return run
@@ -91,7 +91,7 @@ def run_fixed_steps(workdir: str, num_steps: int) -> None:
     state, metrics = step(state, frozen_state, train_step.step_batch({**placed, "same": b["same"]}, mesh))
     history.append({k: float(v) for k, v in jax.device_get(metrics).items()})
   if jax.process_index() == 0:
-    leaves = [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state["params"]))]
+    leaves = [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state.params))]
     np.savez(os.path.join(workdir, "params.npz"), *leaves)
   print("RESULT " + json.dumps({"process": jax.process_index(), "history": history}), flush=True)
 

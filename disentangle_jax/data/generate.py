@@ -54,10 +54,6 @@ from disentangle_jax.data import tfds_format
 DataError = tfds_format.DataError  # a dataset folder the user must fix (the same class, importable from here)
 
 
-def _get(cfg: ml_collections.ConfigDict, name: str, default: Any) -> Any:
-  return cfg[name] if name in cfg else default
-
-
 def fingerprint(module: nnx.Module) -> str:
   """A hash of every array of G (parameters and buffers): two runs with different generators never mix."""
   digest = hashlib.sha256()
@@ -73,15 +69,15 @@ def settings(config: ml_collections.ConfigDict, generator: Any) -> dict[str, Any
   """What determines the dataset's content (recorded in `generation.json`, checked on a rerun)."""
   g_config = generator.config
   d = config.data
-  cutoff = _get(d, "truncation_cutoff", None)
+  cutoff = d.get("truncation_cutoff", None)
   return {
       "seed": int(d.seed),
       "num_train": int(d.num_train),
       "num_validation": int(d.num_validation),
       "examples_per_shard": int(d.examples_per_shard),
-      "truncation_psi": float(_get(d, "truncation_psi", 1.0)),
+      "truncation_psi": float(d.get("truncation_psi", 1.0)),
       "truncation_cutoff": None if cutoff is None else int(cutoff),
-      "noise_mode": str(_get(config.generator, "noise_mode", "const")),
+      "noise_mode": str(config.generator.get("noise_mode", "const")),
       "generator_kind": str(config.generator.kind),
       "generator_weights": str(config.generator.weights),
       "generator_fingerprint": fingerprint(generator),

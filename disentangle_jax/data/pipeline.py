@@ -336,10 +336,6 @@ class Pipeline:
       step += 1
 
 
-def _get(cfg: ml_collections.ConfigDict, name: str, default: Any) -> Any:
-  return cfg[name] if name in cfg else default
-
-
 def _auto_cache(data_dir: str, split: str, fraction: float = 0.25) -> bool:
   """Cache decoded images when this process's part takes at most `fraction` of the host's memory."""
   if not tf.io.gfile.exists(os.path.join(data_dir, "dataset_info.json")):
@@ -363,11 +359,11 @@ def train_pipeline(config: ml_collections.ConfigDict, mesh: Mesh, *, start_step:
   """
   local_devices = sum(d.process_index == jax.process_index() for d in mesh.devices.flat)
   data_dir = data_dir or config.data.dir
-  cache = _get(config.data, "cache_decoded", None)
+  cache = config.data.get("cache_decoded", None)
   if cache is None:
     cache = _auto_cache(data_dir, split)
   return Pipeline(data_dir, split, cache=bool(cache),
                   batch_size=int(config.per_device_batch_size) * local_devices,
-                  seed=int(_get(config.data, "pipeline_seed", config.data.seed)) + (0 if split == "train" else 1),
-                  cross_every=int(_get(config.data, "cross_every", 3)), start_step=start_step,
+                  seed=int(config.data.get("pipeline_seed", config.data.seed)) + (0 if split == "train" else 1),
+                  cross_every=int(config.data.get("cross_every", 3)), start_step=start_step,
                   num_steps=num_steps, mesh=mesh)
