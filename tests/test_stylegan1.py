@@ -494,7 +494,7 @@ def test_corrupt_checkpoints_name_the_fault(tmp_path, state_dict, nvlabs64):
 def test_random_init_api_and_noise_modes():
   config = stylegan1.Config(**SMOKE)
   assert config.num_ws == 8 and stylegan1.Config.from_dict(config.to_dict()) == config
-  with pytest.raises(ValueError, match="unknown stylegan1 Config fields"):
+  with pytest.raises(ValueError, match=r"unknown .*stylegan1\.model\.Config fields"):
     stylegan1.Config.from_dict({**config.to_dict(), "bogus": 1})
   g = stylegan1.init(config, seed=0)
   z = jax.random.normal(jax.random.key(0), (3, 32))

@@ -29,6 +29,7 @@ import numpy as np
 from flax import nnx
 
 from disentangle_jax import trees
+from disentangle_jax.third_party.common import config as config_lib
 from disentangle_jax.third_party.common import checkpoint_files
 from disentangle_jax.third_party.common import converted
 from disentangle_jax.third_party.common import keymap
@@ -44,7 +45,7 @@ MIN_INPUT_SIZE = 75  # the smallest input whose feature maps survive every valid
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(config_lib.ConfigBase):
   """Sizes of InceptionV3.
 
   Attributes:
@@ -72,15 +73,7 @@ class Config:
     ch = self.channels
     return ch(320) + 2 * ch(384) + 2 * ch(384) + ch(192)
 
-  def to_dict(self) -> dict[str, Any]:
-    return dataclasses.asdict(self)
 
-  @classmethod
-  def from_dict(cls, d: dict[str, Any]) -> Config:
-    known = {f.name for f in dataclasses.fields(cls)}
-    if set(d) - known:
-      raise ValueError(f"unknown InceptionV3 config keys {sorted(set(d) - known)}; known: {sorted(known)}")
-    return cls(**d)
 
 
 FULL = Config()

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from disentangle_jax.third_party.common import config as config_lib
 from disentangle_jax.third_party.common import layers
 from disentangle_jax.third_party.fan import decode
 
@@ -29,7 +30,7 @@ HOURGLASS_DEPTH = 4
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(config_lib.ConfigBase):
   """Sizes of a FAN-2D network.
 
   Attributes:
@@ -61,16 +62,7 @@ class Config:
   def heatmap_size(self) -> int:
     return self.input_size // 4
 
-  def to_dict(self) -> dict[str, Any]:
-    return dataclasses.asdict(self)
 
-  @classmethod
-  def from_dict(cls, d: dict[str, Any]) -> Config:
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(d) - names
-    if unknown:
-      raise ValueError(f"FAN Config: unknown fields {sorted(unknown)}; known: {sorted(names)}")
-    return cls(**d)
 
 
 FAN4 = Config()

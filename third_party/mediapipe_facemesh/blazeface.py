@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from disentangle_jax.third_party.common import config as config_lib
 from disentangle_jax.third_party.common import converted
 from disentangle_jax.third_party.mediapipe_facemesh import detection
 from disentangle_jax.third_party.mediapipe_facemesh import graph as graph_lib
@@ -33,7 +34,7 @@ STRIDES = (8, 16, 16, 16)  # SsdAnchorsCalculator strides of face_detection_shor
 
 
 @dataclasses.dataclass(frozen=True)
-class BlazeFaceConfig:
+class BlazeFaceConfig(config_lib.ConfigBase):
   """Sizes of BlazeFace; the defaults are those of mediapipe 0.10.21's face_detection_short_range.tflite."""
   input_size: int = 128
   stem_channels: int = 24
@@ -49,18 +50,7 @@ class BlazeFaceConfig:
     cells = [self.input_size // int(np.prod([s for _, s in self.blocks[:t + 1]])) // 2 for t in self.taps]
     return sum(c * c * a for c, a in zip(cells, self.anchors_per_cell))
 
-  def to_dict(self) -> dict[str, Any]:
-    return dataclasses.asdict(self)
 
-  @classmethod
-  def from_dict(cls, d: dict[str, Any]) -> "BlazeFaceConfig":
-    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-    if unknown:
-      raise ValueError(f"unknown BlazeFace config keys: {sorted(unknown)}")
-    return cls(input_size=int(d["input_size"]), stem_channels=int(d["stem_channels"]),
-               stem_kernel=int(d["stem_kernel"]), blocks=tuple((int(c), int(s)) for c, s in d["blocks"]),
-               taps=tuple(int(t) for t in d["taps"]), anchors_per_cell=tuple(int(a) for a in d["anchors_per_cell"]),
-               num_coords=int(d["num_coords"]))
 
 
 class BlazeFace(nnx.Module):

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from disentangle_jax.third_party.common import config as config_lib
 from disentangle_jax.third_party.mediapipe_facemesh import layers
 
 Blocks = tuple[tuple[int, int], ...]  # (out_channels, stride) per BlazeBlock
@@ -46,7 +47,7 @@ def _head_from_dict(d: dict[str, Any]) -> HeadConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(config_lib.ConfigBase):
   """Sizes of the face mesh; the defaults are those of mediapipe 0.10.21's face_landmark.tflite."""
   input_size: int = 192
   stem_channels: int = 16
@@ -60,8 +61,6 @@ class Config:
   def num_landmarks(self) -> int:
     return self.landmark_head.out_channels // 3
 
-  def to_dict(self) -> dict[str, Any]:
-    return dataclasses.asdict(self)
 
   @classmethod
   def from_dict(cls, d: dict[str, Any]) -> "Config":

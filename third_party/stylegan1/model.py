@@ -40,6 +40,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from disentangle_jax.third_party.common import config as config_lib
+
 _BLUR_1D = (0.25, 0.5, 0.25)  # [1, 2, 1] / 4; the 2D blur [1,2,1] x [1,2,1] / 16 is separable
 
 
@@ -48,7 +50,7 @@ class Buffer(nnx.Variable):
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(config_lib.ConfigBase):
   """Sizes and numerics of a StyleGAN v1 generator; everything the module's shape depends on.
 
   Channels at resolution r are min(channel_base // r, channel_max) (rosinality and NVlabs: 512 up to 32 px, then
@@ -116,16 +118,7 @@ class Config:
       return "conv"
     return "fused" if self.layer_res(layer) >= self.fused_up_min_res else "up"
 
-  def to_dict(self) -> dict[str, Any]:
-    return dataclasses.asdict(self)
 
-  @classmethod
-  def from_dict(cls, d: dict[str, Any]) -> "Config":
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-      raise ValueError(f"unknown stylegan1 Config fields {unknown}; known: {sorted(names)}")
-    return cls(**d)
 
 
 def const_noise(config: Config) -> list[np.ndarray]:

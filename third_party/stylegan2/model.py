@@ -25,6 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from disentangle_jax.third_party.common import config as config_lib
+
 from disentangle_jax.third_party.stylegan2 import layers
 
 NOISE_MODES = ("const", "random", "none")
@@ -35,7 +37,7 @@ class Buffer(nnx.Variable):
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(config_lib.ConfigBase):
   """Every size of the generator. Defaults are stylegan2-ada-pytorch `paper256` (FFHQ 256x256).
 
   Attributes:
@@ -94,16 +96,7 @@ class Config:
       out.append((f"b{res}.conv1", res))
     return tuple(out)
 
-  def to_dict(self) -> dict[str, Any]:
-    return dataclasses.asdict(self)
 
-  @classmethod
-  def from_dict(cls, d: dict[str, Any]) -> "Config":
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-      raise ValueError(f"unknown stylegan2 Config fields {unknown}; known: {sorted(names)}")
-    return cls(**d)
 
 
 PAPER256 = Config(resolution=256, z_dim=512, w_dim=512, mapping_layers=8, channel_base=16384, channel_max=512,

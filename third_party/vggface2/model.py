@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from disentangle_jax.third_party.common import config as config_lib
 from disentangle_jax.third_party.common import layers
 from disentangle_jax.third_party.vggface2.preprocess import preprocess as preprocess_images
 
@@ -32,7 +33,7 @@ FLAVORS = ("caffe", "keras")
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(config_lib.ConfigBase):
   """Sizes of the network. `Config()` is the released ResNet-50 without classifier or projection head.
 
   Attributes:
@@ -69,18 +70,7 @@ class Config:
     """Size of the pooled feature: the last stage's output channels (2048 at full size)."""
     return self.width * 2 ** (len(self.layers) - 1) * EXPANSION
 
-  def to_dict(self) -> dict[str, Any]:
-    d = dataclasses.asdict(self)
-    d["layers"] = list(self.layers)
-    return d
 
-  @classmethod
-  def from_dict(cls, d: dict[str, Any]) -> Config:
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(d) - known
-    if unknown:
-      raise ValueError(f"unknown VGGFace2 config keys {sorted(unknown)}; known: {sorted(known)}")
-    return cls(**d)
 
 
 FULL = Config()
