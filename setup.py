@@ -49,7 +49,9 @@ setuptools.setup(
         "tensorflow-datasets>=4.9.6",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-xdist", "scikit-image", "matplotlib", "nbclient", "nbformat", "ipykernel"],
+        # ruff pinned to one minor version: its formatter's output changes between them.
+        "test": ["pytest>=7", "pytest-xdist", "ruff==0.17.*", "scikit-image", "matplotlib", "nbclient", "nbformat",
+                 "ipykernel"],
     },
     entry_points={"console_scripts": ["disentangle-jax=disentangle_jax.main:run"]},
 )

@@ -35,6 +35,7 @@ import numpy as np
 from absl import logging
 
 from disentangle_jax import errors
+from disentangle_jax import trees
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -262,28 +263,18 @@ def restore_inference(workdir: str | os.PathLike, step: int | None = None
     raise CheckpointError(f"{checkpoint_dir(workdir)}: no checkpoint yet (train first, or wait for the first save "
                           f"at step {config.get('checkpoint_every', '?')})")
   step, restored = found
-  trained = {net: _merge(_pure(restored["params"][net]), _pure(restored["constants"][net]))
+  trained = {net: _module_tree(restored["params"][net], restored["constants"][net])
              for net in INFERENCE_NETS}
   return config, trained, int(step)
 
 
-def _pure(tree: Any) -> Any:
-  """Orbax's restored nested dicts; NNX `State` leaves are saved as {"value": array} in some flax versions."""
-  if isinstance(tree, dict):
-    if set(tree) == {"value"} and not isinstance(tree["value"], dict):
-      return np.asarray(tree["value"])
-    return {str(k): _pure(v) for k, v in tree.items()}
-  return np.asarray(tree)
+def _module_tree(params: Any, constants: Any) -> dict[str, Any]:
+  """One module's parameters and constants as one nested dict of numpy arrays.
 
-
-def _merge(a: Any, b: Any) -> Any:
-  """Union of two nested dicts (parameters and BatchNorm statistics of one module)."""
-  if not isinstance(a, dict) or not isinstance(b, dict):
-    return a if b is None or (isinstance(b, dict) and not b) else b
-  out = dict(a)
-  for k, v in b.items():
-    out[k] = _merge(out[k], v) if k in out else v
-  return out
+  Some flax versions save an NNX variable as `{"value": array}`; that level is dropped.
+  """
+  flat = {**trees.flatten(params), **trees.flatten(constants)}
+  return trees.unflatten({path[:-1] if path[-1] == "value" else path: np.asarray(leaf) for path, leaf in flat.items()})
 
 
 # ----------------------------------------------------------------------------------------------------------------

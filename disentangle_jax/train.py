@@ -38,6 +38,7 @@ from disentangle_jax import errors
 from disentangle_jax import evaluate as evaluate_lib
 from disentangle_jax import model as model_lib
 from disentangle_jax import train_step as step_lib
+from disentangle_jax import trees
 from disentangle_jax import workdir_lock
 
 
@@ -59,18 +60,9 @@ class NonFiniteLossError(errors.UserError, FloatingPointError):
 
 
 def _flat_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  out = {}
-
-  def walk(d: Any, prefix: str) -> None:
-    for k, v in d.items():
-      key = f"{prefix}{k}"
-      if isinstance(v, (dict, ml_collections.ConfigDict)):
-        walk(v, key + ".")
-      else:
-        out[key] = v if isinstance(v, (int, float, str, bool)) else str(v)
-
-  walk(config.to_dict(), "")
-  return out
+  """`{"section.field": value}` with values TensorBoard's hparams accept (anything else as its str)."""
+  return {".".join(path): v if isinstance(v, (int, float, str, bool)) else str(v)
+          for path, v in trees.flatten(config.to_dict()).items()}
 
 
 def data_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
