@@ -139,16 +139,7 @@ def _head(walker: graph_lib.Walker, conv_op: tflite.Operator) -> tuple[str, int,
 def from_tflite(model: tflite.Model) -> tuple[BlazeFaceConfig, dict[str, Any]]:
   """(BlazeFaceConfig, params) of a parsed face_detection_short_range model."""
   walker = graph_lib.Walker(model)
-  inp = walker.single_input()
-  shape = model.tensor(inp).shape
-  if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 3:
-    raise walker.error(None, f"expected a square RGB input [1, S, S, 3], found {list(shape)}")
-  stem_ops = walker.consumers_of(inp, "CONV_2D")
-  if len(stem_ops) != 1:
-    raise walker.error(None, "the input is not read by a single CONV_2D stem")
-  stem, tensor = walker.conv(stem_ops[0])
-  if stem.activation != "relu" or stem.stride != 2 or stem.padding != "SAME":
-    raise walker.error(stem_ops[0], "the stem is not a stride-2 SAME convolution with ReLU")
+  input_size, stem, tensor = walker.stem("relu")
   blocks: list[graph_lib.Block] = []
   heads: dict[tuple[str, int], tuple[int, graph_lib.Conv]] = {}
   first = None
@@ -183,7 +174,7 @@ def from_tflite(model: tflite.Model) -> tuple[BlazeFaceConfig, dict[str, Any]]:
     anchors.append(cls.out_channels)
     classificators[i] = cls.params()["conv"]
     regressors[i] = reg.params()["conv"]
-  config = BlazeFaceConfig(input_size=shape[1], stem_channels=stem.out_channels, stem_kernel=stem.kernel.shape[0],
+  config = BlazeFaceConfig(input_size=input_size, stem_channels=stem.out_channels, stem_kernel=stem.kernel.shape[0],
                            blocks=tuple((b.out_channels, b.stride) for b in blocks), taps=tuple(taps),
                            anchors_per_cell=tuple(anchors), num_coords=int(num_coords))
   params = {"stem": stem.params(), "blocks": {i: b.params() for i, b in enumerate(blocks)},

@@ -46,16 +46,7 @@ def _head(walker: graph_lib.Walker, layers: list[Any], name: str) -> tuple[model
 def from_tflite(model: tflite.Model) -> tuple[model_lib.Config, dict[str, Any]]:
   """(Config, params) of a parsed face_landmark model; params nest like the module's `nnx.Param` state."""
   walker = graph_lib.Walker(model)
-  inp = walker.single_input()
-  shape = model.tensor(inp).shape
-  if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 3:
-    raise walker.error(None, f"expected a square RGB input [1, S, S, 3], found {list(shape)}")
-  stem_ops = walker.consumers_of(inp, "CONV_2D")
-  if len(stem_ops) != 1:
-    raise walker.error(None, "the input is not read by a single CONV_2D stem")
-  stem, tensor = walker.conv(stem_ops[0])
-  if stem.activation != "prelu" or stem.stride != 2 or stem.padding != "SAME":
-    raise walker.error(stem_ops[0], "the stem is not a stride-2 SAME convolution with PReLU")
+  input_size, stem, tensor = walker.stem("prelu")
   backbone, fork = walker.chain(tensor)
   branches = walker.consumers_of(fork, "DEPTHWISE_CONV_2D")
   if len(branches) != 2:
@@ -70,7 +61,7 @@ def from_tflite(model: tflite.Model) -> tuple[model_lib.Config, dict[str, Any]]:
     heads[name] = _head(walker, layers, name)
   if set(heads) != {"landmark", "presence"} or heads["landmark"][0].out_channels % 3:
     raise walker.error(None, "expected a landmark head (3 values per point) and a presence head (1 value)")
-  config = model_lib.Config(input_size=shape[1], stem_channels=stem.out_channels, stem_kernel=stem.kernel.shape[0],
+  config = model_lib.Config(input_size=input_size, stem_channels=stem.out_channels, stem_kernel=stem.kernel.shape[0],
                             backbone=_blocks(walker, backbone, "backbone"),
                             landmark_head=heads["landmark"][0], presence_head=heads["presence"][0])
   params = {"stem": stem.params(), "backbone": {i: b.params() for i, b in enumerate(backbone)},

@@ -203,3 +203,20 @@ class Walker:
 
   def consumers_of(self, tensor: int, op_name: str) -> list[tflite.Operator]:
     return [o for o in self.model.consumers(tensor) if o.op == op_name]
+
+  def stem(self, activation: str) -> tuple[int, Conv, int]:
+    """Both MediaPipe nets start alike: one square RGB input read by one stride-2 SAME `CONV_2D` with `activation`.
+
+    Returns (the input's side, that convolution, its output tensor).
+    """
+    inp = self.single_input()
+    shape = self.model.tensor(inp).shape
+    if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 3:
+      raise self.error(None, f"expected a square RGB input [1, S, S, 3], found {list(shape)}")
+    stem_ops = self.consumers_of(inp, "CONV_2D")
+    if len(stem_ops) != 1:
+      raise self.error(None, "the input is not read by a single CONV_2D stem")
+    stem, tensor = self.conv(stem_ops[0])
+    if stem.activation != activation or stem.stride != 2 or stem.padding != "SAME":
+      raise self.error(stem_ops[0], f"the stem is not a stride-2 SAME convolution with {activation}")
+    return int(shape[1]), stem, tensor
