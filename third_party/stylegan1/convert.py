@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from disentangle_jax.third_party.common import keras_h5
 from disentangle_jax.third_party.common import keymap
 from disentangle_jax.third_party.common import state_dict as state_dict_lib
 from disentangle_jax.third_party.common import torch_pickle
@@ -382,37 +383,19 @@ def _keras_to_nvlabs_name(name: str) -> str:
   return name
 
 
-def _h5_names(attrs: Any, key: str) -> list[str]:
-  """An HDF5 name-list attribute, which Keras splits into key0, key1, ... when it exceeds 64 KiB."""
-  if key in attrs:
-    values = list(attrs[key])
-  else:
-    values, n = [], 0
-    while f"{key}{n}" in attrs:
-      values += list(attrs[f"{key}{n}"])
-      n += 1
-  return [x.decode("utf8") if isinstance(x, bytes) else str(x) for x in values]
-
-
 def read_keras_h5(path: str) -> dict[str, Array]:
   """Every weight of a Keras `save_weights` HDF5 file, keyed by the NVlabs variable name it holds."""
-  import h5py  # pylint: disable=import-outside-toplevel
+  return _nvlabs_names([(w, a) for layer in keras_h5.read(path) for w, a in layer.weights], path)
 
+
+def _nvlabs_names(weights: list[tuple[str, Array]], source: str) -> dict[str, Array]:
+  """(Keras variable name, array) pairs -> NVlabs name -> array; two variables onto one name is an error."""
   out: dict[str, Array] = {}
-  with h5py.File(path, "r") as f:
-    root = f["model_weights"] if "model_weights" in f else f
-    layers = _h5_names(root.attrs, "layer_names")
-    if not layers:
-      raise ValueError(f"{path}: HDF5 file without a 'layer_names' attribute: not a Keras weights file")
-    for layer in layers:
-      group = root[layer]
-      for weight in _h5_names(group.attrs, "weight_names"):
-        if weight not in group:
-          raise ValueError(f"{path}: layer {layer} lists weight {weight!r} but holds no such dataset")
-        name = _keras_to_nvlabs_name(weight)
-        if name in out:
-          raise ValueError(f"{path}: weights {weight!r} and another both map onto {name!r}")
-        out[name] = np.asarray(group[weight][()])
+  for weight, array in weights:
+    name = _keras_to_nvlabs_name(weight)
+    if name in out:
+      raise ValueError(f"{source}: weights {weight!r} and another both map onto {name!r}")
+    out[name] = array
   return out
 
 
