@@ -374,8 +374,16 @@ def basic_conv_names(config: Config) -> list[str]:
       return [prefix]
     return [n for name, child in vars(module).items() if isinstance(child, nnx.Module)
             for n in walk(child, f"{prefix}.{name}" if prefix else name)]
-  # Built for real (at width 1/32, so it is cheap): an abstract module is rebuilt from its sorted state.
-  return walk(Inception(dataclasses.replace(config, width_multiplier=1 / 32), rngs=nnx.Rngs(0)), "")
+  # Walked while it is built under `jax.eval_shape` (nothing allocated); `nnx.eval_shape` would return a module
+  # rebuilt from its sorted state.
+  names: list[str] = []
+
+  def build() -> int:
+    names.extend(walk(Inception(config, rngs=nnx.Rngs(0)), ""))
+    return 0
+
+  jax.eval_shape(build)
+  return names
 
 
 def keras_h5_state_dict(path: str, config: Config = KERAS) -> dict[str, np.ndarray]:
