@@ -427,6 +427,28 @@ def convert_to(src: str | os.PathLike, dst: str | os.PathLike) -> None:
   converted.write(dst, NETWORK, converted.build(Inception, config, params, os.fspath(src)), src)
 
 
+_CONVENTIONS = ("input_norm", "bn_scale", "pool_count_include_pad")
+
+
+def conventions(path: str | os.PathLike) -> dict[str, Any]:
+  """The input and layer conventions of the weights at `path`, without reading the arrays.
+
+  A network trained from such a start point keeps them, so they are part of its architecture; a converted directory
+  records them (directories from before they were recorded held torchvision weights run as "imagenet"), a Keras
+  `.h5` has the original's, and any other file is torchvision's. A path not on this machine is assumed to be what
+  the converters write for torchvision weights.
+  """
+  import json  # pylint: disable=import-outside-toplevel
+
+  path = os.fspath(path)
+  if converted.is_converted(path):
+    recorded = json.loads(open(os.path.join(path, "network.json"), encoding="utf8").read()).get("config", {})
+    default = Config()
+    return {k: recorded.get(k, getattr(default, k)) for k in _CONVENTIONS}
+  source = KERAS if os.path.isfile(path) and keras_h5.is_hdf5(path) else Config(input_norm="minus_one_one")
+  return {k: getattr(source, k) for k in _CONVENTIONS}
+
+
 def init(config: Config, seed: int) -> Inception:
   """A randomly initialised E_attr from an explicit seed."""
   return Inception(config, rngs=nnx.Rngs(seed))
