@@ -53,3 +53,18 @@ def write_h5(network: str, path: pathlib.Path) -> pathlib.Path:
   lay = layout(network)
   keras_h5.write(path, arrays(lay, SEEDS[network]), lay["attrs"])
   return path
+
+
+def write_tf_checkpoint(network: str, prefix: pathlib.Path) -> pathlib.Path:
+  """Rebuilds a TF-format `save_weights` checkpoint: the recorded object graph, the seeded variables at its keys."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+  lay = layout(network)
+  rng = np.random.default_rng(SEEDS[network])
+  values = {name: draw(name, tuple(shape), rng) for name, shape in lay["variables"]}
+  names, tensors = ["_CHECKPOINTABLE_OBJECT_GRAPH"], [tf.constant((DIR / f"{network}_graph.pb").read_bytes())]
+  for full_name, key in lay["keys"].items():
+    names.append(key)
+    tensors.append(tf.constant(values[full_name if full_name in values else full_name + ":0"]))
+  tf.raw_ops.SaveV2(prefix=str(prefix), tensor_names=names, shape_and_slices=[""] * len(names), tensors=tensors)
+  return prefix

@@ -16,6 +16,9 @@ Every reader returns `(Config, params)`, params being the nested dict of float32
   switched on (eps 1e-8, bias after blur, per-layer noise from the stored maps, truncation cutoff 8).
 * the Keras `.h5` of YotamNitzan/StyleGAN-Tensorflow2 (`save_weights` of `StyleGAN_G` or `StyleGAN_G_synthesis`):
   weight names read from the file's `weight_names` attributes and mapped onto the NVlabs names.
+* the TF-format checkpoint of the same models (`Model.save_weights(prefix)` without `.h5`: `prefix.index` +
+  `prefix.data-*`, as ID-disentanglement's `stylegan_G_256x256_synthesis`), given by its prefix or `.index` file:
+  variable names from the checkpoint's object graph, mapped the same way.
 """
 
 from __future__ import annotations
@@ -399,12 +402,52 @@ def _nvlabs_names(weights: list[tuple[str, Array]], source: str) -> dict[str, Ar
   return out
 
 
+def tf_checkpoint_prefix(path: str) -> str | None:
+  """The prefix of a TF-format checkpoint (`Model.save_weights(prefix)`: `prefix.index` + `prefix.data-*`)."""
+  prefix = path[: -len(".index")] if path.endswith(".index") else path
+  return prefix if os.path.isfile(prefix + ".index") else None
+
+
+def read_tf_checkpoint(prefix: str) -> dict[str, Array]:
+  """Every variable of a TF-format Keras checkpoint, keyed by the NVlabs name it holds.
+
+  Object-based checkpoints key tensors by object path (`layer_with_weights-3/bias/.ATTRIBUTES/VARIABLE_VALUE`),
+  which depends on layer order only; the variable names (`G_synthesis/8x8/Conv1/bias/bias`) are in the stored
+  object graph, read here, so the mapping is the same as for the `.h5` files.
+  """
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from tensorflow.core.protobuf import trackable_object_graph_pb2  # pylint: disable=import-outside-toplevel
+
+  try:
+    reader = tf.train.load_checkpoint(prefix)
+    graph = trackable_object_graph_pb2.TrackableObjectGraph()
+    graph.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+  except Exception as e:  # pylint: disable=broad-except  (TF raises several unrelated types for a bad file)
+    raise torch_pickle.CheckpointFormatError(f"{prefix}: not a readable TF-format checkpoint ({e})") from e
+  weights = []
+  for node in graph.nodes:
+    for attr in node.attributes:
+      if attr.name != "VARIABLE_VALUE" or not attr.full_name.startswith(("G_synthesis/", "G_mapping/", "Truncation")):
+        continue
+      try:
+        weights.append((attr.full_name, np.asarray(reader.get_tensor(attr.checkpoint_key))))
+      except Exception as e:  # pylint: disable=broad-except
+        raise torch_pickle.CheckpointFormatError(f"{prefix}: variable {attr.full_name!r} "
+                                                 f"({attr.checkpoint_key}) is unreadable ({e})") from e
+  if not weights:
+    raise torch_pickle.CheckpointFormatError(f"{prefix}: no StyleGAN variables (G_synthesis/..., G_mapping/...)")
+  return _nvlabs_names(weights, prefix)
+
+
 # ---------------------------------------------------------------------------------------------- dispatching
 
 
 def convert(path: str | os.PathLike, resolution: int | None = None) -> tuple[model_lib.Config, dict[str, Any]]:
   """Any supported StyleGAN v1 file -> (Config, params); `resolution` picks a rosinality checkpoint's step."""
   path = str(path)
+  prefix = tf_checkpoint_prefix(path)
+  if prefix is not None:
+    return from_nvlabs(read_tf_checkpoint(prefix), prefix)
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{path}: no such StyleGAN v1 checkpoint")
   with open(path, "rb") as f:
