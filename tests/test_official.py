@@ -179,3 +179,59 @@ def test_unreadable_tf_checkpoint_is_named(tmp_path):
   with pytest.raises(ValueError) as e:
     stylegan1.load(str(tmp_path / "g"))
   _assert_user_error(e, str(tmp_path / "g"), "not a readable TF-format checkpoint")
+
+
+# --- the release folder: disentangle_jax.load and `convert official` -------------------------------------------------
+
+
+def _release_config():
+  """The smoke config with E_id's projection at the original's 512 (M takes 512 + 2048): G comes from the folder."""
+  from configs import smoke  # pylint: disable=import-outside-toplevel
+  config = smoke.get_config()
+  config.id_encoder.arch.proj_dim = 512
+  config.id_encoder.head = "proj"
+  return config
+
+
+def test_release_folder_loads_swaps_and_exports(tmp_path, attr_h5):
+  import disentangle_jax  # pylint: disable=import-outside-toplevel
+  from disentangle_jax import official  # pylint: disable=import-outside-toplevel
+  from disentangle_jax.cli import convert as convert_cli  # pylint: disable=import-outside-toplevel
+  pytest.importorskip("tensorflow")
+  folder = tmp_path / "release"
+  folder.mkdir()
+  (folder / attr_h5.name).write_bytes(attr_h5.read_bytes())
+  ow.write_h5("LatentMappingNetwork", folder / "LatentMappingNetwork_best_id_epoch_3.h5")
+  ow.write_h5("W_D", folder / "W_D_best_id_epoch_3.h5")
+  ow.write_tf_checkpoint("stylegan_G_8x8_synthesis", folder / "stylegan_G_8x8_synthesis")
+  model = official.load(folder, _release_config())
+  assert model.resolution == 8 and model.code_dim == 2560 and model.w_dim == 512
+  io = np.load(ow.DIR / "AttrEncoder_io.npz")
+  images = io["images_uint8"]
+  code, w = model.encode(images, images)
+  np.testing.assert_allclose(np.asarray(code)[:, 512:], io["pooled"], rtol=0, atol=5e-5)
+  m = mapper.load(folder / "LatentMappingNetwork_best_id_epoch_3.h5")
+  np.testing.assert_allclose(np.asarray(w), np.asarray(m(code)), rtol=0, atol=1e-5)
+  out = np.asarray(model.swap(images, images))
+  assert out.shape == (2, 8, 8, 3) and np.isfinite(out).all()
+  np.testing.assert_allclose(np.asarray(model.render(w)), out, rtol=0, atol=1e-5)
+  # The export written from the release reads back through disentangle_jax.load with the same outputs.
+  dst = tmp_path / "export"
+  from disentangle_jax import export  # pylint: disable=import-outside-toplevel
+  export.export_model(model, dst)
+  back = disentangle_jax.load(dst)
+  np.testing.assert_allclose(np.asarray(back.encode(images, images)[1]), np.asarray(w), rtol=0, atol=1e-5)
+  assert "official" in convert_cli.NETWORKS
+
+
+def test_release_folder_errors_are_named(tmp_path):
+  from disentangle_jax import official  # pylint: disable=import-outside-toplevel
+  ow.write_h5("W_D", tmp_path / "AttrEncoder_a.h5")
+  with pytest.raises(ValueError) as e:
+    official.find(tmp_path)
+  _assert_user_error(e, str(tmp_path), "no LatentMappingNetwork*.h5")
+  ow.write_h5("W_D", tmp_path / "AttrEncoder_b.h5")
+  ow.write_h5("LatentMappingNetwork", tmp_path / "LatentMappingNetwork.h5")
+  with pytest.raises(ValueError) as e:
+    official.find(tmp_path)
+  _assert_user_error(e, "several AttrEncoder*.h5", "AttrEncoder_a.h5, AttrEncoder_b.h5")
