@@ -13,8 +13,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from disentangle_jax import errors
+from disentangle_jax import trees
 from disentangle_jax.nets import discriminator
 from disentangle_jax.nets import inception
 from disentangle_jax.nets import mapper
@@ -27,14 +29,31 @@ def attr_h5(tmp_path_factory):
   return ow.write_h5("AttrEncoder", tmp_path_factory.mktemp("official") / "AttrEncoder_best_id_epoch_3.h5")
 
 
-def test_attr_encoder_matches_keras_inception(attr_h5):
-  """[-1, 1] images at 256 px (resized to 299 inside) -> the Keras model's pooled 2048-d feature."""
-  module = inception.load(attr_h5)
-  assert module.config == inception.KERAS
+@pytest.fixture(scope="module")
+def release(attr_h5, tmp_path_factory):
+  """A folder in the release layout (G: the 8 px TF-format synthesis checkpoint) and its InferenceModel."""
+  from disentangle_jax import official  # pylint: disable=import-outside-toplevel
+  pytest.importorskip("tensorflow")
+  folder = tmp_path_factory.mktemp("release")
+  (folder / attr_h5.name).write_bytes(attr_h5.read_bytes())
+  ow.write_h5("LatentMappingNetwork", folder / "LatentMappingNetwork_best_id_epoch_3.h5")
+  ow.write_h5("W_D", folder / "W_D_best_id_epoch_3.h5")
+  ow.write_tf_checkpoint("stylegan_G_8x8_synthesis", folder / "stylegan_G_8x8_synthesis")
+  return folder, official.load(folder, _release_config())
+
+
+def test_attr_encoder_matches_keras_inception(attr_h5, release):
+  """[-1, 1] images at 256 px (resized to 299 inside) -> the Keras model's pooled 2048-d feature.
+
+  Run through the release model's `encode` (its code is concat(E_id, E_attr)), so the tests compile InceptionV3
+  once for both; `inception.load` of the same file gives the same module (both go through `inception.convert`).
+  """
+  assert inception.load(attr_h5).config == inception.KERAS
+  model = release[1]
+  assert model.trainable.attr_encoder.config == inception.KERAS
   io = np.load(ow.DIR / "AttrEncoder_io.npz")
-  images = io["images_uint8"].astype(np.float32) / 127.5 - 1.0
-  got = np.asarray(jax.jit(lambda m, x: m(x))(module, jnp.asarray(images)))
-  np.testing.assert_allclose(got, io["pooled"], rtol=0, atol=5e-5)
+  code, _ = model.encode(io["images_uint8"], io["images_uint8"])  # uint8 -> [-1, 1] inside
+  np.testing.assert_allclose(np.asarray(code)[:, 512:], io["pooled"], rtol=0, atol=5e-5)
 
 
 def test_mapper_matches_keras():
@@ -193,18 +212,10 @@ def _release_config():
   return config
 
 
-def test_release_folder_loads_swaps_and_exports(tmp_path, attr_h5):
+def test_release_folder_loads_swaps_and_exports(tmp_path, release):
   import disentangle_jax  # pylint: disable=import-outside-toplevel
-  from disentangle_jax import official  # pylint: disable=import-outside-toplevel
   from disentangle_jax.cli import convert as convert_cli  # pylint: disable=import-outside-toplevel
-  pytest.importorskip("tensorflow")
-  folder = tmp_path / "release"
-  folder.mkdir()
-  (folder / attr_h5.name).write_bytes(attr_h5.read_bytes())
-  ow.write_h5("LatentMappingNetwork", folder / "LatentMappingNetwork_best_id_epoch_3.h5")
-  ow.write_h5("W_D", folder / "W_D_best_id_epoch_3.h5")
-  ow.write_tf_checkpoint("stylegan_G_8x8_synthesis", folder / "stylegan_G_8x8_synthesis")
-  model = official.load(folder, _release_config())
+  folder, model = release
   assert model.resolution == 8 and model.code_dim == 2560 and model.w_dim == 512
   io = np.load(ow.DIR / "AttrEncoder_io.npz")
   images = io["images_uint8"]
@@ -219,8 +230,10 @@ def test_release_folder_loads_swaps_and_exports(tmp_path, attr_h5):
   dst = tmp_path / "export"
   from disentangle_jax import export  # pylint: disable=import-outside-toplevel
   export.export_model(model, dst)
-  back = disentangle_jax.load(dst)
-  np.testing.assert_allclose(np.asarray(back.encode(images, images)[1]), np.asarray(w), rtol=0, atol=1e-5)
+  back = disentangle_jax.load(dst)  # same networks and parameters (compared directly: no third compile)
+  assert back.trainable.attr_encoder.config == inception.KERAS and back.spec == model.spec
+  jax.tree.map(np.testing.assert_array_equal, trees.to_numpy(nnx.state(back.trainable)),
+               trees.to_numpy(nnx.state(model.trainable)))
   assert "official" in convert_cli.NETWORKS
 
 
