@@ -193,7 +193,8 @@ def build(config: ml_collections.ConfigDict, trained: dict[str, Any] | None = No
 
 
 def load(path: str | os.PathLike) -> InferenceModel:
-  """An exported model directory (`disentangle-jax export`) or a training workdir (its latest checkpoint)."""
+  """An exported model directory (`disentangle-jax export`), a training workdir (its latest checkpoint), or a folder
+  of the original TF2 release's weights (`official.load`)."""
   path = pathlib.Path(path)
   if not path.exists():
     raise FileNotFoundError(f"{path}: no such model directory (pass an exported model or a training workdir)")
@@ -209,8 +210,11 @@ def load(path: str | os.PathLike) -> InferenceModel:
     model = build(config, trained, source=f"{path} (step {step})", step=step)
     _check_generator(model, config.data.get("dir") or str(path / "data"))
     return model
-  raise ModelLoadError(f"{path}: neither an exported model (no {EXPORT_META}) nor a training workdir with "
-                       "checkpoints")
+  from disentangle_jax import official  # pylint: disable=import-outside-toplevel
+  if official.is_release(path):
+    return official.load(path)
+  raise ModelLoadError(f"{path}: neither an exported model (no {EXPORT_META}), a training workdir with "
+                       "checkpoints, nor the original release's weights (AttrEncoder*.h5, LatentMappingNetwork*.h5)")
 
 
 def _check_generator(model: InferenceModel, data_dir: str) -> None:

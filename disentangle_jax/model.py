@@ -154,10 +154,11 @@ def _trained_attr_encoder(cfg: ml_collections.ConfigDict, arch: dict[str, Any] |
   """E_attr at the architecture its trained parameters have, built abstractly (they overwrite every variable).
 
   `arch` is what an export records; without it the architecture follows the config: the ImageNet start point's
-  classifier is dropped as `attr_encoder` drops it, and its file is not read (it may not be on this machine).
+  classifier is dropped as `attr_encoder` drops it, and its conventions (input range, BatchNorm scale, pooling) are
+  those of its weights (`inception.conventions`); its arrays are not read (the file may not be on this machine).
   """
   if arch is None:
-    arch = {**_arch(cfg), **({"num_classes": 0} if cfg.weights else {})}
+    arch = {**_arch(cfg), **({"num_classes": 0, **inception.conventions(cfg.weights)} if cfg.weights else {})}
   return nnx.eval_shape(lambda: inception.init(inception.Config.from_dict(dict(arch)), 0))
 
 

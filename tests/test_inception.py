@@ -3,6 +3,8 @@ preprocessing, gradients, training-mode independence, converters and their error
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,7 +33,7 @@ def test_full_size_parity_with_upstream(tmp_path):
   path = tmp_path / "inception_v3.pth"
   torch_writer.save(recipe.state_dict(SET), str(path))
   module = inception.load(str(path))
-  assert module.config == inception.Config(num_classes=1000)
+  assert module.config == inception.Config(num_classes=1000, input_norm="minus_one_one")
   io = recipe.io(SET)
   out = jax.jit(lambda m, x: m.forward(x))(module, jnp.asarray(io["input"].transpose(0, 2, 3, 1)))
   np.testing.assert_allclose(np.asarray(out["pool"]), io["pool_features"], rtol=0, atol=_atol("pool_features"))
@@ -119,11 +121,13 @@ def test_npz_round_trip_and_aux_keys_dropped(tmp_path):
   np.savez(tmp_path / "w.npz", **sd)
   inception.convert_to(str(tmp_path / "w.npz"), str(tmp_path / "conv"))
   back = inception.load(str(tmp_path / "conv"), input_size=75)
-  assert back.config == inception.Config(width_multiplier=0.125, input_size=75, num_classes=7)
+  # A torchvision-format file holds torchvision-trained weights: they expect [-1, 1] inputs.
+  assert back.config == inception.Config(width_multiplier=0.125, input_size=75, num_classes=7,
+                                         input_norm="minus_one_one")
   want = nnx.to_pure_dict(nnx.state(module))
   jax.tree.map(np.testing.assert_array_equal, nnx.to_pure_dict(nnx.state(back)), want)
   headless = inception.load(str(tmp_path / "w.npz"), input_size=75, num_classes=0)
-  assert headless.fc is None and headless.config == SMOKE
+  assert headless.fc is None and headless.config == dataclasses.replace(SMOKE, input_norm="minus_one_one")
   got = nnx.to_pure_dict(nnx.state(headless))
   jax.tree.map(np.testing.assert_array_equal, got, {k: v for k, v in want.items() if k != "fc"})
 

@@ -9,6 +9,7 @@ checkpoint (truncated, another format, another architecture) is refused in one l
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Sequence
 
 from absl import app
@@ -23,6 +24,7 @@ NETWORKS: dict[str, str] = {
     "mediapipe_facemesh": "disentangle_jax.third_party.mediapipe_facemesh",
     "blazeface": "disentangle_jax.third_party.mediapipe_facemesh",
     "inception_v3": "disentangle_jax.nets.inception",
+    "official": "disentangle_jax.official",  # SRC: a folder of the original TF2 release's weights; DST: an export
 }
 
 
@@ -30,7 +32,13 @@ def main(argv: Sequence[str]) -> None:
   if len(argv) != 4 or argv[1] not in NETWORKS:
     raise app.UsageError(f"usage: disentangle-jax convert {{{'|'.join(NETWORKS)}}} SRC DST")
   _, network, src, dst = argv
-  _paths.check_input_files([src], "checkpoint")
+  if network == "official":
+    if not os.path.isdir(src):
+      raise app.UsageError(f"{src}: not a directory (convert official takes the release's weights folder)")
+  elif network == "stylegan1" and os.path.isfile(f"{src}.index"):
+    pass  # a TF-format checkpoint, given by its prefix
+  else:
+    _paths.check_input_files([src], "checkpoint")
   _paths.check_output_dir(dst)
   module = importlib.import_module(NETWORKS[network])
   convert_to = getattr(module, "convert_to_blazeface" if network == "blazeface" else "convert_to")

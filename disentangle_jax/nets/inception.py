@@ -32,16 +32,19 @@ from disentangle_jax import trees
 from disentangle_jax.third_party.common import config as config_lib
 from disentangle_jax.third_party.common import checkpoint_files
 from disentangle_jax.third_party.common import converted
+from disentangle_jax.third_party.common import keras_h5
 from disentangle_jax.third_party.common import keymap
 from disentangle_jax.third_party.common import layers
 from disentangle_jax.third_party.common import torch_layout
 from disentangle_jax.third_party.common.state_dict import CheckpointMismatchError
+from disentangle_jax.third_party.common.torch_pickle import CheckpointFormatError
 
 NETWORK = "inception_v3"
 BN_EPS = 1e-3
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MIN_INPUT_SIZE = 75  # the smallest input whose feature maps survive every valid-padded stride-2 layer
+INPUT_NORMS = ("imagenet", "minus_one_one")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,10 +55,20 @@ class Config(config_lib.ConfigBase):
     width_multiplier: scales every convolution's channel count (1.0 = torchvision's network).
     input_size: side the images are resized to (299 native; at least 75).
     num_classes: size of the `fc` classifier on the pooled feature (1000 for ImageNet weights), 0 for none.
+    input_norm: what the first convolution sees, which must be what its weights were trained on: "imagenet"
+      (`(x - mean) / std` of [0, 1] pixels, the random-init default) or "minus_one_one" (the [-1, 1] images as
+      they are: Keras' `preprocess_input` for InceptionV3, and torchvision's ImageNet weights, which were trained
+      behind `transform_input=True`). The converters set it from the weights' origin.
+    bn_scale: BatchNorm has a trained scale (torchvision); False is Keras' `scale=False` (scale fixed at 1).
+    pool_count_include_pad: the blocks' 3x3 average pools divide by 9 at the border (torchvision); False divides
+      by the pixels inside the image (Keras' `padding="same"` pooling).
   """
   width_multiplier: float = 1.0
   input_size: int = 299
   num_classes: int = 0
+  input_norm: str = "imagenet"
+  bn_scale: bool = True
+  pool_count_include_pad: bool = True
 
   def __post_init__(self):
     if not self.width_multiplier > 0:
@@ -64,6 +77,8 @@ class Config(config_lib.ConfigBase):
       raise ValueError(f"input_size {self.input_size} is below InceptionV3's minimum of {MIN_INPUT_SIZE}")
     if self.num_classes < 0:
       raise ValueError(f"num_classes must be >= 0, got {self.num_classes}")
+    if self.input_norm not in INPUT_NORMS:
+      raise ValueError(f"input_norm must be one of {INPUT_NORMS}, got {self.input_norm!r}")
 
   def channels(self, c: int) -> int:
     return max(1, int(round(c * self.width_multiplier)))
@@ -82,9 +97,10 @@ FULL = Config()
 class BasicConv(nnx.Module):
   """torchvision's `BasicConv2d`: bias-free conv, BatchNorm (eps 1e-3), ReLU."""
 
-  def __init__(self, cin: int, cout: int, kernel, *, stride: int = 1, padding=0, rngs: nnx.Rngs):
+  def __init__(self, cin: int, cout: int, kernel, *, stride: int = 1, padding=0, bn_scale: bool = True,
+               rngs: nnx.Rngs):
     self.conv = layers.conv(cin, cout, kernel, stride=stride, padding=padding, rngs=rngs)
-    self.bn = layers.BatchNorm(cout, BN_EPS)
+    self.bn = layers.BatchNorm(cout, BN_EPS, use_scale=bn_scale)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return jax.nn.relu(self.bn(self.conv(x)))
@@ -95,20 +111,21 @@ class InceptionA(nnx.Module):
 
   def __init__(self, cin: int, pool_features: int, c: Config, *, rngs: nnx.Rngs):
     ch = c.channels
-    self.branch1x1 = BasicConv(cin, ch(64), 1, rngs=rngs)
-    self.branch5x5_1 = BasicConv(cin, ch(48), 1, rngs=rngs)
-    self.branch5x5_2 = BasicConv(ch(48), ch(64), 5, padding=2, rngs=rngs)
-    self.branch3x3dbl_1 = BasicConv(cin, ch(64), 1, rngs=rngs)
-    self.branch3x3dbl_2 = BasicConv(ch(64), ch(96), 3, padding=1, rngs=rngs)
-    self.branch3x3dbl_3 = BasicConv(ch(96), ch(96), 3, padding=1, rngs=rngs)
-    self.branch_pool = BasicConv(cin, ch(pool_features), 1, rngs=rngs)
+    self.count_include_pad = c.pool_count_include_pad
+    self.branch1x1 = BasicConv(cin, ch(64), 1, bn_scale=c.bn_scale, rngs=rngs)
+    self.branch5x5_1 = BasicConv(cin, ch(48), 1, bn_scale=c.bn_scale, rngs=rngs)
+    self.branch5x5_2 = BasicConv(ch(48), ch(64), 5, padding=2, bn_scale=c.bn_scale, rngs=rngs)
+    self.branch3x3dbl_1 = BasicConv(cin, ch(64), 1, bn_scale=c.bn_scale, rngs=rngs)
+    self.branch3x3dbl_2 = BasicConv(ch(64), ch(96), 3, padding=1, bn_scale=c.bn_scale, rngs=rngs)
+    self.branch3x3dbl_3 = BasicConv(ch(96), ch(96), 3, padding=1, bn_scale=c.bn_scale, rngs=rngs)
+    self.branch_pool = BasicConv(cin, ch(pool_features), 1, bn_scale=c.bn_scale, rngs=rngs)
     self.out_features = ch(64) + ch(64) + ch(96) + ch(pool_features)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     b1 = self.branch1x1(x)
     b5 = self.branch5x5_2(self.branch5x5_1(x))
     b3 = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
-    bp = self.branch_pool(layers.avg_pool_3x3_same(x))
+    bp = self.branch_pool(layers.avg_pool_3x3_same(x, self.count_include_pad))
     return jnp.concatenate([b1, b5, b3, bp], axis=-1)
 
 
@@ -117,10 +134,10 @@ class InceptionB(nnx.Module):
 
   def __init__(self, cin: int, c: Config, *, rngs: nnx.Rngs):
     ch = c.channels
-    self.branch3x3 = BasicConv(cin, ch(384), 3, stride=2, rngs=rngs)
-    self.branch3x3dbl_1 = BasicConv(cin, ch(64), 1, rngs=rngs)
-    self.branch3x3dbl_2 = BasicConv(ch(64), ch(96), 3, padding=1, rngs=rngs)
-    self.branch3x3dbl_3 = BasicConv(ch(96), ch(96), 3, stride=2, rngs=rngs)
+    self.branch3x3 = BasicConv(cin, ch(384), 3, stride=2, bn_scale=c.bn_scale, rngs=rngs)
+    self.branch3x3dbl_1 = BasicConv(cin, ch(64), 1, bn_scale=c.bn_scale, rngs=rngs)
+    self.branch3x3dbl_2 = BasicConv(ch(64), ch(96), 3, padding=1, bn_scale=c.bn_scale, rngs=rngs)
+    self.branch3x3dbl_3 = BasicConv(ch(96), ch(96), 3, stride=2, bn_scale=c.bn_scale, rngs=rngs)
     self.out_features = ch(384) + ch(96) + cin
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -134,17 +151,18 @@ class InceptionC(nnx.Module):
 
   def __init__(self, cin: int, channels_7x7: int, c: Config, *, rngs: nnx.Rngs):
     ch = c.channels
+    self.count_include_pad = c.pool_count_include_pad
     c7 = ch(channels_7x7)
-    self.branch1x1 = BasicConv(cin, ch(192), 1, rngs=rngs)
-    self.branch7x7_1 = BasicConv(cin, c7, 1, rngs=rngs)
-    self.branch7x7_2 = BasicConv(c7, c7, (1, 7), padding=(0, 3), rngs=rngs)
-    self.branch7x7_3 = BasicConv(c7, ch(192), (7, 1), padding=(3, 0), rngs=rngs)
-    self.branch7x7dbl_1 = BasicConv(cin, c7, 1, rngs=rngs)
-    self.branch7x7dbl_2 = BasicConv(c7, c7, (7, 1), padding=(3, 0), rngs=rngs)
-    self.branch7x7dbl_3 = BasicConv(c7, c7, (1, 7), padding=(0, 3), rngs=rngs)
-    self.branch7x7dbl_4 = BasicConv(c7, c7, (7, 1), padding=(3, 0), rngs=rngs)
-    self.branch7x7dbl_5 = BasicConv(c7, ch(192), (1, 7), padding=(0, 3), rngs=rngs)
-    self.branch_pool = BasicConv(cin, ch(192), 1, rngs=rngs)
+    self.branch1x1 = BasicConv(cin, ch(192), 1, bn_scale=c.bn_scale, rngs=rngs)
+    self.branch7x7_1 = BasicConv(cin, c7, 1, bn_scale=c.bn_scale, rngs=rngs)
+    self.branch7x7_2 = BasicConv(c7, c7, (1, 7), padding=(0, 3), bn_scale=c.bn_scale, rngs=rngs)
+    self.branch7x7_3 = BasicConv(c7, ch(192), (7, 1), padding=(3, 0), bn_scale=c.bn_scale, rngs=rngs)
+    self.branch7x7dbl_1 = BasicConv(cin, c7, 1, bn_scale=c.bn_scale, rngs=rngs)
+    self.branch7x7dbl_2 = BasicConv(c7, c7, (7, 1), padding=(3, 0), bn_scale=c.bn_scale, rngs=rngs)
+    self.branch7x7dbl_3 = BasicConv(c7, c7, (1, 7), padding=(0, 3), bn_scale=c.bn_scale, rngs=rngs)
+    self.branch7x7dbl_4 = BasicConv(c7, c7, (7, 1), padding=(3, 0), bn_scale=c.bn_scale, rngs=rngs)
+    self.branch7x7dbl_5 = BasicConv(c7, ch(192), (1, 7), padding=(0, 3), bn_scale=c.bn_scale, rngs=rngs)
+    self.branch_pool = BasicConv(cin, ch(192), 1, bn_scale=c.bn_scale, rngs=rngs)
     self.out_features = 4 * ch(192)
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -153,7 +171,7 @@ class InceptionC(nnx.Module):
     bd = self.branch7x7dbl_1(x)
     for layer in (self.branch7x7dbl_2, self.branch7x7dbl_3, self.branch7x7dbl_4, self.branch7x7dbl_5):
       bd = layer(bd)
-    bp = self.branch_pool(layers.avg_pool_3x3_same(x))
+    bp = self.branch_pool(layers.avg_pool_3x3_same(x, self.count_include_pad))
     return jnp.concatenate([b1, b7, bd, bp], axis=-1)
 
 
@@ -162,12 +180,12 @@ class InceptionD(nnx.Module):
 
   def __init__(self, cin: int, c: Config, *, rngs: nnx.Rngs):
     ch = c.channels
-    self.branch3x3_1 = BasicConv(cin, ch(192), 1, rngs=rngs)
-    self.branch3x3_2 = BasicConv(ch(192), ch(320), 3, stride=2, rngs=rngs)
-    self.branch7x7x3_1 = BasicConv(cin, ch(192), 1, rngs=rngs)
-    self.branch7x7x3_2 = BasicConv(ch(192), ch(192), (1, 7), padding=(0, 3), rngs=rngs)
-    self.branch7x7x3_3 = BasicConv(ch(192), ch(192), (7, 1), padding=(3, 0), rngs=rngs)
-    self.branch7x7x3_4 = BasicConv(ch(192), ch(192), 3, stride=2, rngs=rngs)
+    self.branch3x3_1 = BasicConv(cin, ch(192), 1, bn_scale=c.bn_scale, rngs=rngs)
+    self.branch3x3_2 = BasicConv(ch(192), ch(320), 3, stride=2, bn_scale=c.bn_scale, rngs=rngs)
+    self.branch7x7x3_1 = BasicConv(cin, ch(192), 1, bn_scale=c.bn_scale, rngs=rngs)
+    self.branch7x7x3_2 = BasicConv(ch(192), ch(192), (1, 7), padding=(0, 3), bn_scale=c.bn_scale, rngs=rngs)
+    self.branch7x7x3_3 = BasicConv(ch(192), ch(192), (7, 1), padding=(3, 0), bn_scale=c.bn_scale, rngs=rngs)
+    self.branch7x7x3_4 = BasicConv(ch(192), ch(192), 3, stride=2, bn_scale=c.bn_scale, rngs=rngs)
     self.out_features = ch(320) + ch(192) + cin
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -181,15 +199,16 @@ class InceptionE(nnx.Module):
 
   def __init__(self, cin: int, c: Config, *, rngs: nnx.Rngs):
     ch = c.channels
-    self.branch1x1 = BasicConv(cin, ch(320), 1, rngs=rngs)
-    self.branch3x3_1 = BasicConv(cin, ch(384), 1, rngs=rngs)
-    self.branch3x3_2a = BasicConv(ch(384), ch(384), (1, 3), padding=(0, 1), rngs=rngs)
-    self.branch3x3_2b = BasicConv(ch(384), ch(384), (3, 1), padding=(1, 0), rngs=rngs)
-    self.branch3x3dbl_1 = BasicConv(cin, ch(448), 1, rngs=rngs)
-    self.branch3x3dbl_2 = BasicConv(ch(448), ch(384), 3, padding=1, rngs=rngs)
-    self.branch3x3dbl_3a = BasicConv(ch(384), ch(384), (1, 3), padding=(0, 1), rngs=rngs)
-    self.branch3x3dbl_3b = BasicConv(ch(384), ch(384), (3, 1), padding=(1, 0), rngs=rngs)
-    self.branch_pool = BasicConv(cin, ch(192), 1, rngs=rngs)
+    self.count_include_pad = c.pool_count_include_pad
+    self.branch1x1 = BasicConv(cin, ch(320), 1, bn_scale=c.bn_scale, rngs=rngs)
+    self.branch3x3_1 = BasicConv(cin, ch(384), 1, bn_scale=c.bn_scale, rngs=rngs)
+    self.branch3x3_2a = BasicConv(ch(384), ch(384), (1, 3), padding=(0, 1), bn_scale=c.bn_scale, rngs=rngs)
+    self.branch3x3_2b = BasicConv(ch(384), ch(384), (3, 1), padding=(1, 0), bn_scale=c.bn_scale, rngs=rngs)
+    self.branch3x3dbl_1 = BasicConv(cin, ch(448), 1, bn_scale=c.bn_scale, rngs=rngs)
+    self.branch3x3dbl_2 = BasicConv(ch(448), ch(384), 3, padding=1, bn_scale=c.bn_scale, rngs=rngs)
+    self.branch3x3dbl_3a = BasicConv(ch(384), ch(384), (1, 3), padding=(0, 1), bn_scale=c.bn_scale, rngs=rngs)
+    self.branch3x3dbl_3b = BasicConv(ch(384), ch(384), (3, 1), padding=(1, 0), bn_scale=c.bn_scale, rngs=rngs)
+    self.branch_pool = BasicConv(cin, ch(192), 1, bn_scale=c.bn_scale, rngs=rngs)
     self.out_features = ch(320) + 4 * ch(384) + ch(192)
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -198,7 +217,7 @@ class InceptionE(nnx.Module):
     b3 = jnp.concatenate([self.branch3x3_2a(b3), self.branch3x3_2b(b3)], axis=-1)
     bd = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
     bd = jnp.concatenate([self.branch3x3dbl_3a(bd), self.branch3x3dbl_3b(bd)], axis=-1)
-    bp = self.branch_pool(layers.avg_pool_3x3_same(x))
+    bp = self.branch_pool(layers.avg_pool_3x3_same(x, self.count_include_pad))
     return jnp.concatenate([b1, b3, bd, bp], axis=-1)
 
 
@@ -208,11 +227,11 @@ class Inception(nnx.Module):
   def __init__(self, config: Config, *, rngs: nnx.Rngs):
     self.config = config
     ch = config.channels
-    self.Conv2d_1a_3x3 = BasicConv(3, ch(32), 3, stride=2, rngs=rngs)
-    self.Conv2d_2a_3x3 = BasicConv(ch(32), ch(32), 3, rngs=rngs)
-    self.Conv2d_2b_3x3 = BasicConv(ch(32), ch(64), 3, padding=1, rngs=rngs)
-    self.Conv2d_3b_1x1 = BasicConv(ch(64), ch(80), 1, rngs=rngs)
-    self.Conv2d_4a_3x3 = BasicConv(ch(80), ch(192), 3, rngs=rngs)
+    self.Conv2d_1a_3x3 = BasicConv(3, ch(32), 3, stride=2, bn_scale=config.bn_scale, rngs=rngs)
+    self.Conv2d_2a_3x3 = BasicConv(ch(32), ch(32), 3, bn_scale=config.bn_scale, rngs=rngs)
+    self.Conv2d_2b_3x3 = BasicConv(ch(32), ch(64), 3, padding=1, bn_scale=config.bn_scale, rngs=rngs)
+    self.Conv2d_3b_1x1 = BasicConv(ch(64), ch(80), 1, bn_scale=config.bn_scale, rngs=rngs)
+    self.Conv2d_4a_3x3 = BasicConv(ch(80), ch(192), 3, bn_scale=config.bn_scale, rngs=rngs)
     self.Mixed_5b = InceptionA(ch(192), 32, config, rngs=rngs)
     self.Mixed_5c = InceptionA(self.Mixed_5b.out_features, 64, config, rngs=rngs)
     self.Mixed_5d = InceptionA(self.Mixed_5c.out_features, 64, config, rngs=rngs)
@@ -228,13 +247,19 @@ class Inception(nnx.Module):
     self.fc = nnx.Linear(config.feature_dim, config.num_classes, rngs=rngs) if config.num_classes else None
 
   def preprocess(self, images: jax.Array) -> jax.Array:
-    """Images (NHWC in [-1, 1]) -> resized to `input_size` (bilinear, no antialias) and ImageNet-normalised."""
+    """Images (NHWC in [-1, 1]) -> resized to `input_size` (bilinear, no antialias), then as `input_norm` says.
+
+    Resizing is linear, so resizing [-1, 1] images equals the [-1, 1] form of resized [0, 1] images (the original's
+    `preprocess_input(255 * resize(x))`).
+    """
     if images.ndim != 4 or images.shape[-1] != 3:
       raise ValueError(f"expected NHWC RGB images, got shape {images.shape}")
     s = self.config.input_size
     x = images.astype(jnp.promote_types(images.dtype, jnp.float32))
     if x.shape[1:3] != (s, s):
       x = jax.image.resize(x, (x.shape[0], s, s, 3), method="bilinear", antialias=False)
+    if self.config.input_norm == "minus_one_one":
+      return x
     x = (x + 1.0) * 0.5
     return (x - jnp.asarray(IMAGENET_MEAN, x.dtype)) / jnp.asarray(IMAGENET_STD, x.dtype)
 
@@ -301,17 +326,120 @@ _AUX = re.compile(r"^AuxLogits\.")
 
 
 def convert(path: str | os.PathLike) -> tuple[Config, dict[str, Any]]:
-  """Reads a torchvision InceptionV3 `state_dict` (`.pth`/`.pt`/`.npz`); drops `AuxLogits.*`; checks every key."""
+  """Reads torchvision InceptionV3 weights (`.pth`/`.pt`/`.npz`; `AuxLogits.*` dropped) or the original's Keras
+  `AttrEncoder*.h5` (`keras_h5_state_dict`), checking every key; the Config records the weights' conventions."""
   path = os.fspath(path)
-  state_dict = {k: v for k, v in checkpoint_files.read_state_dict(path).items() if not _AUX.match(k)}
-  config = infer_config(state_dict, path)
+  if os.path.isfile(path) and keras_h5.is_hdf5(path):
+    config = KERAS
+    state_dict = keras_h5_state_dict(path, config)
+  else:
+    state_dict = {k: v for k, v in checkpoint_files.read_state_dict(path).items() if not _AUX.match(k)}
+    # torchvision's ImageNet weights were trained on [-1, 1] inputs (`transform_input=True` undoes the mean/std).
+    config = dataclasses.replace(infer_config(state_dict, path), input_norm="minus_one_one")
   return config, keymap.apply(state_dict, rules(config), path, ignore=("num_batches_tracked",))
+
+
+# The original's E_attr: `tf.keras.applications.InceptionV3(include_top=False, pooling="avg")` fed
+# `preprocess_input(255 * x)` ([-1, 1]), BatchNorm `scale=False`, `same` average pools that exclude the padding.
+KERAS = Config(num_classes=0, input_norm="minus_one_one", bn_scale=False, pool_count_include_pad=False)
+
+# The order of that model's weighted layers in its `save_weights` file (`model.layers`: Keras sorts a functional
+# model's layers by graph depth, not by creation): "cN" / "bN" is the Conv2D / BatchNormalization of the N-th
+# BasicConv of this module (module order, which is also Keras' creation order). Recorded from the file Keras
+# writes; names are not used, since Keras numbers them per process (`conv2d_95` after one other InceptionV3).
+_KERAS_ORDER = """
+c0 b0 c1 b1 c2 b2 c3 b3 c4 b4 c8 b8 c6 c9 b6 b9 c5 c7 c10 c11 b5 b7 b10 b11 c15 b15 c13 c16 b13 b16 c12 c14 c17 c18
+b12 b14 b17 b18 c22 b22 c20 c23 b20 b23 c19 c21 c24 c25 b19 b21 b24 b25 c27 b27 c28 b28 c26 c29 b26 b29 c34 b34 c35
+b35 c31 c36 b31 b36 c32 c37 b32 b37 c30 c33 c38 c39 b30 b33 b38 b39 c44 b44 c45 b45 c41 c46 b41 b46 c42 c47 b42 b47
+c40 c43 c48 c49 b40 b43 b48 b49 c54 b54 c55 b55 c51 c56 b51 b56 c52 c57 b52 b57 c50 c53 c58 c59 b50 b53 b58 b59 c64
+b64 c65 b65 c61 c66 b61 b66 c62 c67 b62 b67 c60 c63 c68 c69 b60 b63 b68 b69 c72 b72 c73 b73 c70 c74 b70 b74 c71 c75
+b71 b75 c80 b80 c77 c81 b77 b81 c78 c79 c82 c83 c76 b78 b79 b82 b83 c84 b76 b84 c89 b89 c86 c90 b86 b90 c87 c88 c91
+c92 c85 b87 b88 b91 b92 c93 b85 b93
+""".split()
+_KERAS_LEAVES = {"c": (("kernel", "weight"),),
+                 "b": (("beta", "bias"), ("moving_mean", "running_mean"), ("moving_variance", "running_var"))}
+
+
+def basic_conv_names(config: Config) -> list[str]:
+  """torchvision names of every BasicConv in module definition order (state trees sort their keys; this does not)."""
+  def walk(module: Any, prefix: str) -> list[str]:
+    if isinstance(module, BasicConv):
+      return [prefix]
+    return [n for name, child in vars(module).items() if isinstance(child, nnx.Module)
+            for n in walk(child, f"{prefix}.{name}" if prefix else name)]
+  # Walked while it is built under `jax.eval_shape` (nothing allocated); `nnx.eval_shape` would return a module
+  # rebuilt from its sorted state.
+  names: list[str] = []
+
+  def build() -> int:
+    names.extend(walk(Inception(config, rngs=nnx.Rngs(0)), ""))
+    return 0
+
+  jax.eval_shape(build)
+  return names
+
+
+def keras_h5_state_dict(path: str, config: Config = KERAS) -> dict[str, np.ndarray]:
+  """The original's `AttrEncoder*.h5` as a torchvision-named state_dict, mapped by layer order (`_KERAS_ORDER`).
+
+  Raises `CheckpointFormatError` naming the file, layer and weight that do not fit (a truncated file, another
+  network's file, a different number of layers, a weight of the wrong kind or shape).
+  """
+  expected = expected_state_dict(config)
+  prefixes = basic_conv_names(config)
+  layers_ = keras_h5.read(path)
+  if len(layers_) != len(_KERAS_ORDER):
+    raise CheckpointFormatError(
+        f"{path}: {len(layers_)} layers with weights, but the original's AttrEncoder (Keras InceptionV3 without its "
+        f"classifier) has {len(_KERAS_ORDER)} ({len(prefixes)} Conv2D + {len(prefixes)} BatchNormalization): "
+        "not an AttrEncoder.h5")
+  out: dict[str, np.ndarray] = {}
+  for layer, code in zip(layers_, _KERAS_ORDER):
+    kind, prefix = code[0], prefixes[int(code[1:])]
+    want = _KERAS_LEAVES[kind]
+    what = "Conv2D (kernel)" if kind == "c" else "BatchNormalization(scale=False) (beta, moving_mean, moving_variance)"
+    if layer.leaves != tuple(k for k, _ in want):
+      raise CheckpointFormatError(f"{path}: layer {layer.name!r} holds weights {list(layer.leaves)} where the "
+                                  f"AttrEncoder has the {what} of {prefix}")
+    for (weight, array), (_, torch_leaf) in zip(layer.weights, want):
+      key = f"{prefix}.{'conv' if kind == 'c' else 'bn'}.{torch_leaf}"
+      o, i, h, w = expected[key] if kind == "c" else (0, 0, 0, 0)
+      keras_shape = (h, w, i, o) if kind == "c" else expected[key]
+      if tuple(array.shape) != keras_shape:
+        raise CheckpointFormatError(f"{path}: layer {layer.name!r}, weight {weight!r} has shape {array.shape}, "
+                                    f"expected {keras_shape} (the AttrEncoder's {prefix})")
+      if kind == "c":
+        array = np.ascontiguousarray(array.transpose(3, 2, 0, 1))
+      out[key] = array
+  return out
 
 
 def convert_to(src: str | os.PathLike, dst: str | os.PathLike) -> None:
   """`disentangle-jax convert inception_v3 SRC DST`: writes the converted-weights directory."""
   config, params = convert(src)
   converted.write(dst, NETWORK, converted.build(Inception, config, params, os.fspath(src)), src)
+
+
+_CONVENTIONS = ("input_norm", "bn_scale", "pool_count_include_pad")
+
+
+def conventions(path: str | os.PathLike) -> dict[str, Any]:
+  """The input and layer conventions of the weights at `path`, without reading the arrays.
+
+  A network trained from such a start point keeps them, so they are part of its architecture; a converted directory
+  records them (directories from before they were recorded held torchvision weights run as "imagenet"), a Keras
+  `.h5` has the original's, and any other file is torchvision's. A path not on this machine is assumed to be what
+  the converters write for torchvision weights.
+  """
+  import json  # pylint: disable=import-outside-toplevel
+
+  path = os.fspath(path)
+  if converted.is_converted(path):
+    recorded = json.loads(open(os.path.join(path, "network.json"), encoding="utf8").read()).get("config", {})
+    default = Config()
+    return {k: recorded.get(k, getattr(default, k)) for k in _CONVENTIONS}
+  source = KERAS if os.path.isfile(path) and keras_h5.is_hdf5(path) else Config(input_norm="minus_one_one")
+  return {k: getattr(source, k) for k in _CONVENTIONS}
 
 
 def init(config: Config, seed: int) -> Inception:

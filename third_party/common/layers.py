@@ -25,18 +25,22 @@ class BatchNorm(nnx.Module):
 
   `scale`/`bias` are `nnx.Param` (trainable where the owner is), `mean`/`var` are `nnx.BatchStat` (never trained,
   never updated). Computes in the input's dtype, so casting params and inputs to bfloat16 runs it in bfloat16.
+  `use_scale=False` is Keras' `BatchNormalization(scale=False)` (Keras' InceptionV3): no scale variable at all, so
+  it is neither stored nor trained, and the scale is 1.
   """
 
-  def __init__(self, num_features: int, epsilon: float):
+  def __init__(self, num_features: int, epsilon: float, use_scale: bool = True):
     self.epsilon = epsilon
-    self.scale = nnx.Param(jnp.ones((num_features,), jnp.float32))
+    self.scale = nnx.Param(jnp.ones((num_features,), jnp.float32)) if use_scale else None
     self.bias = nnx.Param(jnp.zeros((num_features,), jnp.float32))
     self.mean = nnx.BatchStat(jnp.zeros((num_features,), jnp.float32))
     self.var = nnx.BatchStat(jnp.ones((num_features,), jnp.float32))
 
   def __call__(self, x: jax.Array) -> jax.Array:
     dtype = x.dtype
-    inv = self.scale[...].astype(dtype) * jax.lax.rsqrt(self.var[...].astype(dtype) + jnp.asarray(self.epsilon, dtype))
+    inv = jax.lax.rsqrt(self.var[...].astype(dtype) + jnp.asarray(self.epsilon, dtype))
+    if self.scale is not None:
+      inv = self.scale[...].astype(dtype) * inv
     return x * inv + (self.bias[...].astype(dtype) - self.mean[...].astype(dtype) * inv)
 
 
@@ -96,7 +100,18 @@ def max_pool(x: jax.Array, window: int, stride: int, ceil_mode: bool = False) ->
   return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, window, window, 1), (1, stride, stride, 1), pads)
 
 
-def avg_pool_3x3_same(x: jax.Array) -> jax.Array:
-  """PyTorch `avg_pool2d(x, 3, stride=1, padding=1)` (count_include_pad=True: always divides by 9) on NHWC."""
-  summed = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, 3, 3, 1), (1, 1, 1, 1), [(0, 0), (1, 1), (1, 1), (0, 0)])
-  return summed / jnp.asarray(9, x.dtype)
+def avg_pool_3x3_same(x: jax.Array, count_include_pad: bool = True) -> jax.Array:
+  """3x3, stride-1 average pooling with one pixel of zero padding on NHWC.
+
+  `count_include_pad=True` is PyTorch's `avg_pool2d(x, 3, stride=1, padding=1)` (always divides by 9); False is
+  Keras' `AveragePooling2D(3, 1, padding="same")`, which divides each window by the number of input pixels in it
+  (4 at a corner, 6 along an edge), so the two differ on the border.
+  """
+  pads = [(0, 0), (1, 1), (1, 1), (0, 0)]
+  summed = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, 3, 3, 1), (1, 1, 1, 1), pads)
+  if count_include_pad:
+    return summed / jnp.asarray(9, x.dtype)
+  h, w = x.shape[1:3]
+  ones = jnp.ones((1, h, w, 1), x.dtype)
+  counts = jax.lax.reduce_window(ones, 0.0, jax.lax.add, (1, 3, 3, 1), (1, 1, 1, 1), pads)
+  return summed / counts

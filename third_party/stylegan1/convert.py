@@ -16,6 +16,9 @@ Every reader returns `(Config, params)`, params being the nested dict of float32
   switched on (eps 1e-8, bias after blur, per-layer noise from the stored maps, truncation cutoff 8).
 * the Keras `.h5` of YotamNitzan/StyleGAN-Tensorflow2 (`save_weights` of `StyleGAN_G` or `StyleGAN_G_synthesis`):
   weight names read from the file's `weight_names` attributes and mapped onto the NVlabs names.
+* the TF-format checkpoint of the same models (`Model.save_weights(prefix)` without `.h5`: `prefix.index` +
+  `prefix.data-*`, as ID-disentanglement's `stylegan_G_256x256_synthesis`), given by its prefix or `.index` file:
+  variable names from the checkpoint's object graph, mapped the same way.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from disentangle_jax.third_party.common import keras_h5
 from disentangle_jax.third_party.common import keymap
 from disentangle_jax.third_party.common import state_dict as state_dict_lib
 from disentangle_jax.third_party.common import torch_pickle
@@ -382,38 +386,57 @@ def _keras_to_nvlabs_name(name: str) -> str:
   return name
 
 
-def _h5_names(attrs: Any, key: str) -> list[str]:
-  """An HDF5 name-list attribute, which Keras splits into key0, key1, ... when it exceeds 64 KiB."""
-  if key in attrs:
-    values = list(attrs[key])
-  else:
-    values, n = [], 0
-    while f"{key}{n}" in attrs:
-      values += list(attrs[f"{key}{n}"])
-      n += 1
-  return [x.decode("utf8") if isinstance(x, bytes) else str(x) for x in values]
-
-
 def read_keras_h5(path: str) -> dict[str, Array]:
   """Every weight of a Keras `save_weights` HDF5 file, keyed by the NVlabs variable name it holds."""
-  import h5py  # pylint: disable=import-outside-toplevel
+  return _nvlabs_names([(w, a) for layer in keras_h5.read(path) for w, a in layer.weights], path)
 
+
+def _nvlabs_names(weights: list[tuple[str, Array]], source: str) -> dict[str, Array]:
+  """(Keras variable name, array) pairs -> NVlabs name -> array; two variables onto one name is an error."""
   out: dict[str, Array] = {}
-  with h5py.File(path, "r") as f:
-    root = f["model_weights"] if "model_weights" in f else f
-    layers = _h5_names(root.attrs, "layer_names")
-    if not layers:
-      raise ValueError(f"{path}: HDF5 file without a 'layer_names' attribute: not a Keras weights file")
-    for layer in layers:
-      group = root[layer]
-      for weight in _h5_names(group.attrs, "weight_names"):
-        if weight not in group:
-          raise ValueError(f"{path}: layer {layer} lists weight {weight!r} but holds no such dataset")
-        name = _keras_to_nvlabs_name(weight)
-        if name in out:
-          raise ValueError(f"{path}: weights {weight!r} and another both map onto {name!r}")
-        out[name] = np.asarray(group[weight][()])
+  for weight, array in weights:
+    name = _keras_to_nvlabs_name(weight)
+    if name in out:
+      raise ValueError(f"{source}: weights {weight!r} and another both map onto {name!r}")
+    out[name] = array
   return out
+
+
+def tf_checkpoint_prefix(path: str) -> str | None:
+  """The prefix of a TF-format checkpoint (`Model.save_weights(prefix)`: `prefix.index` + `prefix.data-*`)."""
+  prefix = path[: -len(".index")] if path.endswith(".index") else path
+  return prefix if os.path.isfile(prefix + ".index") else None
+
+
+def read_tf_checkpoint(prefix: str) -> dict[str, Array]:
+  """Every variable of a TF-format Keras checkpoint, keyed by the NVlabs name it holds.
+
+  Object-based checkpoints key tensors by object path (`layer_with_weights-3/bias/.ATTRIBUTES/VARIABLE_VALUE`),
+  which depends on layer order only; the variable names (`G_synthesis/8x8/Conv1/bias/bias`) are in the stored
+  object graph, read here, so the mapping is the same as for the `.h5` files.
+  """
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from tensorflow.core.protobuf import trackable_object_graph_pb2  # pylint: disable=import-outside-toplevel
+
+  try:
+    reader = tf.train.load_checkpoint(prefix)
+    graph = trackable_object_graph_pb2.TrackableObjectGraph()
+    graph.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+  except Exception as e:  # pylint: disable=broad-except  (TF raises several unrelated types for a bad file)
+    raise torch_pickle.CheckpointFormatError(f"{prefix}: not a readable TF-format checkpoint ({e})") from e
+  weights = []
+  for node in graph.nodes:
+    for attr in node.attributes:
+      if attr.name != "VARIABLE_VALUE" or not attr.full_name.startswith(("G_synthesis/", "G_mapping/", "Truncation")):
+        continue
+      try:
+        weights.append((attr.full_name, np.asarray(reader.get_tensor(attr.checkpoint_key))))
+      except Exception as e:  # pylint: disable=broad-except
+        raise torch_pickle.CheckpointFormatError(f"{prefix}: variable {attr.full_name!r} "
+                                                 f"({attr.checkpoint_key}) is unreadable ({e})") from e
+  if not weights:
+    raise torch_pickle.CheckpointFormatError(f"{prefix}: no StyleGAN variables (G_synthesis/..., G_mapping/...)")
+  return _nvlabs_names(weights, prefix)
 
 
 # ---------------------------------------------------------------------------------------------- dispatching
@@ -422,6 +445,9 @@ def read_keras_h5(path: str) -> dict[str, Array]:
 def convert(path: str | os.PathLike, resolution: int | None = None) -> tuple[model_lib.Config, dict[str, Any]]:
   """Any supported StyleGAN v1 file -> (Config, params); `resolution` picks a rosinality checkpoint's step."""
   path = str(path)
+  prefix = tf_checkpoint_prefix(path)
+  if prefix is not None:
+    return from_nvlabs(read_tf_checkpoint(prefix), prefix)
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{path}: no such StyleGAN v1 checkpoint")
   with open(path, "rb") as f:
