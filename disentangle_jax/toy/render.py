@@ -1,0 +1,219 @@
+"""Draws a cartoon face from its factors with soft primitives, in pure jax.numpy, so pixels are differentiable.
+
+Every shape is an ellipse whose approximate signed distance goes through a sigmoid one pixel wide (anti-aliased,
+and with a gradient with respect to every position, size and colour); layers are composited back to front:
+
+    background, shoulders, back hair, neck, ears, face (Lambert-shaded ellipsoid), fringe,
+    eyes (lid, white, iris, pupil), eyebrows, nose, mouth (lips, opening, teeth)
+
+The head is an ellipsoid seen orthographically: a feature sits at an azimuth and an elevation on it, so yaw and
+pitch move features across the face and foreshorten them, as a real head turn does, while the outline stays put.
+Coordinates span [-1, 1] in x (right) and y (down) over the image.
+
+The factors arrive in the physical units of `IDENTITY` / `ATTRIBUTE` (`generator.factors` squashes w into them).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+# (name, low, high): the factor's range in the units the renderer uses.
+IDENTITY = (
+    ("face_width", 0.44, 0.60),  # semi-axis of the face ellipse, in half image widths
+    ("face_height", 0.54, 0.70),  # semi-axis, in half image heights
+    ("skin_tone", 0.0, 1.0),  # position along SKIN (pale to dark)
+    ("hair_colour", 0.0, 1.0),  # position along HAIR (black, brown, auburn, blonde)
+    ("hair_volume", 0.0, 1.0),  # how far the hair stands out around the head
+    ("eye_spacing", 0.26, 0.56),  # azimuth of each eye on the head, radians
+    ("eye_colour", 0.0, 1.0),  # position along IRIS (blue, green, hazel, brown)
+    ("nose_length", 0.5, 1.6),  # scales the nose's vertical extent
+)
+ATTRIBUTE = (
+    ("yaw", -0.6, 0.6),  # head turn about the vertical axis, radians (positive: features move right)
+    ("pitch", -0.3, 0.3),  # nod, radians (positive: features move down)
+    ("mouth_open", 0.0, 1.0),
+    ("smile", -0.6, 1.0),  # bend of the mouth: corners down (negative) or up (positive)
+    ("brow_raise", 0.0, 1.0),
+    ("light_azimuth", -1.1, 1.1),  # direction the light comes from, radians (positive: from the right)
+)
+IDENTITY_NAMES = tuple(name for name, _, _ in IDENTITY)
+ATTRIBUTE_NAMES = tuple(name for name, _, _ in ATTRIBUTE)
+
+SKIN = ((0.98, 0.86, 0.76), (0.92, 0.73, 0.60), (0.78, 0.56, 0.40), (0.56, 0.37, 0.25), (0.36, 0.23, 0.15))
+HAIR = ((0.07, 0.06, 0.06), (0.30, 0.19, 0.10), (0.58, 0.26, 0.11), (0.88, 0.73, 0.42))
+IRIS = ((0.22, 0.45, 0.85), (0.25, 0.62, 0.35), (0.60, 0.46, 0.20), (0.32, 0.18, 0.08))
+BACKGROUND_TOP = (0.62, 0.70, 0.80)
+BACKGROUND_BOTTOM = (0.38, 0.44, 0.55)
+SHIRT = (0.22, 0.30, 0.48)
+LIPS = (0.78, 0.36, 0.38)
+MOUTH = (0.30, 0.05, 0.08)
+TEETH = (0.96, 0.95, 0.92)
+EYE_WHITE = (0.97, 0.97, 0.97)
+PUPIL = (0.03, 0.03, 0.04)
+
+_HEAD_Y = 0.06  # the face ellipse's centre, below the image centre so the hair fits above it
+_EYE_ELEVATION = -0.10
+_BROW_ELEVATION = -0.34
+_NOSE_ELEVATION = 0.16
+_MOUTH_ELEVATION = 0.50
+
+
+def palette(colours: tuple[tuple[float, float, float], ...], t: jax.Array) -> jax.Array:
+  """Piecewise-linear colour along `colours` at t in [0, 1]: [...] -> [..., 3]."""
+  table = jnp.asarray(colours, jnp.float32)
+  pos = jnp.clip(t, 0.0, 1.0) * (len(colours) - 1)
+  nodes = jnp.arange(len(colours), dtype=jnp.float32)
+  weights = jnp.maximum(0.0, 1.0 - jnp.abs(pos[..., None] - nodes))  # hat functions: a partition of unity
+  return weights @ table
+
+
+def ellipse_sdf(x: jax.Array, y: jax.Array, cx: jax.Array, cy: jax.Array, rx: jax.Array, ry: jax.Array) -> jax.Array:
+  """Approximate signed distance to an axis-aligned ellipse (negative inside).
+
+  The implicit function q - 1 (q the normalised radius) divided by its gradient's norm: exact on the outline, so the
+  sigmoid edge is one pixel wide all around even for elongated ellipses. The small constants keep the square roots
+  differentiable at the centre.
+  """
+  u, v = (x - cx) / rx, (y - cy) / ry
+  q = jnp.sqrt(u * u + v * v + 1e-8)
+  grad = jnp.sqrt((u / rx) ** 2 + (v / ry) ** 2 + 1e-8)
+  return (q - 1.0) * q / grad
+
+
+def coverage(sdf: jax.Array, softness: float) -> jax.Array:
+  """Anti-aliased inside-ness in [0, 1] of a signed distance (`softness`: about half a pixel)."""
+  return jax.nn.sigmoid(-sdf / softness)
+
+
+def over(image: jax.Array, colour: jax.Array, alpha: jax.Array) -> jax.Array:
+  """Composites a layer of `colour` ([B, 1, 1, 3] or [B, H, W, 3]) with coverage `alpha` [B, H, W] over `image`."""
+  a = alpha[..., None]
+  return image * (1.0 - a) + colour * a
+
+
+def _col(rgb: tuple[float, float, float] | jax.Array) -> jax.Array:
+  return jnp.asarray(rgb, jnp.float32).reshape(1, 1, 1, 3)
+
+
+def _per_sample(colour: jax.Array) -> jax.Array:
+  return colour[:, None, None, :]
+
+
+def render(identity: jax.Array, attribute: jax.Array, resolution: int) -> jax.Array:
+  """Factors -> image [B, resolution, resolution, 3] float32 in [-1, 1].
+
+  Args:
+    identity: [B, len(IDENTITY)] in the units of `IDENTITY`.
+    attribute: [B, len(ATTRIBUTE)] in the units of `ATTRIBUTE`.
+    resolution: the image side in pixels.
+  """
+  f = {name: identity[:, i, None, None] for i, name in enumerate(IDENTITY_NAMES)}
+  f.update({name: attribute[:, i, None, None] for i, name in enumerate(ATTRIBUTE_NAMES)})
+  soft = 1.0 / resolution  # half a pixel in [-1, 1] units
+  coords = (jnp.arange(resolution, dtype=jnp.float32) + 0.5) / resolution * 2.0 - 1.0
+  x, y = coords[None, None, :], coords[None, :, None]  # [1, 1, W], [1, H, 1]
+  batch = identity.shape[0]
+
+  a, b = f["face_width"], f["face_height"]
+  cx, cy = jnp.zeros_like(a), jnp.full_like(a, _HEAD_Y)
+  yaw, pitch = f["yaw"], f["pitch"]
+
+  def place(azimuth: jax.Array | float, elevation: jax.Array | float, depth: float = 1.0
+            ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """A point on the head ellipsoid -> (x, y, x foreshortening, y foreshortening) in the image.
+
+    `depth` > 1 lifts the point off the surface (the nose tip), so it swings further with yaw.
+    """
+    az, el = azimuth + yaw, elevation + pitch
+    return (cx + a * depth * jnp.sin(az) * jnp.cos(el), cy + b * jnp.sin(el),
+            jnp.maximum(jnp.cos(az), 0.05), jnp.maximum(jnp.cos(el), 0.05))
+
+  # Lambert shading of the head ellipsoid (also used beyond its outline, where it is clamped).
+  light = jnp.concatenate([jnp.sin(f["light_azimuth"]), jnp.full_like(a, -0.45), jnp.cos(f["light_azimuth"])], -1)
+  light = light / jnp.linalg.norm(light, axis=-1, keepdims=True)  # [B, 1, 3]
+  nu, nv = (x - cx) / (a * 1.02), (y - cy) / (b * 1.02)
+  nz = jnp.sqrt(jnp.clip(1.0 - nu * nu - nv * nv, 0.0, 1.0) + 1e-4)
+  norm = jnp.sqrt(nu * nu + nv * nv + nz * nz)
+  lambert = (nu * light[..., 0:1] + nv * light[..., 1:2] + nz * light[..., 2:3]) / norm
+  shade = (0.32 + 0.85 * jax.nn.softplus(4.0 * lambert) / 4.0)[..., None]  # [B, H, W, 1], soft max(., 0)
+
+  skin = _per_sample(palette(SKIN, f["skin_tone"][:, 0, 0]))
+  hair = _per_sample(palette(HAIR, f["hair_colour"][:, 0, 0]))
+  iris = _per_sample(palette(IRIS, f["eye_colour"][:, 0, 0]))
+
+  # Background: a vertical gradient, brighter on the side the light comes from.
+  t = (y + 1.0) / 2.0
+  sky = _col(BACKGROUND_TOP) * (1.0 - t[..., None]) + _col(BACKGROUND_BOTTOM) * t[..., None]
+  img = jnp.broadcast_to(sky, (batch, resolution, resolution, 3))
+
+  # Shoulders and neck.
+  img = over(img, _col(SHIRT), coverage(ellipse_sdf(x, y, cx, 1.28, 0.95, 0.42), soft))
+  vol = f["hair_volume"]
+  back_cx = cx - 0.10 * a * jnp.sin(yaw)
+  hair_rx, hair_ry = a * (1.06 + 0.34 * vol), b * (0.90 + 0.26 * vol)
+  hair_cy = cy - 0.16 * b
+  back_hair = coverage(ellipse_sdf(x, y, back_cx, hair_cy + 0.1 * b * vol, hair_rx, hair_ry), soft)
+  img = over(img, hair * (0.6 + 0.4 * shade), back_hair)
+  neck = coverage(ellipse_sdf(x, y, cx, cy + 0.95 * b, 0.48 * a, 0.45), soft)
+  img = over(img, skin * 0.72, neck)
+
+  # Ears at the sides of the head, hidden behind the face.
+  for side in (-1.0, 1.0):
+    ex, ey, _, _ = place(side * 1.45, 0.0)
+    img = over(img, skin * 0.85, coverage(ellipse_sdf(x, y, ex, ey, 0.09 * a, 0.16 * b), soft))
+
+  # Face.
+  face = coverage(ellipse_sdf(x, y, cx, cy, a, b), soft)
+  img = over(img, skin * shade, face)
+
+  # Fringe: the hair ellipse above a hairline that curves down at the temples, and follows the nod.
+  hairline = cy + b * jnp.sin(-0.68 + 0.5 * pitch) + 0.45 * b * ((x - back_cx) / a) ** 2
+  fringe = coverage(ellipse_sdf(x, y, back_cx, hair_cy, hair_rx, hair_ry), soft) * jax.nn.sigmoid(
+      (hairline - y) / soft)
+  img = over(img, hair * shade, fringe)
+
+  # Eyes: a lid shadow, the white, the iris and pupil (clipped to the white), gaze following the head.
+  for side in (-1.0, 1.0):
+    ex, ey, fx, fy = place(side * f["eye_spacing"], _EYE_ELEVATION)
+    rx, ry = 0.115 * fx, 0.062 * fy
+    img = over(img, skin * shade * 0.6, coverage(ellipse_sdf(x, y, ex, ey - 0.004, rx + 0.012, ry + 0.012), soft))
+    white = coverage(ellipse_sdf(x, y, ex, ey, rx, ry), soft)
+    img = over(img, _col(EYE_WHITE) * (0.75 + 0.25 * shade), white)
+    gx = ex + 0.015 * jnp.sin(yaw)
+    img = over(img, iris, white * coverage(ellipse_sdf(x, y, gx, ey, 0.056 * fx, 0.056), soft))
+    img = over(img, _col(PUPIL), white * coverage(ellipse_sdf(x, y, gx, ey, 0.022 * fx, 0.022), soft))
+
+    # Eyebrow: an arched bar above the eye, raised by brow_raise.
+    bx, by, bfx, bfy = place(side * f["eye_spacing"] * 1.05, _BROW_ELEVATION - 0.26 * f["brow_raise"])
+    u = (x - bx) / (0.12 * bfx)
+    arch = by + 0.03 * u * u
+    brow = coverage(ellipse_sdf(x, y - (arch - by), bx, by, 0.12 * bfx, 0.03 * bfy), soft)
+    img = over(img, hair * 0.45, brow * face)
+
+  # Nose: a shadow on the side away from the light, the tip lifted off the surface so it swings with yaw.
+  length = f["nose_length"]
+  nx, ny, nfx, nfy = place(0.0, _NOSE_ELEVATION * length, depth=1.12)
+  shadow_dx = -0.03 * jnp.sin(f["light_azimuth"])
+  img = over(img, skin * shade * 0.62, coverage(
+      ellipse_sdf(x, y, nx + shadow_dx, ny - 0.06 * length, 0.04 * nfx, 0.12 * length * nfy), soft) * face)
+  img = over(img, skin * shade * 1.05, coverage(ellipse_sdf(x, y, nx, ny, 0.05 * nfx, 0.035 * nfy), soft) * face)
+  for side in (-1.0, 1.0):
+    img = over(img, skin * 0.35, coverage(ellipse_sdf(x, y, nx + side * 0.026 * nfx, ny + 0.022 * nfy,
+                                                      0.013 * nfx, 0.009 * nfy), soft) * face)
+
+  # Mouth: lips, the opening, teeth along its top; `smile` bends the whole mouth (corners up when positive).
+  mx, my, mfx, mfy = place(0.0, _MOUTH_ELEVATION)
+  half_width = 0.30 * a * mfx
+  u = (x - mx) / half_width
+  bend = f["smile"] * 0.07 * (u * u - 0.3)
+  ym = y + bend
+  opening = (0.006 + 0.085 * f["mouth_open"]) * mfy
+  img = over(img, _col(LIPS) * shade, coverage(ellipse_sdf(x, ym, mx, my, half_width + 0.015, opening + 0.028),
+                                               soft) * face)
+  inside = coverage(ellipse_sdf(x, ym, mx, my, half_width, opening), soft) * face
+  img = over(img, _col(MOUTH), inside)
+  teeth = inside * jax.nn.sigmoid((my - 0.35 * opening - ym) / soft)
+  img = over(img, _col(TEETH), teeth)
+
+  return jnp.clip(img, 0.0, 1.0) * 2.0 - 1.0
