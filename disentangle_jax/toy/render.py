@@ -54,7 +54,7 @@ PUPIL = (0.03, 0.03, 0.04)
 
 _HEAD_Y = 0.06  # the face ellipse's centre, below the image centre so the hair fits above it
 _EYE_ELEVATION = -0.10
-_BROW_ELEVATION = -0.34
+_BROW_ELEVATION = -0.29
 _NOSE_ELEVATION = 0.16
 _MOUTH_ELEVATION = 0.50
 
@@ -168,7 +168,7 @@ def render(identity: jax.Array, attribute: jax.Array, resolution: int) -> jax.Ar
   img = over(img, skin * shade, face)
 
   # Fringe: the hair ellipse above a hairline that curves down at the temples, and follows the nod.
-  hairline = cy + b * jnp.sin(-0.68 + 0.5 * pitch) + 0.45 * b * ((x - back_cx) / a) ** 2
+  hairline = cy + b * jnp.sin(-0.76 + 0.5 * pitch) + 0.45 * b * ((x - back_cx) / a) ** 2
   fringe = coverage(ellipse_sdf(x, y, back_cx, hair_cy, hair_rx, hair_ry), soft) * jax.nn.sigmoid(
       (hairline - y) / soft)
   img = over(img, hair * shade, fringe)
@@ -185,11 +185,11 @@ def render(identity: jax.Array, attribute: jax.Array, resolution: int) -> jax.Ar
     img = over(img, _col(PUPIL), white * coverage(ellipse_sdf(x, y, gx, ey, 0.022 * fx, 0.022), soft))
 
     # Eyebrow: an arched bar above the eye, raised by brow_raise.
-    bx, by, bfx, bfy = place(side * f["eye_spacing"] * 1.05, _BROW_ELEVATION - 0.26 * f["brow_raise"])
+    bx, by, bfx, bfy = place(side * f["eye_spacing"] * 1.05, _BROW_ELEVATION - 0.2 * f["brow_raise"])
     u = (x - bx) / (0.12 * bfx)
     arch = by + 0.03 * u * u
     brow = coverage(ellipse_sdf(x, y - (arch - by), bx, by, 0.12 * bfx, 0.03 * bfy), soft)
-    img = over(img, hair * 0.45, brow * face)
+    img = over(img, hair * 0.35 + 0.03, brow * face)
 
   # Nose: a shadow on the side away from the light, the tip lifted off the surface so it swings with yaw.
   length = f["nose_length"]
