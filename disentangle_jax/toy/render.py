@@ -11,9 +11,15 @@ pitch move features across the face and foreshorten them, as a real head turn do
 Coordinates span [-1, 1] in x (right) and y (down) over the image.
 
 The factors arrive in the physical units of `IDENTITY` / `ATTRIBUTE` (`generator.factors` squashes w into them).
+
+All ellipses are evaluated in one batched pass ([B, shapes, H, W]) and only the compositing runs layer by layer:
+drawing them one at a time makes a graph whose backward pass takes XLA several times longer to compile.
 """
 
 from __future__ import annotations
+
+import dataclasses
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -69,7 +75,7 @@ def palette(colours: tuple[tuple[float, float, float], ...], t: jax.Array) -> ja
 
 
 def ellipse_sdf(x: jax.Array, y: jax.Array, cx: jax.Array, cy: jax.Array, rx: jax.Array, ry: jax.Array) -> jax.Array:
-  """Approximate signed distance to an axis-aligned ellipse (negative inside).
+  """Approximate signed distance to an axis-aligned ellipse (negative inside); arrays broadcast.
 
   The implicit function q - 1 (q the normalised radius) divided by its gradient's norm: exact on the outline, so the
   sigmoid edge is one pixel wide all around even for elongated ellipses. The small constants keep the square roots
@@ -81,23 +87,58 @@ def ellipse_sdf(x: jax.Array, y: jax.Array, cx: jax.Array, cy: jax.Array, rx: ja
   return (q - 1.0) * q / grad
 
 
-def coverage(sdf: jax.Array, softness: float) -> jax.Array:
-  """Anti-aliased inside-ness in [0, 1] of a signed distance (`softness`: about half a pixel)."""
-  return jax.nn.sigmoid(-sdf / softness)
+@dataclasses.dataclass(frozen=True)
+class _Layer:
+  """How one shape is coloured and clipped (static): colour = base * (ambient + lit * shade)."""
+  ambient: float
+  lit: float
+  clip: int = -1  # index of an earlier shape whose coverage this one is clipped to (-1: none)
 
 
-def over(image: jax.Array, colour: jax.Array, alpha: jax.Array) -> jax.Array:
-  """Composites a layer of `colour` ([B, 1, 1, 3] or [B, H, W, 3]) with coverage `alpha` [B, H, W] over `image`."""
-  a = alpha[..., None]
-  return image * (1.0 - a) + colour * a
+class _Shapes:
+  """Collects ellipses (per-sample parameters [B, 1, 1]) and their layers, in drawing order."""
 
+  _NO_CUT = 10.0  # a cut line far below the image: the cut sigmoid is 1 everywhere
 
-def _col(rgb: tuple[float, float, float] | jax.Array) -> jax.Array:
-  return jnp.asarray(rgb, jnp.float32).reshape(1, 1, 1, 3)
+  def __init__(self, batch: int):
+    self.batch = batch
+    self.params: list[list[jax.Array]] = []
+    self.colours: list[jax.Array] = []
+    self.layers: list[_Layer] = []
 
+  def add(self, colour: jax.Array | tuple[float, float, float], cx: Any, cy: Any, rx: Any, ry: Any, *,
+          ambient: float = 1.0, lit: float = 0.0, clip: int = -1, bend: Any = 0.0, lift: Any = 0.0,
+          cut: Any = _NO_CUT, cut_bend: Any = 0.0) -> int:
+    """Adds an ellipse; returns its index (for `clip`).
 
-def _per_sample(colour: jax.Array) -> jax.Array:
-  return colour[:, None, None, :]
+    The ellipse is evaluated at (x, y + bend * u^2 + lift), u = (x - cx) / rx: a positive bend curves its ends up
+    (a smile, an arched brow). It is kept only above the curve y = cut + cut_bend * u^2 (in the same bent y).
+    """
+    shape = (self.batch, 1, 1)
+    self.params.append([jnp.broadcast_to(jnp.asarray(p, jnp.float32), shape)
+                        for p in (cx, cy, rx, ry, bend, lift, cut, cut_bend)])
+    colour = jnp.asarray(colour, jnp.float32)
+    self.colours.append(jnp.broadcast_to(colour.reshape(-1, 3), (self.batch, 3)))
+    self.layers.append(_Layer(ambient, lit, clip))
+    return len(self.layers) - 1
+
+  def composite(self, x: jax.Array, y: jax.Array, background: jax.Array, shade: jax.Array, soft: float
+                ) -> jax.Array:
+    """Every shape's coverage in one batched pass, then layer-by-layer "over" onto `background` [B, H, W, 3]."""
+    cx, cy, rx, ry, bend, lift, cut, cut_bend = (jnp.stack(p, axis=1) for p in zip(*self.params))  # [B, S, 1, 1]
+    x, y = x[:, None], y[:, None]  # [1, 1, 1, W], [1, 1, H, 1]
+    u2 = ((x - cx) / rx) ** 2
+    y_bent = y + bend * u2 + lift
+    coverage = jax.nn.sigmoid(-ellipse_sdf(x, y_bent, cx, cy, rx, ry) / soft)
+    coverage = coverage * jax.nn.sigmoid((cut + cut_bend * u2 - y_bent) / soft)  # [B, S, H, W]
+    colours = jnp.stack(self.colours, axis=1)[:, :, None, None, :]  # [B, S, 1, 1, 3]
+    image, alphas = background, []
+    for s, layer in enumerate(self.layers):
+      alpha = coverage[:, s] if layer.clip < 0 else coverage[:, s] * alphas[layer.clip]
+      alphas.append(alpha)
+      colour = colours[:, s] * (layer.ambient + layer.lit * shade) if layer.lit else colours[:, s] * layer.ambient
+      image = image + (colour - image) * alpha[..., None]
+    return image
 
 
 def render(identity: jax.Array, attribute: jax.Array, resolution: int) -> jax.Array:
@@ -138,82 +179,64 @@ def render(identity: jax.Array, attribute: jax.Array, resolution: int) -> jax.Ar
   lambert = (nu * light[..., 0:1] + nv * light[..., 1:2] + nz * light[..., 2:3]) / norm
   shade = (0.32 + 0.85 * jax.nn.softplus(4.0 * lambert) / 4.0)[..., None]  # [B, H, W, 1], soft max(., 0)
 
-  skin = _per_sample(palette(SKIN, f["skin_tone"][:, 0, 0]))
-  hair = _per_sample(palette(HAIR, f["hair_colour"][:, 0, 0]))
-  iris = _per_sample(palette(IRIS, f["eye_colour"][:, 0, 0]))
+  skin = palette(SKIN, f["skin_tone"][:, 0, 0])
+  hair = palette(HAIR, f["hair_colour"][:, 0, 0])
+  iris = palette(IRIS, f["eye_colour"][:, 0, 0])
 
-  # Background: a vertical gradient, brighter on the side the light comes from.
-  t = (y + 1.0) / 2.0
-  sky = _col(BACKGROUND_TOP) * (1.0 - t[..., None]) + _col(BACKGROUND_BOTTOM) * t[..., None]
-  img = jnp.broadcast_to(sky, (batch, resolution, resolution, 3))
+  # Background: a vertical gradient.
+  t = ((y + 1.0) / 2.0)[..., None]
+  sky = jnp.asarray(BACKGROUND_TOP, jnp.float32) * (1.0 - t) + jnp.asarray(BACKGROUND_BOTTOM, jnp.float32) * t
+  background = jnp.broadcast_to(sky, (batch, resolution, resolution, 3))
 
-  # Shoulders and neck.
-  img = over(img, _col(SHIRT), coverage(ellipse_sdf(x, y, cx, 1.28, 0.95, 0.42), soft))
+  shapes = _Shapes(batch)
+  shapes.add(SHIRT, cx, 1.28, 0.95, 0.42)
   vol = f["hair_volume"]
   back_cx = cx - 0.10 * a * jnp.sin(yaw)
   hair_rx, hair_ry = a * (1.06 + 0.34 * vol), b * (0.90 + 0.26 * vol)
   hair_cy = cy - 0.16 * b
-  back_hair = coverage(ellipse_sdf(x, y, back_cx, hair_cy + 0.1 * b * vol, hair_rx, hair_ry), soft)
-  img = over(img, hair * (0.6 + 0.4 * shade), back_hair)
-  neck = coverage(ellipse_sdf(x, y, cx, cy + 0.95 * b, 0.48 * a, 0.45), soft)
-  img = over(img, skin * 0.72, neck)
-
-  # Ears at the sides of the head, hidden behind the face.
-  for side in (-1.0, 1.0):
+  shapes.add(hair, back_cx, hair_cy + 0.1 * b * vol, hair_rx, hair_ry, ambient=0.6, lit=0.4)
+  shapes.add(skin, cx, cy + 0.95 * b, 0.48 * a, 0.45, ambient=0.72)
+  for side in (-1.0, 1.0):  # ears at the sides of the head, hidden behind the face
     ex, ey, _, _ = place(side * 1.45, 0.0)
-    img = over(img, skin * 0.85, coverage(ellipse_sdf(x, y, ex, ey, 0.09 * a, 0.16 * b), soft))
-
-  # Face.
-  face = coverage(ellipse_sdf(x, y, cx, cy, a, b), soft)
-  img = over(img, skin * shade, face)
-
+    shapes.add(skin, ex, ey, 0.09 * a, 0.16 * b, ambient=0.85)
+  face = shapes.add(skin, cx, cy, a, b, ambient=0.0, lit=1.0)
   # Fringe: the hair ellipse above a hairline that curves down at the temples, and follows the nod.
-  hairline = cy + b * jnp.sin(-0.76 + 0.5 * pitch) + 0.45 * b * ((x - back_cx) / a) ** 2
-  fringe = coverage(ellipse_sdf(x, y, back_cx, hair_cy, hair_rx, hair_ry), soft) * jax.nn.sigmoid(
-      (hairline - y) / soft)
-  img = over(img, hair * shade, fringe)
+  shapes.add(hair, back_cx, hair_cy, hair_rx, hair_ry, ambient=0.0, lit=1.0,
+             cut=cy + b * jnp.sin(-0.76 + 0.5 * pitch), cut_bend=0.45 * b * (hair_rx / a) ** 2)
 
-  # Eyes: a lid shadow, the white, the iris and pupil (clipped to the white), gaze following the head.
+  # Eyes: a lid shadow, the white, the iris and pupil (clipped to the white), gaze following the head; eyebrows.
   for side in (-1.0, 1.0):
     ex, ey, fx, fy = place(side * f["eye_spacing"], _EYE_ELEVATION)
     rx, ry = 0.115 * fx, 0.062 * fy
-    img = over(img, skin * shade * 0.6, coverage(ellipse_sdf(x, y, ex, ey - 0.004, rx + 0.012, ry + 0.012), soft))
-    white = coverage(ellipse_sdf(x, y, ex, ey, rx, ry), soft)
-    img = over(img, _col(EYE_WHITE) * (0.75 + 0.25 * shade), white)
+    shapes.add(skin, ex, ey - 0.004, rx + 0.012, ry + 0.012, ambient=0.0, lit=0.6)
+    white = shapes.add(EYE_WHITE, ex, ey, rx, ry, ambient=0.75, lit=0.25)
     gx = ex + 0.015 * jnp.sin(yaw)
-    img = over(img, iris, white * coverage(ellipse_sdf(x, y, gx, ey, 0.056 * fx, 0.056), soft))
-    img = over(img, _col(PUPIL), white * coverage(ellipse_sdf(x, y, gx, ey, 0.022 * fx, 0.022), soft))
-
-    # Eyebrow: an arched bar above the eye, raised by brow_raise.
+    shapes.add(iris, gx, ey, 0.056 * fx, 0.056, clip=white)
+    shapes.add(PUPIL, gx, ey, 0.022 * fx, 0.022, clip=white)
     bx, by, bfx, bfy = place(side * f["eye_spacing"] * 1.05, _BROW_ELEVATION - 0.2 * f["brow_raise"])
-    u = (x - bx) / (0.12 * bfx)
-    arch = by + 0.03 * u * u
-    brow = coverage(ellipse_sdf(x, y - (arch - by), bx, by, 0.12 * bfx, 0.03 * bfy), soft)
-    img = over(img, hair * 0.35 + 0.03, brow * face)
+    shapes.add(hair * 0.35 + 0.03, bx, by, 0.12 * bfx, 0.03 * bfy, bend=-0.03, clip=face)
 
   # Nose: a shadow on the side away from the light, the tip lifted off the surface so it swings with yaw.
   length = f["nose_length"]
   nx, ny, nfx, nfy = place(0.0, _NOSE_ELEVATION * length, depth=1.12)
   shadow_dx = -0.03 * jnp.sin(f["light_azimuth"])
-  img = over(img, skin * shade * 0.62, coverage(
-      ellipse_sdf(x, y, nx + shadow_dx, ny - 0.06 * length, 0.04 * nfx, 0.12 * length * nfy), soft) * face)
-  img = over(img, skin * shade * 1.05, coverage(ellipse_sdf(x, y, nx, ny, 0.05 * nfx, 0.035 * nfy), soft) * face)
+  shapes.add(skin, nx + shadow_dx, ny - 0.06 * length, 0.04 * nfx, 0.12 * length * nfy, ambient=0.0, lit=0.62,
+             clip=face)
+  shapes.add(skin, nx, ny, 0.05 * nfx, 0.035 * nfy, ambient=0.0, lit=1.05, clip=face)
   for side in (-1.0, 1.0):
-    img = over(img, skin * 0.35, coverage(ellipse_sdf(x, y, nx + side * 0.026 * nfx, ny + 0.022 * nfy,
-                                                      0.013 * nfx, 0.009 * nfy), soft) * face)
+    shapes.add(skin, nx + side * 0.026 * nfx, ny + 0.022 * nfy, 0.013 * nfx, 0.009 * nfy, ambient=0.35, clip=face)
 
   # Mouth: lips, the opening, teeth along its top; `smile` bends the whole mouth (corners up when positive).
   mx, my, mfx, mfy = place(0.0, _MOUTH_ELEVATION)
   half_width = 0.30 * a * mfx
-  u = (x - mx) / half_width
-  bend = f["smile"] * 0.07 * (u * u - 0.3)
-  ym = y + bend
   opening = (0.006 + 0.085 * f["mouth_open"]) * mfy
-  img = over(img, _col(LIPS) * shade, coverage(ellipse_sdf(x, ym, mx, my, half_width + 0.015, opening + 0.028),
-                                               soft) * face)
-  inside = coverage(ellipse_sdf(x, ym, mx, my, half_width, opening), soft) * face
-  img = over(img, _col(MOUTH), inside)
-  teeth = inside * jax.nn.sigmoid((my - 0.35 * opening - ym) / soft)
-  img = over(img, _col(TEETH), teeth)
+  bend, lift = 0.07 * f["smile"], -0.021 * f["smile"]
+  lips_rx = half_width + 0.015
+  shapes.add(LIPS, mx, my, lips_rx, opening + 0.028, ambient=0.0, lit=1.0, clip=face,
+             bend=bend * (lips_rx / half_width) ** 2, lift=lift)
+  shapes.add(MOUTH, mx, my, half_width, opening, clip=face, bend=bend, lift=lift)
+  # The same ellipse as the opening (so not clipped to it again), above a line near its top.
+  shapes.add(TEETH, mx, my, half_width, opening, clip=face, bend=bend, lift=lift, cut=my - 0.35 * opening)
 
+  img = shapes.composite(x, y, background, shade, soft)
   return jnp.clip(img, 0.0, 1.0) * 2.0 - 1.0
