@@ -93,12 +93,11 @@ class _Layer:
   ambient: float
   lit: float
   clip: int = -1  # index of an earlier shape whose coverage this one is clipped to (-1: none)
+  cut: bool = False  # kept only above a curve (computed for these shapes alone: most have none)
 
 
 class _Shapes:
   """Collects ellipses (per-sample parameters [B, 1, 1]) and their layers, in drawing order."""
-
-  _NO_CUT = 10.0  # a cut line far below the image: the cut sigmoid is 1 everywhere
 
   def __init__(self, batch: int):
     self.batch = batch
@@ -108,18 +107,18 @@ class _Shapes:
 
   def add(self, colour: jax.Array | tuple[float, float, float], cx: Any, cy: Any, rx: Any, ry: Any, *,
           ambient: float = 1.0, lit: float = 0.0, clip: int = -1, bend: Any = 0.0, lift: Any = 0.0,
-          cut: Any = _NO_CUT, cut_bend: Any = 0.0) -> int:
+          cut: Any = None, cut_bend: Any = 0.0) -> int:
     """Adds an ellipse; returns its index (for `clip`).
 
     The ellipse is evaluated at (x, y + bend * u^2 + lift), u = (x - cx) / rx: a positive bend curves its ends up
-    (a smile, an arched brow). It is kept only above the curve y = cut + cut_bend * u^2 (in the same bent y).
+    (a smile, an arched brow). With `cut`, it is kept only above the curve y = cut + cut_bend * u^2 (same bent y).
     """
     shape = (self.batch, 1, 1)
     self.params.append([jnp.broadcast_to(jnp.asarray(p, jnp.float32), shape)
-                        for p in (cx, cy, rx, ry, bend, lift, cut, cut_bend)])
+                        for p in (cx, cy, rx, ry, bend, lift, 0.0 if cut is None else cut, cut_bend)])
     colour = jnp.asarray(colour, jnp.float32)
     self.colours.append(jnp.broadcast_to(colour.reshape(-1, 3), (self.batch, 3)))
-    self.layers.append(_Layer(ambient, lit, clip))
+    self.layers.append(_Layer(ambient, lit, clip, cut is not None))
     return len(self.layers) - 1
 
   def composite(self, x: jax.Array, y: jax.Array, background: jax.Array, shade: jax.Array, soft: float
@@ -129,12 +128,13 @@ class _Shapes:
     x, y = x[:, None], y[:, None]  # [1, 1, 1, W], [1, 1, H, 1]
     u2 = ((x - cx) / rx) ** 2
     y_bent = y + bend * u2 + lift
-    coverage = jax.nn.sigmoid(-ellipse_sdf(x, y_bent, cx, cy, rx, ry) / soft)
-    coverage = coverage * jax.nn.sigmoid((cut + cut_bend * u2 - y_bent) / soft)  # [B, S, H, W]
+    coverage = jax.nn.sigmoid(-ellipse_sdf(x, y_bent, cx, cy, rx, ry) / soft)  # [B, S, H, W]
     colours = jnp.stack(self.colours, axis=1)[:, :, None, None, :]  # [B, S, 1, 1, 3]
     image, alphas = background, []
     for s, layer in enumerate(self.layers):
       alpha = coverage[:, s] if layer.clip < 0 else coverage[:, s] * alphas[layer.clip]
+      if layer.cut:
+        alpha = alpha * jax.nn.sigmoid((cut[:, s] + cut_bend[:, s] * u2[:, s] - y_bent[:, s]) / soft)
       alphas.append(alpha)
       colour = colours[:, s] * (layer.ambient + layer.lit * shade) if layer.lit else colours[:, s] * layer.ambient
       image = image + (colour - image) * alpha[..., None]
