@@ -44,7 +44,7 @@ UNIT_INTERVAL = ("optim.b1", "optim.b2")
 # Layer widths of the trained MLPs: each a positive integer.
 WIDTHS = ("mapper.hidden", "discriminator.hidden")
 CHOICES = {
-    "generator.kind": ("stylegan2", "stylegan1"),
+    "generator.kind": ("stylegan2", "stylegan1", "toy"),
     "id_encoder.kind": ("vggface2",),
     "attr_encoder.kind": ("inception_v3",),
     "landmarks.kind": ("fan", "facemesh", "mediapipe_facemesh"),

@@ -1,10 +1,11 @@
 """Builds the frozen networks (G, E_id, the landmark net) from a config section, by kind.
 
 The rest of the project picks a network by config alone: `kind` names a package under
-`disentangle_jax.third_party`, `weights` is anything that package's `load` accepts (an upstream checkpoint or a
-converted directory), and an empty `weights` means random initialisation at the sizes in `arch` (the smoke config
-and the tests), always from an explicit seed. Every builder returns the package's plain NNX module (its `.config`
-sizes it); eager callers run it through the package's jitted functions (`stylegan2.synthesis(g, ws)`).
+`disentangle_jax.third_party` (or, for our own networks such as the toy world's, the module `_OWN` names), `weights`
+is anything that package's `load` accepts (an upstream checkpoint or a converted directory), and an empty `weights`
+means random initialisation at the sizes in `arch` (the smoke config and the tests), always from an explicit seed.
+Every builder returns the package's plain NNX module (its `.config` sizes it); eager callers run it through the
+package's jitted functions (`stylegan2.synthesis(g, ws)`).
 """
 
 from __future__ import annotations
@@ -15,17 +16,19 @@ from typing import Any
 import ml_collections
 from flax import nnx
 
-GENERATORS = ("stylegan2", "stylegan1")
+GENERATORS = ("stylegan2", "stylegan1", "toy")
 ID_ENCODERS = ("vggface2",)
 LANDMARK_NETS = ("fan", "mediapipe_facemesh")
 _ALIASES = {"facemesh": "mediapipe_facemesh"}
+# Kinds that are our own code rather than ports, by role: the module that follows the third_party contract.
+_OWN = {"generator": {"toy": "disentangle_jax.toy.generator"}}
 
 
 def _package(kind: str, allowed: tuple[str, ...], role: str) -> Any:
   kind = _ALIASES.get(kind, kind)
   if kind not in allowed:
     raise ValueError(f"unknown {role} kind {kind!r}; choose one of {allowed}")
-  return importlib.import_module(f"disentangle_jax.third_party.{kind}")
+  return importlib.import_module(_OWN.get(role, {}).get(kind, f"disentangle_jax.third_party.{kind}"))
 
 
 def _build(cfg: ml_collections.ConfigDict, package: Any, seed: int) -> nnx.Module:
