@@ -27,6 +27,7 @@ from flax import nnx
 from disentangle_jax import checkpoints
 from disentangle_jax import errors
 from disentangle_jax import model as model_lib
+from disentangle_jax import official
 from disentangle_jax.nets import mapper as mapper_lib
 from disentangle_jax.third_party.common import state_dict as state_dict_lib
 
@@ -194,7 +195,7 @@ def build(config: ml_collections.ConfigDict, trained: dict[str, Any] | None = No
 
 def load(path: str | os.PathLike) -> InferenceModel:
   """An exported model directory (`disentangle-jax export`), a training workdir (its latest checkpoint), or a folder
-  of the original TF2 release's weights (`official.load`)."""
+  of the original TF2 release's weights (`official.read`)."""
   path = pathlib.Path(path)
   if not path.exists():
     raise FileNotFoundError(f"{path}: no such model directory (pass an exported model or a training workdir)")
@@ -210,9 +211,9 @@ def load(path: str | os.PathLike) -> InferenceModel:
     model = build(config, trained, source=f"{path} (step {step})", step=step)
     _check_generator(model, config.data.get("dir") or str(path / "data"))
     return model
-  from disentangle_jax import official  # pylint: disable=import-outside-toplevel
   if official.is_release(path):
-    return official.load(path)
+    config, trained, attr_arch = official.read(path)
+    return build(config, trained, source=str(path.absolute()), attr_encoder_config=attr_arch)
   raise ModelLoadError(f"{path}: neither an exported model (no {EXPORT_META}), a training workdir with "
                        "checkpoints, nor the original release's weights (AttrEncoder*.h5, LatentMappingNetwork*.h5)")
 

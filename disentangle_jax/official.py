@@ -6,8 +6,8 @@ Their trainer saves, in one folder, `AttrEncoder<reason>.h5` (E_attr: Keras Ince
 is `vggface2.h5`'s 512-d projection (M's input is 512 + 2048 = 2560); both are taken from the folder when it holds
 them, else from the config (`configs/paper.py:generator=stylegan1,id_head=proj` by default).
 
-`load(folder)` builds the model through `model.build` (the one builder) with E_attr and M filled from the files;
-`convert_to(folder, dst)` writes it as an export (`disentangle-jax convert official SRC DST`).
+`read(folder)` gives what `model.build` (the one builder) needs to fill E_attr and M from the files;
+`disentangle_jax.load(folder)` builds the model, and `disentangle-jax convert official SRC DST` writes its export.
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ import ml_collections
 
 from disentangle_jax import errors
 from disentangle_jax import trees
+from disentangle_jax.configs import paper
+from disentangle_jax.nets import inception
+from disentangle_jax.nets import mapper
 
 CONFIG_ARG = "generator=stylegan1,id_head=proj"
 
@@ -60,7 +63,6 @@ def is_release(folder: str | os.PathLike) -> bool:
 def config_for(files: dict[str, Any], config: ml_collections.ConfigDict | None = None) -> ml_collections.ConfigDict:
   """`config` (default: the paper config with StyleGAN v1 and E_id's 512-d head) pointed at the folder's G / E_id."""
   if config is None:
-    from disentangle_jax.configs import paper  # pylint: disable=import-outside-toplevel
     config = paper.get_config(CONFIG_ARG)
   config = ml_collections.ConfigDict(config.to_dict())
   if files["generator"] is not None:
@@ -71,24 +73,17 @@ def config_for(files: dict[str, Any], config: ml_collections.ConfigDict | None =
   return config
 
 
-def load(folder: str | os.PathLike, config: ml_collections.ConfigDict | None = None) -> Any:
-  """The release in `folder` as an `InferenceModel` (E_attr and M from its files, G / E_id as `config_for` says)."""
-  from disentangle_jax import inference  # pylint: disable=import-outside-toplevel
-  from disentangle_jax.nets import inception  # pylint: disable=import-outside-toplevel
-  from disentangle_jax.nets import mapper  # pylint: disable=import-outside-toplevel
+def read(folder: str | os.PathLike, config: ml_collections.ConfigDict | None = None
+         ) -> tuple[ml_collections.ConfigDict, dict[str, Any], dict[str, Any]]:
+  """(config, trained parameters, E_attr's architecture) of the release in `folder`, for `model.build`.
 
+  E_attr and M come from its files; G and E_id as `config_for` says. `disentangle_jax.load(folder)` builds the
+  model from these, and `disentangle-jax convert official SRC DST` exports it.
+  """
   files = find(folder)
   attr_config, attr_params = inception.convert(files["attr_encoder"])
   m = mapper.load(files["mapper"])
   config = config_for(files, config)
   config.mapper.hidden = tuple(int(layer.kernel.shape[1]) for layer in list(m.layers)[:-1])
   config.mapper.negative_slope = float(m.negative_slope)
-  trained = {"attr_encoder": attr_params, "mapper": trees.params_of(m)}
-  return inference.build(config, trained, source=str(pathlib.Path(folder).absolute()),
-                         attr_encoder_config=attr_config.to_dict())
-
-
-def convert_to(src: str | os.PathLike, dst: str | os.PathLike) -> pathlib.Path:
-  """`disentangle-jax convert official SRC DST`: the release folder SRC as an export DST (`disentangle_jax.load`)."""
-  from disentangle_jax import export  # pylint: disable=import-outside-toplevel
-  return export.export_model(load(src), dst)
+  return config, {"attr_encoder": attr_params, "mapper": trees.params_of(m)}, attr_config.to_dict()

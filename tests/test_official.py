@@ -32,14 +32,15 @@ def attr_h5(tmp_path_factory):
 @pytest.fixture(scope="module")
 def release(attr_h5, tmp_path_factory):
   """A folder in the release layout (G: the 8 px TF-format synthesis checkpoint) and its InferenceModel."""
+  from disentangle_jax import inference  # pylint: disable=import-outside-toplevel
   from disentangle_jax import official  # pylint: disable=import-outside-toplevel
-  pytest.importorskip("tensorflow")
   folder = tmp_path_factory.mktemp("release")
   (folder / attr_h5.name).write_bytes(attr_h5.read_bytes())
   ow.write_h5("LatentMappingNetwork", folder / "LatentMappingNetwork_best_id_epoch_3.h5")
   ow.write_h5("W_D", folder / "W_D_best_id_epoch_3.h5")
   ow.write_tf_checkpoint("stylegan_G_8x8_synthesis", folder / "stylegan_G_8x8_synthesis")
-  return folder, official.load(folder, _release_config())
+  config, trained, attr_arch = official.read(folder, _release_config())
+  return folder, inference.build(config, trained, source=str(folder), attr_encoder_config=attr_arch)
 
 
 def test_attr_encoder_matches_keras_inception(attr_h5, release):
@@ -56,15 +57,15 @@ def test_attr_encoder_matches_keras_inception(attr_h5, release):
   np.testing.assert_allclose(np.asarray(code)[:, 512:], io["pooled"], rtol=0, atol=5e-5)
 
 
-def test_mapper_matches_keras():
+def test_mapper_matches_keras(tmp_path):
   io = np.load(ow.DIR / "LatentMappingNetwork_io.npz")
-  module = mapper.load(ow.write_h5("LatentMappingNetwork", _tmp() / "LatentMappingNetwork_best.h5"))
+  module = mapper.load(ow.write_h5("LatentMappingNetwork", tmp_path / "LatentMappingNetwork_best.h5"))
   np.testing.assert_allclose(np.asarray(module(io["x"])), io["y"], rtol=0, atol=5e-5)
 
 
-def test_discriminator_matches_keras():
+def test_discriminator_matches_keras(tmp_path):
   io = np.load(ow.DIR / "W_D_io.npz")
-  module = discriminator.load(ow.write_h5("W_D", _tmp() / "W_D.h5"))
+  module = discriminator.load(ow.write_h5("W_D", tmp_path / "W_D.h5"))
   np.testing.assert_allclose(np.asarray(module(io["x"]))[:, None], io["y"], rtol=0, atol=1e-5)
 
 
@@ -75,14 +76,14 @@ def test_keras_pool_excludes_padding():
   assert torch_style[0, 0] == pytest.approx(4 / 9) and torch_style[1, 1] == pytest.approx(1.0)
 
 
-def test_torchvision_weights_see_minus_one_one_inputs():
+def test_torchvision_weights_see_minus_one_one_inputs(tmp_path):
   """torchvision's `transform_input=True` maps its mean/std-normalised input back to (x - 0.5) / 0.5, i.e. the
   [-1, 1] image: converted torchvision weights are recorded with input_norm="minus_one_one" and fed the image as
   is. The torchvision fixture ran its layers on `input` directly, i.e. as transform_input=True would on the image
   whose [-1, 1] form is `input` (torch is not installed here, so this identity stands in for a second fixture)."""
   from tests import recipe  # pylint: disable=import-outside-toplevel
   from tests import torch_writer  # pylint: disable=import-outside-toplevel
-  path = _tmp() / "tv.pth"
+  path = tmp_path / "tv.pth"
   torch_writer.save(recipe.state_dict("tv_inception_v3"), str(path))
   config, _ = inception.convert(str(path))
   assert config.input_norm == "minus_one_one" and config.bn_scale and config.pool_count_include_pad
@@ -95,16 +96,6 @@ def test_torchvision_weights_see_minus_one_one_inputs():
   normalised = ((x + 1) / 2 - mean) / std
   transformed = normalised * (std / 0.5) + (mean - 0.5) / 0.5
   np.testing.assert_allclose(transformed, x, rtol=0, atol=1e-5)
-
-
-_TMP: list = []
-
-
-def _tmp():
-  import tempfile  # pylint: disable=import-outside-toplevel
-  import pathlib  # pylint: disable=import-outside-toplevel
-  _TMP.append(tempfile.TemporaryDirectory())
-  return pathlib.Path(_TMP[-1].name)
 
 
 # --- errors: each names the file, the layer and the weight at fault ------------------------------------------------

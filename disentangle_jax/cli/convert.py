@@ -24,7 +24,7 @@ NETWORKS: dict[str, str] = {
     "mediapipe_facemesh": "disentangle_jax.third_party.mediapipe_facemesh",
     "blazeface": "disentangle_jax.third_party.mediapipe_facemesh",
     "inception_v3": "disentangle_jax.nets.inception",
-    "official": "disentangle_jax.official",  # SRC: a folder of the original TF2 release's weights; DST: an export
+    "official": "disentangle_jax.export",  # SRC: a folder of the original TF2 release's weights; DST: an export
 }
 
 
@@ -41,6 +41,7 @@ def main(argv: Sequence[str]) -> None:
     _paths.check_input_files([src], "checkpoint")
   _paths.check_output_dir(dst)
   module = importlib.import_module(NETWORKS[network])
-  convert_to = getattr(module, "convert_to_blazeface" if network == "blazeface" else "convert_to")
+  # A release folder loads like any model (`disentangle_jax.load`), so converting it is exporting it.
+  convert_to = getattr(module, {"blazeface": "convert_to_blazeface", "official": "export"}.get(network, "convert_to"))
   convert_to(src, dst)
   print(f"converted {network} weights from {src} into {dst}")

@@ -37,6 +37,7 @@ from flax import nnx
 
 from disentangle_jax import errors
 from disentangle_jax import trees
+from disentangle_jax.third_party.common import config as config_lib
 from disentangle_jax.third_party.common import converted
 from disentangle_jax.toy import render as render_lib
 from disentangle_jax.toy.render import ATTRIBUTE
@@ -64,7 +65,7 @@ class NotConvertibleError(errors.UserError, ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(config_lib.ConfigBase):
   """Every size of the toy generator.
 
   Attributes:
@@ -93,17 +94,6 @@ class Config:
   def num_ws(self) -> int:
     """One w drives the whole image (the method broadcasts its single w to every style input anyway)."""
     return 1
-
-  def to_dict(self) -> dict[str, Any]:
-    return dataclasses.asdict(self)
-
-  @classmethod
-  def from_dict(cls, d: dict[str, Any]) -> Config:
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-      raise ValueError(f"unknown toy Config fields {unknown}; known: {sorted(names)}")
-    return cls(**d)
 
 
 def _lrelu(x: Any) -> Any:
