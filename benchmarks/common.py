@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +19,7 @@ import numpy as np
 @dataclasses.dataclass
 class Timing:
   """Seconds per call: the median and the best of the timed repetitions."""
+
   median_s: float
   best_s: float
   repeats: int

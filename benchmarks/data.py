@@ -27,13 +27,16 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import app
+from absl import flags
 from array_record.python import array_record_module
 from jax.sharding import Mesh
 
 from benchmarks import common
 from disentangle_jax.configs import paper
-from disentangle_jax.data import generate, pipeline, tfds_format
+from disentangle_jax.data import generate
+from disentangle_jax.data import pipeline
+from disentangle_jax.data import tfds_format
 from disentangle_jax.third_party import stylegan2
 
 _GEN_BATCH = flags.DEFINE_integer("gen_batch", 2, "generation batch (rounded up to a multiple of the devices)")
@@ -42,7 +45,8 @@ _EXAMPLES = flags.DEFINE_integer("examples", 384, "examples in the synthetic 256
 _STEPS = flags.DEFINE_integer("steps", 150, "pipeline steps timed")
 _PER_DEVICE = flags.DEFINE_integer("per_device_batch", 6, "pipeline images per device per step")
 _ACCEL_STEP_S = flags.DEFINE_float(
-    "accelerator_step_s", 0.025, "assumed paper-config train step time on one accelerator (see the module docstring)")
+  "accelerator_step_s", 0.025, "assumed paper-config train step time on one accelerator (see the module docstring)"
+)
 
 
 def _mesh() -> Mesh:
@@ -56,8 +60,7 @@ def bench_generation(tmp: str) -> dict[str, float]:
   n = len(mesh.devices.flat)
   batch = -(-_GEN_BATCH.value // n) * n
   config = paper.get_config()
-  render = generate.make_renderer(g, g.config, mesh, 0, config.data.truncation_psi,
-                                  config.data.truncation_cutoff)
+  render = generate.make_renderer(g, g.config, mesh, 0, config.data.truncation_psi, config.data.truncation_cutoff)
   seeds = np.arange(batch)
   timing = common.time_fn(lambda: common.block(render(seeds)), warmup=1, repeats=2)
   images, w, z = jax.device_get(render(seeds))
@@ -79,9 +82,15 @@ def bench_generation(tmp: str) -> dict[str, float]:
   t0 = time.perf_counter()
   generate.generate(config, os.path.join(tmp, "gen"), generator=g)
   e2e = _GEN_IMAGES.value / (time.perf_counter() - t0)
-  return {"batch": batch, "render_img_s": batch / timing.median_s, "encode_img_s": 1.0 / encode_s,
-          "png_kb": float(np.mean([len(e) for e in encoded])) / 1024, "generate_img_s": e2e,
-          "synthesis_gflop_per_img": flops / batch / 1e9, "render_fraction_of_peak": None}
+  return {
+    "batch": batch,
+    "render_img_s": batch / timing.median_s,
+    "encode_img_s": 1.0 / encode_s,
+    "png_kb": float(np.mean([len(e) for e in encoded])) / 1024,
+    "generate_img_s": e2e,
+    "synthesis_gflop_per_img": flops / batch / 1e9,
+    "render_fraction_of_peak": None,
+  }
 
 
 def _face_like(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -104,8 +113,14 @@ def write_synthetic_dataset(out: str, examples: int, size: int = 256, w_dim: int
     writer = array_record_module.ArrayRecordWriter(shard.path, tfds_format.WRITER_OPTIONS)
     for s in shard.seeds:
       image = np.roll(pool[s % 16], int(s), axis=1)
-      record = features.serialize_example({"image": image, "w": rng.normal(size=w_dim).astype(np.float32),
-                                           "z": np.zeros(w_dim, np.float32), "seed": int(s)})
+      record = features.serialize_example(
+        {
+          "image": image,
+          "w": rng.normal(size=w_dim).astype(np.float32),
+          "z": np.zeros(w_dim, np.float32),
+          "seed": int(s),
+        }
+      )
       sizes.append(len(record))
       writer.write(record)
     writer.close()
@@ -117,8 +132,9 @@ def bench_pipeline(data_dir: str, cache: bool) -> dict[str, float]:
   mesh = _mesh()
   batch = _PER_DEVICE.value * len(mesh.devices.flat)
   t0 = time.perf_counter()
-  p = pipeline.Pipeline(data_dir, "train", batch_size=batch, seed=0, cross_every=3, mesh=mesh,
-                        num_steps=_STEPS.value + 10, cache=cache)
+  p = pipeline.Pipeline(
+    data_dir, "train", batch_size=batch, seed=0, cross_every=3, mesh=mesh, num_steps=_STEPS.value + 10, cache=cache
+  )
   startup = time.perf_counter() - t0
   host = iter(p.dataset().as_numpy_iterator())  # what the host side produces (tf.data alone)
   for _ in range(10):
@@ -136,8 +152,14 @@ def bench_pipeline(data_dir: str, cache: bool) -> dict[str, float]:
     common.block((b["id"], b["attr"], b["w_real"]))
     images += batch * (1 if b["same"] else 2)
   dt = time.perf_counter() - t0
-  return {"mode": "cached" if cache else "streaming", "batch": batch, "startup_s": startup,
-          "host_batches_s": host_rate, "batches_s": _STEPS.value / dt, "images_s": images / dt}
+  return {
+    "mode": "cached" if cache else "streaming",
+    "batch": batch,
+    "startup_s": startup,
+    "host_batches_s": host_rate,
+    "batches_s": _STEPS.value / dt,
+    "images_s": images / dt,
+  }
 
 
 def main(argv: Sequence[str]) -> None:
@@ -152,8 +174,10 @@ def main(argv: Sequence[str]) -> None:
     common.print_table([gen])
     kb = write_synthetic_dataset(os.path.join(tmp, "pipe"), _EXAMPLES.value)
     pipes = [bench_pipeline(os.path.join(tmp, "pipe"), cache) for cache in (False, True)]
-    print(f"\n== input pipeline, 256px, {_PER_DEVICE.value} per device, every 3rd batch cross, "
-          f"{_EXAMPLES.value} examples of {kb:.0f} KB ==")
+    print(
+      f"\n== input pipeline, 256px, {_PER_DEVICE.value} per device, every 3rd batch cross, "
+      f"{_EXAMPLES.value} examples of {kb:.0f} KB =="
+    )
     common.print_table(pipes)
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
@@ -164,10 +188,15 @@ def main(argv: Sequence[str]) -> None:
   print("\n== against what the train step consumes ==")
   rows = []
   for p in pipes:
-    rows.append({"mode": p["mode"], "train_steps_s (this machine, G-only upper bound)": here,
-                 "margin here": p["batches_s"] / here,
-                 "train_steps_s (1 accelerator, assumed)": accel,
-                 "margin per accelerator (host side, this host's cores)": p["host_batches_s"] / accel})
+    rows.append(
+      {
+        "mode": p["mode"],
+        "train_steps_s (this machine, G-only upper bound)": here,
+        "margin here": p["batches_s"] / here,
+        "train_steps_s (1 accelerator, assumed)": accel,
+        "margin per accelerator (host side, this host's cores)": p["host_batches_s"] / accel,
+      }
+    )
   common.print_table(rows)
 
 

@@ -24,7 +24,8 @@ import json
 import os
 import sys
 import types
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -41,16 +42,22 @@ def _cast(module: nnx.Module, dtype: Any) -> nnx.Module:
   return module
 
 
-def _jax_networks(seed: int) -> dict[str, tuple[Callable[[], nnx.Module], Callable[[nnx.Module, jax.Array], Any],
-                                                 int]]:
+def _jax_networks(seed: int) -> dict[str, tuple[Callable[[], nnx.Module], Callable[[nnx.Module, jax.Array], Any], int]]:
   """name -> (module factory, forward(module, x), input side)."""
   from disentangle_jax.nets import inception  # pylint: disable=import-outside-toplevel
   from disentangle_jax.third_party import vggface2  # pylint: disable=import-outside-toplevel
+
   nets = {
-      "vggface2_resnet50": (lambda: vggface2.Module(vggface2.FULL, rngs=nnx.Rngs(seed)),
-                            lambda m, x: m.features(x)["pool"], 224),
-      "inception_v3": (lambda: inception.Inception(inception.FULL, rngs=nnx.Rngs(seed)),
-                       lambda m, x: m.forward(x)["pool"], 299),
+    "vggface2_resnet50": (
+      lambda: vggface2.Module(vggface2.FULL, rngs=nnx.Rngs(seed)),
+      lambda m, x: m.features(x)["pool"],
+      224,
+    ),
+    "inception_v3": (
+      lambda: inception.Inception(inception.FULL, rngs=nnx.Rngs(seed)),
+      lambda m, x: m.forward(x)["pool"],
+      299,
+    ),
   }
   try:
     from disentangle_jax.third_party import fan  # pylint: disable=import-outside-toplevel
@@ -99,6 +106,7 @@ def _torch_networks(args: argparse.Namespace) -> dict[str, Any]:
     sys.modules.setdefault(stub, types.ModuleType(stub))
   try:
     from torchvision.models import inception_v3  # pylint: disable=import-outside-toplevel
+
     nets["inception_v3"] = inception_v3(weights=None, aux_logits=False, init_weights=False)
   except Exception as e:  # pylint: disable=broad-except
     print(f"torchvision InceptionV3 skipped: {type(e).__name__}: {e}")
@@ -113,12 +121,16 @@ def _time_jax(factory, forward, size: int, batch: int, dtype, repeats: int) -> d
   fn = jax.jit(forward)
   flops = common.compiled_flops(fn, module, x)
   timing = common.time_fn(lambda: fn(module, x).block_until_ready(), warmup=2, repeats=repeats)
-  return {"img_per_s": batch / timing.median_s, "flops_per_img": None if flops is None else flops / batch,
-          "median_s": timing.median_s}
+  return {
+    "img_per_s": batch / timing.median_s,
+    "flops_per_img": None if flops is None else flops / batch,
+    "median_s": timing.median_s,
+  }
 
 
 def _time_torch(net, size: int, batch: int, repeats: int) -> float:
   import torch  # pylint: disable=import-outside-toplevel
+
   x = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (batch, 3, size, size)).astype(np.float32))
   with torch.inference_mode():
     timing = common.time_fn(lambda: net(x), warmup=2, repeats=repeats)
@@ -133,8 +145,12 @@ def main() -> None:
   parser.add_argument("--only", default="", help="comma-separated subset of network names")
   parser.add_argument("--upstream_vggface2", default="", help="cydonia999/VGGFace2-pytorch checkout")
   parser.add_argument("--upstream_fan", default="", help="1adrianb/face-alignment checkout")
-  parser.add_argument("--torch_omp_wait", default="auto", choices=["auto", "passive", "default"],
-                      help="OMP_WAIT_POLICY for PyTorch; auto = passive when the load average exceeds the cores")
+  parser.add_argument(
+    "--torch_omp_wait",
+    default="auto",
+    choices=["auto", "passive", "default"],
+    help="OMP_WAIT_POLICY for PyTorch; auto = passive when the load average exceeds the cores",
+  )
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--json", default="", help="also write the rows here")
   args = parser.parse_args()
@@ -155,19 +171,25 @@ def main() -> None:
     for dtype in dtypes:
       r = _time_jax(factory, forward, size, args.batch, dtype, args.repeats)
       achieved = None if r["flops_per_img"] is None else r["flops_per_img"] * r["img_per_s"]
-      rows.append({
-          "network": name, "dtype": dtype.name, "batch": args.batch, "img/s": r["img_per_s"],
+      rows.append(
+        {
+          "network": name,
+          "dtype": dtype.name,
+          "batch": args.batch,
+          "img/s": r["img_per_s"],
           "GFLOP/img": None if r["flops_per_img"] is None else r["flops_per_img"] / 1e9,
           "frac_peak": None if achieved is None else achieved / peaks[dtype],
           "torch_fp32_img/s": torch_ips,
           "jax/torch": None if torch_ips is None else r["img_per_s"] / torch_ips,
-      })
+        }
+      )
       print(rows[-1], flush=True)
   common.print_table(rows)
   if args.json:
     with open(args.json, "w") as f:
-      json.dump({"device": common.device_summary(), "peaks": {d.name: p for d, p in peaks.items()}, "rows": rows},
-                f, indent=2)
+      json.dump(
+        {"device": common.device_summary(), "peaks": {d.name: p for d, p in peaks.items()}, "rows": rows}, f, indent=2
+      )
 
 
 if __name__ == "__main__":

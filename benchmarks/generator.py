@@ -27,16 +27,23 @@ import json
 import os
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from benchmarks import common
 
-PAPER256_KWARGS = dict(z_dim=512, c_dim=0, w_dim=512, img_resolution=256, img_channels=3,
-                       mapping_kwargs=dict(num_layers=8),
-                       synthesis_kwargs=dict(channel_base=16384, channel_max=512, num_fp16_res=4, conv_clamp=256))
+PAPER256_KWARGS = dict(
+  z_dim=512,
+  c_dim=0,
+  w_dim=512,
+  img_resolution=256,
+  img_channels=3,
+  mapping_kwargs=dict(num_layers=8),
+  synthesis_kwargs=dict(channel_base=16384, channel_max=512, num_fp16_res=4, conv_clamp=256),
+)
 
 
 def _package(name: str) -> Any | None:
@@ -81,6 +88,7 @@ def _upstream_cases(upstream: str, batches: list[int], omp_wait: str) -> dict[in
     def run():
       with torch.no_grad():
         g.synthesis(ws, noise_mode="const", force_fp32=True)
+
     return run
 
   return {batch: case(batch) for batch in batches}
@@ -107,8 +115,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--modconv", action="store_true", help="also time StyleGAN2's fused modulated conv (float32)")
   p.add_argument("--upstream", default="", help="a stylegan2-ada-pytorch checkout (needs torch)")
-  p.add_argument("--torch_omp_wait", default="auto", choices=["auto", "passive", "default"],
-                 help="OMP_WAIT_POLICY for PyTorch; auto = passive when the load average exceeds the cores")
+  p.add_argument(
+    "--torch_omp_wait",
+    default="auto",
+    choices=["auto", "passive", "default"],
+    help="OMP_WAIT_POLICY for PyTorch; auto = passive when the load average exceeds the cores",
+  )
   p.add_argument("--json", default="", help="also write the rows here")
   args = p.parse_args(argv)
   batches = [int(b) for b in args.batch_sizes.split(",")]
@@ -131,17 +143,31 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
       fused_cfg = dataclasses.replace(generator.config, fused_modconv=True)
       variants.append(("fused", package.from_params(fused_cfg, _pure(generator), "benchmark")))
     for variant, module in variants:
-      for dtype in (dtypes if not variant else ["float32"]):
+      for dtype in dtypes if not variant else ["float32"]:
         for batch in batches:
           run, flops = _jax_case(module, batch, dtype)
-          rows.append({"generator": name + (f" ({variant})" if variant else ""), "impl": "jax", "dtype": dtype,
-                       "batch": batch, "gflop_per_img": None if flops is None else flops / 1e9})
+          rows.append(
+            {
+              "generator": name + (f" ({variant})" if variant else ""),
+              "impl": "jax",
+              "dtype": dtype,
+              "batch": batch,
+              "gflop_per_img": None if flops is None else flops / 1e9,
+            }
+          )
           cases.append(run)
   if args.upstream:
     jax_gflop = next((r["gflop_per_img"] for r in rows if r["generator"] == "stylegan2"), None)
     for batch, run in _upstream_cases(args.upstream, batches, args.torch_omp_wait).items():
-      rows.append({"generator": "stylegan2-ada-pytorch", "impl": "torch " + _torch_version(), "dtype": "float32",
-                   "batch": batch, "gflop_per_img": jax_gflop})
+      rows.append(
+        {
+          "generator": "stylegan2-ada-pytorch",
+          "impl": "torch " + _torch_version(),
+          "dtype": "float32",
+          "batch": batch,
+          "gflop_per_img": jax_gflop,
+        }
+      )
       cases.append(run)
   print(f"# timing {len(cases)} cases round-robin, best of {args.repeats}", flush=True)
   best = _time_interleaved(cases, args.repeats)
@@ -153,11 +179,18 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
   upstream_ips = {r["batch"]: r["batch"] / t for r, t in zip(rows, best) if r["impl"] != "jax"}
   for r, t in zip(rows, best):
     gflop = r.pop("gflop_per_img")
-    r.update(img_per_s=r["batch"] / t, ms_per_img=1e3 * t / r["batch"], gflop_per_img=gflop,
-             gflop_per_s=None if gflop is None else gflop * r["batch"] / t,
-             frac_peak=None if gflop is None else gflop * 1e9 * r["batch"] / t / peak.get(r["dtype"], peak["float32"]),
-             vs_upstream=(r["batch"] / t / upstream_ips[r["batch"]]
-                          if r["batch"] in upstream_ips and r["generator"].startswith("stylegan2") else None))
+    r.update(
+      img_per_s=r["batch"] / t,
+      ms_per_img=1e3 * t / r["batch"],
+      gflop_per_img=gflop,
+      gflop_per_s=None if gflop is None else gflop * r["batch"] / t,
+      frac_peak=None if gflop is None else gflop * 1e9 * r["batch"] / t / peak.get(r["dtype"], peak["float32"]),
+      vs_upstream=(
+        r["batch"] / t / upstream_ips[r["batch"]]
+        if r["batch"] in upstream_ips and r["generator"].startswith("stylegan2")
+        else None
+      ),
+    )
   common.print_table(rows)
   if args.json:
     with open(args.json, "w") as f:
@@ -167,11 +200,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
 def _pure(module: Any) -> Any:
   from flax import nnx  # pylint: disable=import-outside-toplevel
+
   return nnx.to_pure_dict(nnx.state(module))
 
 
 def _torch_version() -> str:
   import torch  # pylint: disable=import-outside-toplevel
+
   return torch.__version__.split("+")[0]
 
 

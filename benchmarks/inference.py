@@ -27,6 +27,7 @@ def paper_model(seed: int = 0, frozen_dtype: str = "float32"):
   """The paper config with every network randomly initialised at its full size."""
   from disentangle_jax import inference  # pylint: disable=import-outside-toplevel
   from disentangle_jax.configs import paper  # pylint: disable=import-outside-toplevel
+
   config = paper.get_config()
   config.seed = seed
   for section in ("generator", "id_encoder", "attr_encoder", "landmarks"):
@@ -59,23 +60,38 @@ def main() -> None:
     t0 = time.perf_counter()
     model.swap(a, b).block_until_ready()
     compile_s = time.perf_counter() - t0
-    timing = common.time_fn(lambda: model.swap(a, b).block_until_ready(), warmup=1, repeats=args.repeats)
+    timing = common.time_fn(lambda: model.swap(a, b).block_until_ready(), warmup=1, repeats=args.repeats)  # noqa: B023
     flops = common.compiled_flops(model._swap, model._frozen_state, model._trainable_state, a, b)  # pylint: disable=protected-access
-    rows.append({"what": f"swap batch {batch}", "latency_ms": timing.median_s * 1e3, "best_ms": timing.best_s * 1e3,
-                 "images_per_s": batch / timing.median_s, "gflop_per_image": flops / batch / 1e9 if flops else None,
-                 "compile_s": compile_s})
+    rows.append(
+      {
+        "what": f"swap batch {batch}",
+        "latency_ms": timing.median_s * 1e3,
+        "best_ms": timing.best_s * 1e3,
+        "images_per_s": batch / timing.median_s,
+        "gflop_per_image": flops / batch / 1e9 if flops else None,
+        "compile_s": compile_s,
+      }
+    )
 
   from disentangle_jax.apps import video  # pylint: disable=import-outside-toplevel
+
   frames = [rng.integers(0, 256, (res, res, 3), dtype=np.uint8) for _ in range(args.video_frames)]
   identity = rng.uniform(-1, 1, (res, res, 3)).astype(np.float32)
-  warm = list(video.drive(model, identity, frames[:args.video_batch], batch_size=args.video_batch))  # compile
+  warm = list(video.drive(model, identity, frames[: args.video_batch], batch_size=args.video_batch))  # compile
   del warm
   t0 = time.perf_counter()
   n = sum(1 for _ in video.drive(model, identity, frames, batch_size=args.video_batch))
   elapsed = time.perf_counter() - t0
-  rows.append({"what": f"video ({args.video_frames} frames, batch {args.video_batch})",
-               "latency_ms": elapsed / n * 1e3, "best_ms": None, "images_per_s": n / elapsed,
-               "gflop_per_image": None, "compile_s": None})
+  rows.append(
+    {
+      "what": f"video ({args.video_frames} frames, batch {args.video_batch})",
+      "latency_ms": elapsed / n * 1e3,
+      "best_ms": None,
+      "images_per_s": n / elapsed,
+      "gflop_per_image": None,
+      "compile_s": None,
+    }
+  )
 
   peak = common.dense_peak_flops()
   print(f"dense matmul peak of this device: {peak / 1e9:.1f} GFLOP/s")

@@ -36,6 +36,7 @@ def main() -> None:
   args = parser.parse_args()
 
   from disentangle_jax.third_party import mediapipe_facemesh as mp  # pylint: disable=import-outside-toplevel
+
   convert = importlib.import_module("disentangle_jax.third_party.mediapipe_facemesh.convert")
   tflite = importlib.import_module("disentangle_jax.third_party.mediapipe_facemesh.tflite")
 
@@ -47,10 +48,17 @@ def main() -> None:
   fn = jax.jit(lambda m, x: m.landmarks(x), compiler_options=mp.xla_options.compiler_options())
   flops = common.compiled_flops(fn, mesh, images)
   peak = common.dense_peak_flops()
-  rows = [{"impl": "jax", "batch": args.batch, "img/s": args.batch / timing.median_s,
-           "best img/s": args.batch / timing.best_s,
-           "GFLOP/img": flops / args.batch / 1e9 if flops else None,
-           "of peak": flops / timing.median_s / peak if flops else None, "max |d| px": 0.0}]
+  rows = [
+    {
+      "impl": "jax",
+      "batch": args.batch,
+      "img/s": args.batch / timing.median_s,
+      "best img/s": args.batch / timing.best_s,
+      "GFLOP/img": flops / args.batch / 1e9 if flops else None,
+      "of peak": flops / timing.median_s / peak if flops else None,
+      "max |d| px": 0.0,
+    }
+  ]
 
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
@@ -58,8 +66,13 @@ def main() -> None:
   with tempfile.NamedTemporaryFile(suffix=".tflite") as f:
     f.write(data)
     f.flush()
-    for name, kwargs in (("tflite xnnpack", {}), ("tflite reference", {
-        "experimental_op_resolver_type": tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES})):
+    for name, kwargs in (
+      ("tflite xnnpack", {}),
+      (
+        "tflite reference",
+        {"experimental_op_resolver_type": tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES},
+      ),
+    ):
       interp = tf.lite.Interpreter(model_path=f.name, num_threads=args.threads, **kwargs)
       inp = interp.get_input_details()[0]["index"]
       interp.resize_tensor_input(inp, [args.batch, 192, 192, 3])
@@ -74,8 +87,17 @@ def main() -> None:
 
       diff = float(np.abs(run().reshape(ours.shape) - ours).max())
       t = common.time_fn(run, warmup=2, repeats=args.repeats)
-      rows.append({"impl": name, "batch": args.batch, "img/s": args.batch / t.median_s,
-                   "best img/s": args.batch / t.best_s, "GFLOP/img": None, "of peak": None, "max |d| px": diff})
+      rows.append(
+        {
+          "impl": name,
+          "batch": args.batch,
+          "img/s": args.batch / t.median_s,
+          "best img/s": args.batch / t.best_s,
+          "GFLOP/img": None,
+          "of peak": None,
+          "max |d| px": diff,
+        }
+      )
   print(common.device_summary(), f"load average {os.getloadavg()[0]:.1f}, TFLite threads {args.threads}")
   common.print_table(rows)
 

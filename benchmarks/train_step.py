@@ -36,13 +36,19 @@ from benchmarks import common  # pylint: disable=wrong-import-position
 from disentangle_jax import model as model_lib  # pylint: disable=wrong-import-position
 from disentangle_jax import train_step as step_lib  # pylint: disable=wrong-import-position
 
-VARIANTS = {"f32": ("float32", False), "bf16": ("bfloat16", False), "remat": ("float32", True),
-            "bf16+remat": ("bfloat16", True)}
+VARIANTS = {
+  "f32": ("float32", False),
+  "bf16": ("bfloat16", False),
+  "remat": ("float32", True),
+  "bf16+remat": ("bfloat16", True),
+}
 
 
 def make_config(name: str, per_device_batch: int) -> ml_collections.ConfigDict:
   """The smoke config, or the paper config with every network at full size and random weights."""
-  from disentangle_jax.configs import paper, smoke  # pylint: disable=import-outside-toplevel
+  from disentangle_jax.configs import paper  # pylint: disable=import-outside-toplevel
+  from disentangle_jax.configs import smoke  # pylint: disable=import-outside-toplevel
+
   if name == "smoke":
     config = smoke.get_config()
   elif name == "paper":
@@ -56,8 +62,7 @@ def make_config(name: str, per_device_batch: int) -> ml_collections.ConfigDict:
   return config
 
 
-def run(config_name: str, per_device_batch: int, variants: list[str], repeats: int, analysis_only: bool
-        ) -> list[dict]:
+def run(config_name: str, per_device_batch: int, variants: list[str], repeats: int, analysis_only: bool) -> list[dict]:
   config = make_config(config_name, per_device_batch)
   t0 = time.perf_counter()
   model = model_lib.build(config)
@@ -72,9 +77,15 @@ def run(config_name: str, per_device_batch: int, variants: list[str], repeats: i
   rng = np.random.RandomState(0)
   images = rng.uniform(-1, 1, (global_batch, res, res, 3)).astype(np.float32)
   split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
-  batch = step_lib.step_batch({"id": jax.device_put(images, split), "attr": jax.device_put(images, split),
-                               "w_real": jax.device_put(rng.randn(global_batch, w_dim).astype(np.float32), split),
-                               "same": True}, mesh)
+  batch = step_lib.step_batch(
+    {
+      "id": jax.device_put(images, split),
+      "attr": jax.device_put(images, split),
+      "w_real": jax.device_put(rng.randn(global_batch, w_dim).astype(np.float32), split),
+      "same": True,
+    },
+    mesh,
+  )
   peak = None if analysis_only else common.dense_peak_flops()
   rows = []
   for variant in variants:
@@ -94,24 +105,36 @@ def run(config_name: str, per_device_batch: int, variants: list[str], repeats: i
       # (`--analysis_only` on a CPU) is the program's true figure.
       flops = None
     mem = compiled.memory_analysis()
-    peak_bytes = None if mem is None else (mem.argument_size_in_bytes + mem.output_size_in_bytes
-                                           + mem.temp_size_in_bytes)
-    row = {"config": config_name, "variant": variant, "devices": jax.device_count(), "global_batch": global_batch,
-           "compile_s": compile_s, "gflops_per_step": None if flops is None else flops / 1e9,
-           "temp_mib": None if mem is None else mem.temp_size_in_bytes / 2**20,
-           "peak_mib": None if peak_bytes is None else peak_bytes / 2**20}
+    peak_bytes = (
+      None if mem is None else (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes)
+    )
+    row = {
+      "config": config_name,
+      "variant": variant,
+      "devices": jax.device_count(),
+      "global_batch": global_batch,
+      "compile_s": compile_s,
+      "gflops_per_step": None if flops is None else flops / 1e9,
+      "temp_mib": None if mem is None else mem.temp_size_in_bytes / 2**20,
+      "peak_mib": None if peak_bytes is None else peak_bytes / 2**20,
+    }
     if not analysis_only:
       holder = {"state": state}
 
       def two_steps():
         for _ in range(2):  # one adversarial, one plain step
-          holder["state"], metrics = compiled(holder["state"], frozen, batch)
+          holder["state"], metrics = compiled(holder["state"], frozen, batch)  # noqa: B023  (called in this loop)
         jax.block_until_ready(metrics)
 
       timing = common.time_fn(two_steps, warmup=1, repeats=repeats)
       step_s = timing.median_s / 2
-      row.update({"step_s": step_s, "images_per_s": global_batch / step_s,
-                  "peak_fraction": None if flops is None else flops / step_s / peak})
+      row.update(
+        {
+          "step_s": step_s,
+          "images_per_s": global_batch / step_s,
+          "peak_fraction": None if flops is None else flops / step_s / peak,
+        }
+      )
     rows.append(row)
     print(json.dumps(row), flush=True)
   if peak is not None:

@@ -22,11 +22,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = paper.get_config(f"generator={preset.generator},landmarks={preset.landmarks},id_head={preset.id_head}")
   c.generator.weights = ""  # random init at the sizes below
   if preset.generator == "stylegan2":
-    c.generator.arch = ml_collections.ConfigDict(dict(
-        resolution=32, z_dim=32, w_dim=32, mapping_layers=2, channel_base=256, channel_max=32))
+    c.generator.arch = ml_collections.ConfigDict(
+      dict(resolution=32, z_dim=32, w_dim=32, mapping_layers=2, channel_base=256, channel_max=32)
+    )
   else:
-    c.generator.arch = ml_collections.ConfigDict(dict(resolution=32, z_dim=32, w_dim=32, mapping_layers=2,
-                                                      channel_max=32))
+    c.generator.arch = ml_collections.ConfigDict(
+      dict(resolution=32, z_dim=32, w_dim=32, mapping_layers=2, channel_max=32)
+    )
   c.id_encoder.weights = ""
   c.id_encoder.arch = ml_collections.ConfigDict(dict(width=8, layers=(1, 1, 1, 1), input_size=64, proj_dim=16))
   c.attr_encoder.weights = ""

@@ -9,6 +9,7 @@ def load(path: Any) -> Any:
   Imported lazily so `import disentangle_jax` stays light (no JAX, Flax or TensorFlow until a model is loaded).
   """
   from disentangle_jax import inference  # pylint: disable=import-outside-toplevel
+
   return inference.load(path)
 
 

@@ -26,7 +26,8 @@ import os
 import pathlib
 import shutil
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -75,8 +76,10 @@ def read_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
   """The run's `config.json`."""
   path = pathlib.Path(workdir) / CONFIG_FILE
   if not path.is_file():
-    raise CheckpointError(f"{pathlib.Path(workdir)}: a training workdir without {CONFIG_FILE}; cannot tell which "
-                          "networks the checkpoint belongs to")
+    raise CheckpointError(
+      f"{pathlib.Path(workdir)}: a training workdir without {CONFIG_FILE}; cannot tell which "
+      "networks the checkpoint belongs to"
+    )
   try:
     return ml_collections.ConfigDict(json.loads(path.read_text()))
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -166,8 +169,14 @@ class _Unreadable(Exception):
 # Restoring with a fallback
 
 
-def _restore_newest(workdir: str | os.PathLike, read: Callable[[pathlib.Path], Any], *, require_all: bool,
-                    quarantine: bool, step: int | None = None) -> tuple[int, Any] | None:
+def _restore_newest(
+  workdir: str | os.PathLike,
+  read: Callable[[pathlib.Path], Any],
+  *,
+  require_all: bool,
+  quarantine: bool,
+  step: int | None = None,
+) -> tuple[int, Any] | None:
   """(step, tree) of the newest checkpoint that reads completely and matches its manifest; None if none exists.
 
   `read(item_dir)` restores one checkpoint. A bad one is reported with a warning naming it and, with `quarantine`,
@@ -192,8 +201,12 @@ def _restore_newest(workdir: str | os.PathLike, read: Callable[[pathlib.Path], A
     except Exception as e:  # pylint: disable=broad-except  # TensorStore raises many types for damaged files
       reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
       problems.append(f"step {candidate}: {reason}")
-      logging.warning("checkpoint %s is unusable (%s)%s", step_dir, reason,
-                      "; trying the previous one" if candidate != available[0] else "")
+      logging.warning(
+        "checkpoint %s is unusable (%s)%s",
+        step_dir,
+        reason,
+        "; trying the previous one" if candidate != available[0] else "",
+      )
       if quarantine:
         _quarantine(workdir, step_dir)
       continue
@@ -228,12 +241,14 @@ def restore_train_state(workdir: str | os.PathLike, abstract_state: Any) -> tupl
   found = _restore_newest(workdir, read, require_all=True, quarantine=True)
   if jax.process_count() > 1:  # every process must have looked before any moves a folder away
     from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+
     multihost_utils.sync_global_devices("disentangle_jax.checkpoints.restored")
   return found
 
 
-def restore_inference(workdir: str | os.PathLike, step: int | None = None
-                      ) -> tuple[ml_collections.ConfigDict, dict[str, Any], int]:
+def restore_inference(
+  workdir: str | os.PathLike, step: int | None = None
+) -> tuple[ml_collections.ConfigDict, dict[str, Any], int]:
   """(config, {"attr_encoder": pure dict, "mapper": pure dict}, step) of the newest usable checkpoint (or `step`).
 
   Reads only the parameters and constants of E_attr and M (Orbax partial restore: the optimiser state, three to
@@ -252,19 +267,25 @@ def restore_inference(workdir: str | os.PathLike, step: int | None = None
       try:
         wanted = {group: {net: tree[group][net] for net in INFERENCE_NETS} for group in ("params", "constants")}
       except (KeyError, TypeError) as e:
-        raise _Unreadable(f"not a train state with params/constants of {INFERENCE_NETS} "
-                          f"({type(e).__name__}: {e})") from e
+        raise _Unreadable(
+          f"not a train state with params/constants of {INFERENCE_NETS} ({type(e).__name__}: {e})"
+        ) from e
       restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), wanted)
-      return ckptr.restore(item, args=ocp.args.PyTreeRestore(item=jax.tree.map(lambda _: 0, wanted),
-                                                             restore_args=restore_args, partial_restore=True))
+      return ckptr.restore(
+        item,
+        args=ocp.args.PyTreeRestore(
+          item=jax.tree.map(lambda _: 0, wanted), restore_args=restore_args, partial_restore=True
+        ),
+      )
 
   found = _restore_newest(workdir, read, require_all=False, quarantine=False, step=step)
   if found is None:
-    raise CheckpointError(f"{checkpoint_dir(workdir)}: no checkpoint yet (train first, or wait for the first save "
-                          f"at step {config.get('checkpoint_every', '?')})")
+    raise CheckpointError(
+      f"{checkpoint_dir(workdir)}: no checkpoint yet (train first, or wait for the first save "
+      f"at step {config.get('checkpoint_every', '?')})"
+    )
   step, restored = found
-  trained = {net: _module_tree(restored["params"][net], restored["constants"][net])
-             for net in INFERENCE_NETS}
+  trained = {net: _module_tree(restored["params"][net], restored["constants"][net]) for net in INFERENCE_NETS}
   return config, trained, int(step)
 
 
@@ -291,10 +312,12 @@ class Saver:
 
   def __init__(self, workdir: str | os.PathLike, keep: int):
     import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+
     self._ocp = ocp
     self.workdir = pathlib.Path(workdir)
     self._manager = ocp.CheckpointManager(
-        checkpoint_dir(workdir), options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+      checkpoint_dir(workdir), options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+    )
     self._pending: list[tuple[int, Any, Any]] = []  # (step, device fingerprints, abstract state)
 
   def save(self, step: int, state: Any) -> None:
@@ -323,9 +346,11 @@ class Saver:
       bad = sorted(k for k in set(expected) | set(got) if expected.get(k) != got.get(k))
       if bad:
         _quarantine(self.workdir, step_dir)
-        raise CheckpointError(f"the checkpoint of step {step} read back differently from what was saved "
-                              f"({', '.join(map(str, bad[:3]))}: {got.get(bad[0], 'missing')}); it was moved into "
-                              f"{self.workdir / CORRUPT_DIR}; check the disk")
+        raise CheckpointError(
+          f"the checkpoint of step {step} read back differently from what was saved "
+          f"({', '.join(map(str, bad[:3]))}: {got.get(bad[0], 'missing')}); it was moved into "
+          f"{self.workdir / CORRUPT_DIR}; check the disk"
+        )
       if jax.process_index() != 0:
         continue
       tmp = step_dir / f"{MANIFEST}.tmp"

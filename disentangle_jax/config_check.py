@@ -17,23 +17,39 @@ from __future__ import annotations
 import difflib
 import math
 import numbers
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
+from collections.abc import Mapping
 from typing import Any
 
 from disentangle_jax import errors
 
 # Keys that count something: a positive integer (a zero or negative size or count has no meaning).
 POSITIVE_INTS = (
-    "per_device_batch_size", "eval_batches", "keep_checkpoints",
-    "data.num_train", "data.num_validation", "data.examples_per_shard", "data.generate_batch_size",
+  "per_device_batch_size",
+  "eval_batches",
+  "keep_checkpoints",
+  "data.num_train",
+  "data.num_validation",
+  "data.examples_per_shard",
+  "data.generate_batch_size",
 )
 # Every-N-steps intervals: `step % every` needs every >= 1.
 INTERVALS = ("log_every", "image_every", "eval_every", "checkpoint_every", "optim.adversarial_every")
 # Weights and rates that scale a term: zero switches it off, negative would reverse it.
 NON_NEGATIVE = (
-    "loss.identity", "loss.landmarks", "loss.reconstruction", "loss.ms_ssim_weight", "loss.l1_weight",
-    "loss.adversarial", "loss.r1_gamma", "optim.lr", "optim.adversarial_lr_scale", "optim.discriminator_lr_scale",
-    "optim.eps", "mapper.negative_slope", "discriminator.negative_slope",
+  "loss.identity",
+  "loss.landmarks",
+  "loss.reconstruction",
+  "loss.ms_ssim_weight",
+  "loss.l1_weight",
+  "loss.adversarial",
+  "loss.r1_gamma",
+  "optim.lr",
+  "optim.adversarial_lr_scale",
+  "optim.discriminator_lr_scale",
+  "optim.eps",
+  "mapper.negative_slope",
+  "discriminator.negative_slope",
 )
 # Positive reals: the width of the inverse-Gaussian L1 mask divides the distances.
 POSITIVE_REALS = ("loss.mask_sigma",)
@@ -44,12 +60,12 @@ UNIT_INTERVAL = ("optim.b1", "optim.b2")
 # Layer widths of the trained MLPs: each a positive integer.
 WIDTHS = ("mapper.hidden", "discriminator.hidden")
 CHOICES = {
-    "generator.kind": ("stylegan2", "stylegan1", "toy"),
-    "id_encoder.kind": ("vggface2",),
-    "attr_encoder.kind": ("inception_v3",),
-    "landmarks.kind": ("fan", "facemesh", "mediapipe_facemesh"),
-    "generator.noise_mode": ("const", "random", "none"),
-    "compute.frozen_dtype": ("float32", "bfloat16"),
+  "generator.kind": ("stylegan2", "stylegan1", "toy"),
+  "id_encoder.kind": ("vggface2",),
+  "attr_encoder.kind": ("inception_v3",),
+  "landmarks.kind": ("fan", "facemesh", "mediapipe_facemesh"),
+  "generator.noise_mode": ("const", "random", "none"),
+  "compute.frozen_dtype": ("float32", "bfloat16"),
 }
 
 _MISSING = object()
@@ -131,15 +147,17 @@ def problems(config: Any, *, allow_empty: bool = False) -> list[str]:
   each(NON_NEGATIVE_INTS, lambda v: v is None or (_is_int(v) and v >= 0), "must be a non-negative integer")
   each(UNIT_INTERVAL, lambda v: _is_real(v) and 0 <= v < 1, "must be in [0, 1)")
   each(("seed",), _is_int, "must be an integer")
-  each(WIDTHS, lambda v: isinstance(v, (tuple, list)) and all(_is_int(w) and w > 0 for w in v),
-       "must be a sequence of positive integer layer widths")
+  each(
+    WIDTHS,
+    lambda v: isinstance(v, (tuple, list)) and all(_is_int(w) and w > 0 for w in v),
+    "must be a sequence of positive integer layer widths",
+  )
   for key, allowed in CHOICES.items():
     each((key,), lambda v, allowed=allowed: v in allowed, f"must be one of {', '.join(allowed)}")
   if allow_empty:
     each(("num_steps",), lambda v: _is_int(v) and v >= 0, "must be a non-negative integer")
   else:
-    each(("num_steps",), lambda v: _is_int(v) and v > 0,
-         "must be a positive integer (`train --allow_empty` accepts 0)")
+    each(("num_steps",), lambda v: _is_int(v) and v > 0, "must be a positive integer (`train --allow_empty` accepts 0)")
   return out
 
 

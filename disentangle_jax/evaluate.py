@@ -17,14 +17,17 @@ folder of real aligned faces and is not part of the periodic evaluation.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from collections.abc import Iterable
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from disentangle_jax import losses
 from disentangle_jax import model as model_lib
@@ -38,13 +41,20 @@ def _cosine(a: jax.Array, b: jax.Array) -> jax.Array:
 
 def trainable_from_state(graphs: Any, state: Any) -> model_lib.Trainable:
   """Rebuilds the trainable modules from a `train_step.TrainState`."""
-  parts = {k: nnx.merge(graphs.trainable[k], state.params[k], state.constants[k])
-           for k in ("attr_encoder", "mapper", "discriminator")}
+  parts = {
+    k: nnx.merge(graphs.trainable[k], state.params[k], state.constants[k])
+    for k in ("attr_encoder", "mapper", "discriminator")
+  }
   return model_lib.Trainable(**parts)
 
 
-def batch_metrics(frozen: model_lib.Frozen, trainable: model_lib.Trainable, spec: model_lib.Spec,
-                  id_images: jax.Array, attr_images: jax.Array) -> dict[str, jax.Array]:
+def batch_metrics(
+  frozen: model_lib.Frozen,
+  trainable: model_lib.Trainable,
+  spec: model_lib.Spec,
+  id_images: jax.Array,
+  attr_images: jax.Array,
+) -> dict[str, jax.Array]:
   """Per-example metrics [B] of one batch (see the module docstring)."""
   out, _ = model_lib.swap(frozen, trainable, spec, id_images, attr_images)
   out = jnp.clip(out, -1.0, 1.0)
@@ -62,21 +72,22 @@ def batch_metrics(frozen: model_lib.Frozen, trainable: model_lib.Trainable, spec
   mse = jnp.mean(jnp.square(target01 - rec01), axis=(1, 2, 3))
   ms = losses.ms_ssim(target01, rec01, filter_size=losses.fit_filter_size(spec.resolution))
   return {
-      "similarity/id_to_out": id_to_out,
-      "similarity/attr_to_out": attr_to_out,
-      "similarity/id_to_attr": _cosine(e_id, e_attr),
-      "similarity/score": id_to_out - attr_to_out,
-      "landmarks/distance": jnp.mean(jnp.linalg.norm(lnd_attr - lnd_out, axis=-1), axis=-1),
-      "landmarks/mse": jnp.mean(jnp.square(lnd_attr[:, keep] - lnd_out[:, keep]), axis=(1, 2)),
-      "reconstruction/mse": mse,
-      "reconstruction/psnr": -10.0 * jnp.log10(jnp.maximum(mse, 1e-10)),
-      "reconstruction/ms_ssim": ms,
-      "reconstruction/id_similarity": _cosine(e_id, model_lib.embed_identity(frozen, spec, rec)),
+    "similarity/id_to_out": id_to_out,
+    "similarity/attr_to_out": attr_to_out,
+    "similarity/id_to_attr": _cosine(e_id, e_attr),
+    "similarity/score": id_to_out - attr_to_out,
+    "landmarks/distance": jnp.mean(jnp.linalg.norm(lnd_attr - lnd_out, axis=-1), axis=-1),
+    "landmarks/mse": jnp.mean(jnp.square(lnd_attr[:, keep] - lnd_out[:, keep]), axis=(1, 2)),
+    "reconstruction/mse": mse,
+    "reconstruction/psnr": -10.0 * jnp.log10(jnp.maximum(mse, 1e-10)),
+    "reconstruction/ms_ssim": ms,
+    "reconstruction/id_similarity": _cosine(e_id, model_lib.embed_identity(frozen, spec, rec)),
   }
 
 
 def make_eval_step(graphs: Any, spec: model_lib.Spec, mesh: Mesh) -> Callable[..., dict[str, jax.Array]]:
   """`eval_step(state, frozen_state, id_images, attr_images) -> {metric: sum over the batch}` (replicated)."""
+
   def step(state, frozen_state, id_images, attr_images):
     frozen = nnx.merge(graphs.frozen, frozen_state)
     per_example = batch_metrics(frozen, trainable_from_state(graphs, state), spec, id_images, attr_images)
@@ -86,8 +97,12 @@ def make_eval_step(graphs: Any, spec: model_lib.Spec, mesh: Mesh) -> Callable[..
   return jax.jit(step, in_shardings=(replicated, replicated, split, split), out_shardings=replicated)
 
 
-def evaluate(eval_step: Callable[..., dict[str, jax.Array]], state: dict[str, Any], frozen_state: Any,
-             batches: Iterable[dict[str, Any]]) -> dict[str, float]:
+def evaluate(
+  eval_step: Callable[..., dict[str, jax.Array]],
+  state: dict[str, Any],
+  frozen_state: Any,
+  batches: Iterable[dict[str, Any]],
+) -> dict[str, float]:
   """Means of every metric over the examples of `batches` (dicts with global "id" and "attr" arrays)."""
   totals: dict[str, float] = {}
   count = 0

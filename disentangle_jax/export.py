@@ -55,10 +55,15 @@ def export_model(model: inference.InferenceModel, dst: str | os.PathLike, step: 
     ckptr.save(dst / inference.EXPORT_PARAMS, params)
     ckptr.wait_until_finished()
   spec = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(model.spec).items()}
-  meta = {"format": inference.EXPORT_FORMAT, "version": inference.EXPORT_VERSION,
-          "config": json.loads(_absolute_weights(model.config).to_json_best_effort()),
-          "attr_encoder_config": trainable.attr_encoder.config.to_dict(), "spec": spec, "source": model.source,
-          "step": step}
+  meta = {
+    "format": inference.EXPORT_FORMAT,
+    "version": inference.EXPORT_VERSION,
+    "config": json.loads(_absolute_weights(model.config).to_json_best_effort()),
+    "attr_encoder_config": trainable.attr_encoder.config.to_dict(),
+    "spec": spec,
+    "source": model.source,
+    "step": step,
+  }
   # Written last: a directory without it is an unfinished export and `load` says so.
   (dst / inference.EXPORT_META).write_text(json.dumps(meta, indent=2))
   return dst

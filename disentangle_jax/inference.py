@@ -52,18 +52,21 @@ class InferenceModel:
   Any image size works (the encoders resize internally); outputs are at the generator's resolution.
   """
 
-  def __init__(self, config: ml_collections.ConfigDict, model: model_lib.Model, source: str = "",
-               step: int | None = None):
+  def __init__(
+    self, config: ml_collections.ConfigDict, model: model_lib.Model, source: str = "", step: int | None = None
+  ):
     self.config = config
     self.spec = model.spec
     self.source = source
     self.step = step  # the training step of the parameters, when known
     spec = model.spec
     # Split once: the jitted functions take plain array pytrees, so a call does not re-walk the module graphs.
-    frozen_graph, self._frozen_state = nnx.split(model_lib.Frozen(model.frozen.generator, model.frozen.id_encoder,
-                                                                  None))
-    trainable_graph, self._trainable_state = nnx.split(model_lib.Trainable(model.trainable.attr_encoder,
-                                                                           model.trainable.mapper, None))
+    frozen_graph, self._frozen_state = nnx.split(
+      model_lib.Frozen(model.frozen.generator, model.frozen.id_encoder, None)
+    )
+    trainable_graph, self._trainable_state = nnx.split(
+      model_lib.Trainable(model.trainable.attr_encoder, model.trainable.mapper, None)
+    )
     self._frozen_graph, self._trainable_graph = frozen_graph, trainable_graph
 
     def swap(frozen_state, trainable_state, id_images, attr_images):
@@ -81,7 +84,8 @@ class InferenceModel:
     self._encode = jax.jit(encode)
     self._render = jax.jit(lambda frozen_state, w: model_lib.render(nnx.merge(frozen_graph, frozen_state), spec, w))
     self._id_code = jax.jit(
-        lambda frozen_state, x: model_lib.embed_identity(nnx.merge(frozen_graph, frozen_state), spec, x))
+      lambda frozen_state, x: model_lib.embed_identity(nnx.merge(frozen_graph, frozen_state), spec, x)
+    )
     self._attr_code = jax.jit(lambda trainable_state, x: nnx.merge(trainable_graph, trainable_state).attr_encoder(x))
     self._map = jax.jit(lambda trainable_state, code: nnx.merge(trainable_graph, trainable_state).mapper(code))
 
@@ -138,8 +142,10 @@ class InferenceModel:
 
   def __repr__(self) -> str:
     s = self.spec
-    return (f"InferenceModel({self.source or 'in memory'}: {s.resolution}px, id {s.id_dim} + attr {s.attr_dim}"
-            f" -> w {s.w_dim})")
+    return (
+      f"InferenceModel({self.source or 'in memory'}: {s.resolution}px, id {s.id_dim} + attr {s.attr_dim}"
+      f" -> w {s.w_dim})"
+    )
 
   def _pair(self, id_images: Any, attr_images: Any) -> tuple[jax.Array, jax.Array]:
     a, b = _images(id_images, "id_images"), _images(attr_images, "attr_images")
@@ -171,8 +177,13 @@ def _rows(x: Any, width: int, name: str) -> jax.Array:
   return x
 
 
-def build(config: ml_collections.ConfigDict, trained: dict[str, Any] | None = None, source: str = "",
-          attr_encoder_config: dict[str, Any] | None = None, step: int | None = None) -> InferenceModel:
+def build(
+  config: ml_collections.ConfigDict,
+  trained: dict[str, Any] | None = None,
+  source: str = "",
+  attr_encoder_config: dict[str, Any] | None = None,
+  step: int | None = None,
+) -> InferenceModel:
   """The inference networks of `config` (`model.build(for_inference=True)`), filled with `trained` if given.
 
   `trained` maps network names to parameter trees (a checkpoint's E_attr and M, an export's too); without it
@@ -180,8 +191,7 @@ def build(config: ml_collections.ConfigDict, trained: dict[str, Any] | None = No
   export recorded for E_attr.
   """
   try:
-    model = model_lib.build(config, for_inference=True, trained=trained, attr_arch=attr_encoder_config,
-                            source=source)
+    model = model_lib.build(config, for_inference=True, trained=trained, attr_arch=attr_encoder_config, source=source)
   except state_dict_lib.CheckpointMismatchError as e:
     raise ModelLoadError(str(e)) from None
   if model.spec.frozen_dtype != "float32":
@@ -214,8 +224,10 @@ def load(path: str | os.PathLike) -> InferenceModel:
   if official.is_release(path):
     config, trained, attr_arch = official.read(path)
     return build(config, trained, source=str(path.absolute()), attr_encoder_config=attr_arch)
-  raise ModelLoadError(f"{path}: neither an exported model (no {EXPORT_META}), a training workdir with "
-                       "checkpoints, nor the original release's weights (AttrEncoder*.h5, LatentMappingNetwork*.h5)")
+  raise ModelLoadError(
+    f"{path}: neither an exported model (no {EXPORT_META}), a training workdir with "
+    "checkpoints, nor the original release's weights (AttrEncoder*.h5, LatentMappingNetwork*.h5)"
+  )
 
 
 def _check_generator(model: InferenceModel, data_dir: str) -> None:
@@ -234,13 +246,15 @@ def _check_generator(model: InferenceModel, data_dir: str) -> None:
   if not expected:
     return
   from disentangle_jax.data import generate  # pylint: disable=import-outside-toplevel
+
   got = generate.fingerprint(model.frozen.generator)
   if got != expected:
     g = model.config.generator
     raise ModelLoadError(
-        f"{model.source}: the generator rebuilt from the config ({g.kind}, weights {g.weights or 'random init'}, "
-        f"seed {model.config.seed}) is not the one that rendered the training data in {data_dir} (fingerprint "
-        f"{got} != {expected}): its code or weights changed since training; retrain, or restore them")
+      f"{model.source}: the generator rebuilt from the config ({g.kind}, weights {g.weights or 'random init'}, "
+      f"seed {model.config.seed}) is not the one that rendered the training data in {data_dir} (fingerprint "
+      f"{got} != {expected}): its code or weights changed since training; retrain, or restore them"
+    )
 
 
 def load_export(path: str | os.PathLike) -> InferenceModel:
@@ -255,12 +269,15 @@ def load_export(path: str | os.PathLike) -> InferenceModel:
   if meta.get("format") != EXPORT_FORMAT:
     raise ModelLoadError(f"{path / EXPORT_META}: format {meta.get('format')!r} is not {EXPORT_FORMAT!r}")
   if int(meta.get("version", 0)) > EXPORT_VERSION:
-    raise ModelLoadError(f"{path}: export version {meta.get('version')} is newer than this code reads "
-                         f"({EXPORT_VERSION}); update disentangle_jax")
+    raise ModelLoadError(
+      f"{path}: export version {meta.get('version')} is newer than this code reads "
+      f"({EXPORT_VERSION}); update disentangle_jax"
+    )
   if not (path / EXPORT_PARAMS).is_dir():
     raise ModelLoadError(f"{path}: the export has no {EXPORT_PARAMS}/ directory")
   config = ml_collections.ConfigDict(meta["config"])
   with ocp.StandardCheckpointer() as ckptr:
     trained = ckptr.restore(path / EXPORT_PARAMS)
-  return build(config, trained, source=str(path), attr_encoder_config=meta.get("attr_encoder_config"),
-               step=meta.get("step"))
+  return build(
+    config, trained, source=str(path), attr_encoder_config=meta.get("attr_encoder_config"), step=meta.get("step")
+  )

@@ -23,7 +23,8 @@ adapts silently and raises for an image too small for the filter it is given.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from collections.abc import Sequence
 
 import dm_pix as pix
 import jax
@@ -48,24 +49,39 @@ def _gaussian_filter_fn(filter_size: int, filter_sigma: float, channels: int) ->
   def blur(z: jax.Array) -> jax.Array:
     for kernel in (kernel_x, kernel_y):
       z = jax.lax.conv_general_dilated(
-          z, kernel.astype(z.dtype), window_strides=(1, 1), padding="VALID",
-          dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=channels,
-          precision=jax.lax.Precision.HIGHEST)
+        z,
+        kernel.astype(z.dtype),
+        window_strides=(1, 1),
+        padding="VALID",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=channels,
+        precision=jax.lax.Precision.HIGHEST,
+      )
     return z
 
   return blur
 
 
-def _ssim_and_cs(a: jax.Array, b: jax.Array, max_val: float, filter_size: int, filter_sigma: float, k1: float,
-                 k2: float) -> tuple[jax.Array, jax.Array]:
+def _ssim_and_cs(
+  a: jax.Array, b: jax.Array, max_val: float, filter_size: int, filter_sigma: float, k1: float, k2: float
+) -> tuple[jax.Array, jax.Array]:
   """Per-channel SSIM and contrast-structure term, each averaged over space: ([B, C], [B, C]).
 
   `dm_pix.ssim` returns the SSIM map (luminance x contrast-structure); dividing by the luminance term computed with
   the same window gives the contrast-structure map that every scale but the coarsest contributes.
   """
   blur = _gaussian_filter_fn(filter_size, filter_sigma, a.shape[-1])
-  ssim_map = pix.ssim(a, b, max_val=max_val, filter_size=filter_size, filter_sigma=filter_sigma, k1=k1, k2=k2,
-                      return_map=True, filter_fn=blur)
+  ssim_map = pix.ssim(
+    a,
+    b,
+    max_val=max_val,
+    filter_size=filter_size,
+    filter_sigma=filter_sigma,
+    k1=k1,
+    k2=k2,
+    return_map=True,
+    filter_fn=blur,
+  )
   mu_a, mu_b = blur(a), blur(b)
   c1 = (k1 * max_val) ** 2
   luminance = (2.0 * mu_a * mu_b + c1) / (mu_a * mu_a + mu_b * mu_b + c1)
@@ -82,8 +98,17 @@ def _downsample(x: jax.Array) -> jax.Array:
   return x.reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
 
 
-def ms_ssim(a: jax.Array, b: jax.Array, *, max_val: float = 1.0, power_factors: Sequence[float] = MS_SSIM_WEIGHTS,
-            filter_size: int = 11, filter_sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03) -> jax.Array:
+def ms_ssim(
+  a: jax.Array,
+  b: jax.Array,
+  *,
+  max_val: float = 1.0,
+  power_factors: Sequence[float] = MS_SSIM_WEIGHTS,
+  filter_size: int = 11,
+  filter_sigma: float = 1.5,
+  k1: float = 0.01,
+  k2: float = 0.03,
+) -> jax.Array:
   """Multi-scale SSIM of NHWC image batches [B, H, W, C] -> [B], as `tf.image.ssim_multiscale` computes it.
 
   Raises ValueError when the coarsest scale (`size / 2**(scales - 1)`, rounded up) is smaller than `filter_size`.
@@ -96,8 +121,9 @@ def ms_ssim(a: jax.Array, b: jax.Array, *, max_val: float = 1.0, power_factors: 
     coarsest = (coarsest + 1) // 2
   if coarsest < filter_size:
     raise ValueError(
-        f"ms_ssim: images of {a.shape[1]}x{a.shape[2]} px are {coarsest} px at the coarsest of {scales} scales, "
-        f"smaller than filter_size={filter_size}; use filter_size <= {coarsest} (see `fit_filter_size`)")
+      f"ms_ssim: images of {a.shape[1]}x{a.shape[2]} px are {coarsest} px at the coarsest of {scales} scales, "
+      f"smaller than filter_size={filter_size}; use filter_size <= {coarsest} (see `fit_filter_size`)"
+    )
   a = a.astype(jnp.float32)
   b = b.astype(jnp.float32)
   terms = []
@@ -164,8 +190,15 @@ def masked_l1(target: jax.Array, output: jax.Array, mask: jax.Array) -> jax.Arra
   return jnp.sum(per_pixel * mask, axis=(1, 2))
 
 
-def reconstruction_loss(target: jax.Array, output: jax.Array, mask: jax.Array, *, ms_ssim_weight: float = 0.84,
-                        l1_weight: float = 0.16, filter_size: int | None = None) -> tuple[jax.Array, jax.Array]:
+def reconstruction_loss(
+  target: jax.Array,
+  output: jax.Array,
+  mask: jax.Array,
+  *,
+  ms_ssim_weight: float = 0.84,
+  l1_weight: float = 0.16,
+  filter_size: int | None = None,
+) -> tuple[jax.Array, jax.Array]:
   """Per-image `ms_ssim_weight * (1 - MS-SSIM) + l1_weight * masked L1` and MS-SSIM itself, both [B].
 
   `filter_size` defaults to `fit_filter_size` of the image size (11 from 176 px up; see the module docstring).

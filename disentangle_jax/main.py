@@ -18,20 +18,21 @@ import os
 import re
 import sys
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from disentangle_jax import errors
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "convert": ("disentangle_jax.cli.convert", "convert upstream weights into a converted-weights directory"),
-    "generate-data": ("disentangle_jax.cli.generate_data", "render the (w, image) training set with G"),
-    "train": ("disentangle_jax.cli.train", "train E_attr, M and D_W"),
-    "evaluate": ("disentangle_jax.cli.evaluate", "evaluate a trained model"),
-    "swap": ("disentangle_jax.cli.swap", "identity/attribute swap grid"),
-    "interpolate": ("disentangle_jax.cli.interpolate", "interpolate in W or in the concatenated code"),
-    "video": ("disentangle_jax.cli.video", "drive a fixed identity with the frames of a video"),
-    "export": ("disentangle_jax.cli.export", "export the inference parameters"),
-    "sample": ("disentangle_jax.cli.sample", "render an image grid with a generator"),
+  "convert": ("disentangle_jax.cli.convert", "convert upstream weights into a converted-weights directory"),
+  "generate-data": ("disentangle_jax.cli.generate_data", "render the (w, image) training set with G"),
+  "train": ("disentangle_jax.cli.train", "train E_attr, M and D_W"),
+  "evaluate": ("disentangle_jax.cli.evaluate", "evaluate a trained model"),
+  "swap": ("disentangle_jax.cli.swap", "identity/attribute swap grid"),
+  "interpolate": ("disentangle_jax.cli.interpolate", "interpolate in W or in the concatenated code"),
+  "video": ("disentangle_jax.cli.video", "drive a fixed identity with the frames of a video"),
+  "export": ("disentangle_jax.cli.export", "export the inference parameters"),
+  "sample": ("disentangle_jax.cli.sample", "render an image grid with a generator"),
 }
 
 
@@ -47,6 +48,7 @@ class _LibraryInfoFilter(std_logging.Filter):
 
   def filter(self, record: std_logging.LogRecord) -> bool:
     from absl import logging  # pylint: disable=import-outside-toplevel
+
     if record.levelno >= std_logging.WARNING or logging.get_verbosity() > logging.INFO:
       return True
     return not any(p in record.pathname for p in self._PACKAGES)
@@ -60,8 +62,10 @@ def _usage() -> str:
   return "\n".join(lines)
 
 
-EXIT_STATUS = ("exit status: 0 done; 1 an expected failure, named in one line on stderr (--verbosity=1 adds its\n"
-               "traceback); 2 a usage error (a bad flag, config key, config value or path); train: 75 preempted")
+EXIT_STATUS = (
+  "exit status: 0 done; 1 an expected failure, named in one line on stderr (--verbosity=1 adds its\n"
+  "traceback); 2 a usage error (a bad flag, config key, config value or path); train: 75 preempted"
+)
 
 # The OS errors a command can meet on a user's paths; reported in one line like `errors.UserError`.
 EXPECTED_OS_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
@@ -71,7 +75,9 @@ _CONFIG_OVERRIDE = re.compile(r"^--?(?:no)?config\.")
 
 def exit_code(e: BaseException) -> int | None:
   """The exit status for an expected error (one line, no traceback), or None for a bug (keeps its traceback)."""
-  from absl import app, flags  # pylint: disable=import-outside-toplevel
+  from absl import app  # pylint: disable=import-outside-toplevel
+  from absl import flags  # pylint: disable=import-outside-toplevel
+
   if isinstance(e, (app.UsageError, flags.Error)):
     return errors.EXIT_USAGE
   if isinstance(e, errors.UserError):
@@ -102,6 +108,7 @@ def report(prog: str, e: BaseException, *, verbose: bool = False) -> None:
 def _verbose(args: list[str]) -> bool:
   """Whether `--verbosity` (`-v`) is 1 or more: from the parsed flag, else from the raw arguments."""
   from absl import flags  # pylint: disable=import-outside-toplevel
+
   if flags.FLAGS.is_parsed():
     return flags.FLAGS["verbosity"].value >= 1
   level = 0
@@ -141,6 +148,7 @@ def _guarded(prog: str, main: Callable[[list[str]], Any], args: list[str]) -> Ca
 def _parse_flags(prog: str, args: list[str], argv: list[str]) -> list[str]:
   """absl's flag parsing, with a bad flag reported in one line (absl's own parser prints two and exits 1)."""
   from absl import flags  # pylint: disable=import-outside-toplevel
+
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
@@ -151,6 +159,7 @@ def _parse_flags(prog: str, args: list[str], argv: list[str]) -> list[str]:
 def _reset_flags() -> None:
   """Forgets the flag values of an earlier command in this process (the tests run several)."""
   from absl import flags  # pylint: disable=import-outside-toplevel
+
   if flags.FLAGS.is_parsed():
     flags.FLAGS.unparse_flags()
   for name in [n for n in flags.FLAGS if n.startswith("config.")]:  # per-run override flags of ml_collections
@@ -183,6 +192,7 @@ def run(argv: list[str] | None = None) -> None:
     from absl import app  # pylint: disable=import-outside-toplevel
     from absl import flags  # pylint: disable=import-outside-toplevel
     from absl import logging  # pylint: disable=import-outside-toplevel
+
     handler = logging.get_absl_handler()
     if not any(isinstance(f, _LibraryInfoFilter) for f in handler.filters):
       handler.addFilter(_LibraryInfoFilter())
@@ -197,13 +207,15 @@ def run(argv: list[str] | None = None) -> None:
     _reset_flags()
     if getattr(module, "CONFIG", None) is not None:  # the command takes an experiment config (cli/_config.py)
       from disentangle_jax.cli import _config  # pylint: disable=import-outside-toplevel
+
       try:
         args = _config.prepare_argv(args)
       except app.UsageError as e:
         _fail(prog, e, args)
     sys.argv = [prog] + args
-    app.run(_guarded(prog, module.main, args), argv=[prog] + args,
-            flags_parser=functools.partial(_parse_flags, prog, args))
+    app.run(
+      _guarded(prog, module.main, args), argv=[prog] + args, flags_parser=functools.partial(_parse_flags, prog, args)
+    )
   finally:
     sys.argv = saved_argv
 

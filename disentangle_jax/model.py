@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -34,6 +35,7 @@ SEED_OFFSETS = {"generator": 0, "id_encoder": 1, "landmarks": 2, "attr_encoder":
 @dataclasses.dataclass(frozen=True)
 class Spec:
   """Static facts the pure functions need (hashable: they are compile-time constants)."""
+
   resolution: int
   w_dim: int
   num_ws: int
@@ -98,6 +100,7 @@ def render(frozen: Frozen, spec: Spec, w: jax.Array) -> jax.Array:
   With `spec.remat_generator`, G's activations are recomputed in the backward pass instead of stored: the largest
   activations of the step are G's, and the identity and landmark losses back-propagate through all of them.
   """
+
   def synthesize(generator: nnx.Module, w: jax.Array) -> jax.Array:
     ws = jnp.broadcast_to(w[:, None, :], (w.shape[0], spec.num_ws, w.shape[-1]))
     return generator.synthesis(_frozen_in(spec, ws), noise_mode=spec.noise_mode).astype(jnp.float32)
@@ -113,8 +116,9 @@ def encode(trainable: Trainable, id_embedding: jax.Array, attr_images: jax.Array
   return trainable.mapper(mapper_lib.concat_codes(id_embedding, attr))
 
 
-def swap(frozen: Frozen, trainable: Trainable, spec: Spec, id_images: jax.Array, attr_images: jax.Array
-         ) -> tuple[jax.Array, jax.Array]:
+def swap(
+  frozen: Frozen, trainable: Trainable, spec: Spec, id_images: jax.Array, attr_images: jax.Array
+) -> tuple[jax.Array, jax.Array]:
   """The method itself: the identity of `id_images` with the attributes of `attr_images` -> (images, w)."""
   w = encode(trainable, embed_identity(frozen, spec, id_images), attr_images)
   return render(frozen, spec, w), w
@@ -142,8 +146,10 @@ def attr_encoder(cfg: ml_collections.ConfigDict, seed: int) -> nnx.Module:
   arch = _arch(cfg)
   if cfg.weights:
     if not os.path.exists(cfg.weights):
-      raise FileNotFoundError(f"config.attr_encoder.weights: {cfg.weights!r} does not exist; convert the ImageNet "
-                              "weights (`disentangle-jax convert inception_v3`) or set it to '' for a random init")
+      raise FileNotFoundError(
+        f"config.attr_encoder.weights: {cfg.weights!r} does not exist; convert the ImageNet "
+        "weights (`disentangle-jax convert inception_v3`) or set it to '' for a random init"
+      )
     module = inception.load(cfg.weights, input_size=int(arch.get("input_size", 299)), num_classes=0)
   else:
     module = inception.init(inception.Config(**arch), seed)
@@ -167,9 +173,14 @@ def _output_dim(fn: Any, resolution: int) -> int:
   return int(out.shape[-1])
 
 
-def build(config: ml_collections.ConfigDict, *, for_inference: bool = False,
-          trained: Mapping[str, Any] | None = None, attr_arch: dict[str, Any] | None = None,
-          source: str = "") -> Model:
+def build(
+  config: ml_collections.ConfigDict,
+  *,
+  for_inference: bool = False,
+  trained: Mapping[str, Any] | None = None,
+  attr_arch: dict[str, Any] | None = None,
+  source: str = "",
+) -> Model:
   """The composed model of `config`: the only place its networks are made.
 
   Frozen networks are loaded from their converted weights, or randomly initialised at `arch` sizes; every network
@@ -216,19 +227,42 @@ def build(config: ml_collections.ConfigDict, *, for_inference: bool = False,
       return fill(nnx.eval_shape(lambda: make(nnx.Rngs(0))), name)
     return make(nnx.Rngs(seeds[name]))
 
-  m = trainable("mapper", lambda rngs: mapper_lib.Mapper(
-      id_dim + attr_dim, tuple(config.mapper.hidden), w_dim, negative_slope=float(config.mapper.negative_slope),
-      rngs=rngs))
-  d = None if for_inference else trainable("discriminator", lambda rngs: discriminator_lib.LatentDiscriminator(
-      w_dim, tuple(config.discriminator.hidden), negative_slope=float(config.discriminator.negative_slope),
-      rngs=rngs))
+  m = trainable(
+    "mapper",
+    lambda rngs: mapper_lib.Mapper(
+      id_dim + attr_dim,
+      tuple(config.mapper.hidden),
+      w_dim,
+      negative_slope=float(config.mapper.negative_slope),
+      rngs=rngs,
+    ),
+  )
+  d = (
+    None
+    if for_inference
+    else trainable(
+      "discriminator",
+      lambda rngs: discriminator_lib.LatentDiscriminator(
+        w_dim, tuple(config.discriminator.hidden), negative_slope=float(config.discriminator.negative_slope), rngs=rngs
+      ),
+    )
+  )
   compute = config.compute
   if compute.frozen_dtype not in ("float32", "bfloat16"):
     raise ValueError(f"config.compute.frozen_dtype: {compute.frozen_dtype!r}; choose 'float32' or 'bfloat16'")
   keep = () if for_inference else frozen_lib.landmark_keep_indices(config.landmarks.kind)
-  spec = Spec(resolution=res, w_dim=w_dim, num_ws=num_ws, id_dim=id_dim, attr_dim=attr_dim, id_head=head,
-              landmark_keep=tuple(int(i) for i in keep), noise_mode=str(config.generator.get("noise_mode", "const")),
-              frozen_dtype=str(compute.frozen_dtype), remat_generator=bool(compute.remat_generator))
+  spec = Spec(
+    resolution=res,
+    w_dim=w_dim,
+    num_ws=num_ws,
+    id_dim=id_dim,
+    attr_dim=attr_dim,
+    id_head=head,
+    landmark_keep=tuple(int(i) for i in keep),
+    noise_mode=str(config.generator.get("noise_mode", "const")),
+    frozen_dtype=str(compute.frozen_dtype),
+    remat_generator=bool(compute.remat_generator),
+  )
   return Model(spec, frozen, Trainable(e_attr, m, d))
 
 

@@ -37,8 +37,10 @@ def _one(folder: pathlib.Path, stem: str, required: bool) -> pathlib.Path | None
   if exact in found:
     return exact
   if len(found) > 1:
-    raise ReleaseError(f"{folder}: several {stem}*.h5 files ({', '.join(p.name for p in found)}); keep one, or "
-                       f"name the one to use {stem}.h5")
+    raise ReleaseError(
+      f"{folder}: several {stem}*.h5 files ({', '.join(p.name for p in found)}); keep one, or "
+      f"name the one to use {stem}.h5"
+    )
   if not found and required:
     raise ReleaseError(f"{folder}: no {stem}*.h5: not a folder of the original release's weights")
   return found[0] if found else None
@@ -49,9 +51,13 @@ def find(folder: str | os.PathLike) -> dict[str, pathlib.Path | None]:
   folder = pathlib.Path(folder)
   generators = sorted(p.with_suffix("") for p in folder.glob("stylegan_G_*_synthesis.index"))
   vgg = folder / "vggface2.h5"
-  return {"attr_encoder": _one(folder, "AttrEncoder", True), "mapper": _one(folder, "LatentMappingNetwork", True),
-          "discriminator": _one(folder, "W_D", False), "generator": generators[-1] if generators else None,
-          "id_encoder": vgg if vgg.is_file() else None}
+  return {
+    "attr_encoder": _one(folder, "AttrEncoder", True),
+    "mapper": _one(folder, "LatentMappingNetwork", True),
+    "discriminator": _one(folder, "W_D", False),
+    "generator": generators[-1] if generators else None,
+    "id_encoder": vgg if vgg.is_file() else None,
+  }
 
 
 def is_release(folder: str | os.PathLike) -> bool:
@@ -73,8 +79,9 @@ def config_for(files: dict[str, Any], config: ml_collections.ConfigDict | None =
   return config
 
 
-def read(folder: str | os.PathLike, config: ml_collections.ConfigDict | None = None
-         ) -> tuple[ml_collections.ConfigDict, dict[str, Any], dict[str, Any]]:
+def read(
+  folder: str | os.PathLike, config: ml_collections.ConfigDict | None = None
+) -> tuple[ml_collections.ConfigDict, dict[str, Any], dict[str, Any]]:
   """(config, trained parameters, E_attr's architecture) of the release in `folder`, for `model.build`.
 
   E_attr and M come from its files; G and E_id as `config_for` says. `disentangle_jax.load(folder)` builds the

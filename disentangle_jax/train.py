@@ -45,6 +45,7 @@ from disentangle_jax import workdir_lock
 @dataclasses.dataclass
 class Result:
   """What a run returns: its last step, logged training metrics per step, and evaluation results per step."""
+
   step: int
   history: dict[int, dict[str, float]]
   evaluations: dict[int, dict[str, float]]
@@ -61,8 +62,10 @@ class NonFiniteLossError(errors.UserError, FloatingPointError):
 
 def _flat_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """`{"section.field": value}` with values TensorBoard's hparams accept (anything else as its str)."""
-  return {".".join(path): v if isinstance(v, (int, float, str, bool)) else str(v)
-          for path, v in trees.flatten(config.to_dict()).items()}
+  return {
+    ".".join(path): v if isinstance(v, (int, float, str, bool)) else str(v)
+    for path, v in trees.flatten(config.to_dict()).items()
+  }
 
 
 def data_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
@@ -79,8 +82,10 @@ def ensure_dataset(config: ml_collections.ConfigDict, directory: str, generator:
   sync = lambda name: None
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+
     sync = multihost_utils.sync_global_devices
   from disentangle_jax.data import generate  # pylint: disable=import-outside-toplevel
+
   sync("disentangle_jax.train.dataset_check")
   missing = not os.path.exists(os.path.join(directory, "dataset_info.json"))
   # A stat and the record count of each shard (no hashing: cheap for 70,000 images); generate-data hashes too.
@@ -88,8 +93,11 @@ def ensure_dataset(config: ml_collections.ConfigDict, directory: str, generator:
   sync("disentangle_jax.train.dataset_checked")
   if missing or problems:
     if problems:
-      logging.warning("the dataset in %s needs repair (%s): rendering its bad shards again", directory,
-                      "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else ""))
+      logging.warning(
+        "the dataset in %s needs repair (%s): rendering its bad shards again",
+        directory,
+        "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else ""),
+      )
     else:
       logging.info("no dataset in %s: generating it with the configured generator", directory)
     generate.generate(config, directory, generator=generator)
@@ -131,6 +139,7 @@ class _Preemption:
   def reached(self, step: int) -> bool:
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+
       try:
         return bool(multihost_utils.reached_preemption_sync_point(step))
       except RuntimeError:  # the preemption service is not running (jax.distributed not initialised by us)
@@ -198,8 +207,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> Result:
   # ---- mesh and writers
   mesh = step_lib.make_mesh()
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
-  logging.info("mesh: %s over %d devices in %d processes", dict(mesh.shape), jax.device_count(),
-               jax.process_count())
+  logging.info("mesh: %s over %d devices in %d processes", dict(mesh.shape), jax.device_count(), jax.process_count())
 
   # ---- model (frozen networks loaded or initialised, trainable ones initialised)
   model = model_lib.build(config)
@@ -230,14 +238,25 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> Result:
   # ---- steps
   train_step = step_lib.make_train_step(graphs, spec, config, optimizers, mesh)
   eval_step = evaluate_lib.make_eval_step(graphs, spec, mesh)
-  swap = jax.jit(lambda state, frozen_state, ids, attrs: model_lib.swap(
-      nnx.merge(graphs.frozen, frozen_state), evaluate_lib.trainable_from_state(graphs, state), spec, ids, attrs)[0])
+  swap = jax.jit(
+    lambda state, frozen_state, ids, attrs: model_lib.swap(
+      nnx.merge(graphs.frozen, frozen_state), evaluate_lib.trainable_from_state(graphs, state), spec, ids, attrs
+    )[0]
+  )
   from disentangle_jax.data import pipeline as pipeline_lib  # pylint: disable=import-outside-toplevel
-  batches = pipeline_lib.train_pipeline(config, mesh, start_step=start, data_dir=directory,
-                                        num_steps=max(0, num_steps - start))
+
+  batches = pipeline_lib.train_pipeline(
+    config, mesh, start_step=start, data_dir=directory, num_steps=max(0, num_steps - start)
+  )
   validation = pipeline_lib.Pipeline(
-      directory, "validation", batch_size=int(config.per_device_batch_size) * jax.local_device_count(),
-      seed=int(config.data.seed) + 1, cross_every=1, num_steps=int(config.eval_batches), mesh=mesh)
+    directory,
+    "validation",
+    batch_size=int(config.per_device_batch_size) * jax.local_device_count(),
+    seed=int(config.data.seed) + 1,
+    cross_every=1,
+    num_steps=int(config.eval_batches),
+    mesh=mesh,
+  )
 
   # ---- the loop
   buffer = _MetricBuffer(int(config.optim.adversarial_every))
@@ -291,11 +310,12 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> Result:
   except NonFiniteLossError as e:
     saver.close()
     where = f"step {last_saved}" if last_saved is not None else "none yet"
-    raise NonFiniteLossError(f"{e}; training stopped, the newest checkpoint ({where}) in "
-                             f"{checkpoints.checkpoint_dir(workdir)} predates it and is intact") from None
+    raise NonFiniteLossError(
+      f"{e}; training stopped, the newest checkpoint ({where}) in "
+      f"{checkpoints.checkpoint_dir(workdir)} predates it and is intact"
+    ) from None
   finally:
     preemption.close()
     saver.close()
     writer.flush()
   return result
-

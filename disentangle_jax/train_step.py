@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any
+from typing import NamedTuple
 
 import flax
 import jax
@@ -39,14 +41,23 @@ import ml_collections
 import numpy as np
 import optax
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from disentangle_jax import losses
 from disentangle_jax import model as model_lib
 
 ENCODER = ("attr_encoder", "mapper")
-ADVERSARIAL_METRICS = ("loss/generator_adversarial", "loss/discriminator", "loss/r1", "d/real_logit",
-                       "d/fake_logit", "grad_norm/adversarial", "grad_norm/discriminator")
+ADVERSARIAL_METRICS = (
+  "loss/generator_adversarial",
+  "loss/discriminator",
+  "loss/r1",
+  "d/real_logit",
+  "d/fake_logit",
+  "grad_norm/adversarial",
+  "grad_norm/discriminator",
+)
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
 
@@ -54,6 +65,7 @@ Metrics = dict[str, jax.Array]
 @flax.struct.dataclass
 class OptStates:
   """The three Adam states (field names are checkpoint paths: `opt/main/...`)."""
+
   main: Any  # E_attr + M, non-adversarial loss
   adversarial: Any  # E_attr + M, adversarial loss
   discriminator: Any  # D_W
@@ -65,6 +77,7 @@ class TrainState:
 
   The field names are the checkpoint's top-level keys; renaming one changes the on-disk layout.
   """
+
   step: jax.Array  # int32 scalar: the number of steps taken
   params: dict[str, Any]  # {"attr_encoder", "mapper", "discriminator": nnx.State of nnx.Param}
   constants: dict[str, Any]  # the same modules' other state (E_attr's BatchNorm statistics): never updated
@@ -74,6 +87,7 @@ class TrainState:
 @dataclasses.dataclass(frozen=True)
 class LossWeights:
   """`config.loss` as floats (read once, outside the traced step)."""
+
   identity: float
   landmarks: float
   reconstruction: float
@@ -85,10 +99,16 @@ class LossWeights:
 
   @classmethod
   def from_config(cls, loss_cfg: ml_collections.ConfigDict) -> LossWeights:
-    return cls(identity=float(loss_cfg.identity), landmarks=float(loss_cfg.landmarks),
-               reconstruction=float(loss_cfg.reconstruction), adversarial=float(loss_cfg.adversarial),
-               r1_gamma=float(loss_cfg.r1_gamma), ms_ssim=float(loss_cfg.ms_ssim_weight),
-               l1=float(loss_cfg.l1_weight), mask_sigma=float(loss_cfg.mask_sigma))
+    return cls(
+      identity=float(loss_cfg.identity),
+      landmarks=float(loss_cfg.landmarks),
+      reconstruction=float(loss_cfg.reconstruction),
+      adversarial=float(loss_cfg.adversarial),
+      r1_gamma=float(loss_cfg.r1_gamma),
+      ms_ssim=float(loss_cfg.ms_ssim_weight),
+      l1=float(loss_cfg.l1_weight),
+      mask_sigma=float(loss_cfg.mask_sigma),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,8 +122,11 @@ class Optimizers:
 def make_optimizers(optim: ml_collections.ConfigDict) -> Optimizers:
   """The original's three Adam groups (`optim.eps` 1e-7: Keras' default, which the original used)."""
   eps = float(optim.eps)
-  lrs = {"main": float(optim.lr), "adversarial": float(optim.lr) * float(optim.adversarial_lr_scale),
-         "discriminator": float(optim.lr) * float(optim.discriminator_lr_scale)}
+  lrs = {
+    "main": float(optim.lr),
+    "adversarial": float(optim.lr) * float(optim.adversarial_lr_scale),
+    "discriminator": float(optim.lr) * float(optim.discriminator_lr_scale),
+  }
   adam = lambda lr: optax.adam(lr, b1=float(optim.b1), b2=float(optim.b2), eps=eps)
   return Optimizers(adam(lrs["main"]), adam(lrs["adversarial"]), adam(lrs["discriminator"]), lrs)
 
@@ -111,6 +134,7 @@ def make_optimizers(optim: ml_collections.ConfigDict) -> Optimizers:
 @dataclasses.dataclass(frozen=True)
 class Graphs:
   """The static halves of the split modules (hashable, closed over by the jitted step)."""
+
   frozen: Any
   trainable: dict[str, Any]
 
@@ -127,9 +151,16 @@ def split_model(model: model_lib.Model) -> tuple[Graphs, Any, dict[str, Any], di
 def init_state(params: dict[str, Any], rest: dict[str, Any], optimizers: Optimizers) -> TrainState:
   """The state before the first step: step 0, the initial parameters and constants, fresh Adam states."""
   encoder = {k: params[k] for k in ENCODER}
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, constants=rest,
-                    opt=OptStates(main=optimizers.main.init(encoder), adversarial=optimizers.adversarial.init(encoder),
-                                  discriminator=optimizers.discriminator.init(params["discriminator"])))
+  return TrainState(
+    step=jnp.zeros((), jnp.int32),
+    params=params,
+    constants=rest,
+    opt=OptStates(
+      main=optimizers.main.init(encoder),
+      adversarial=optimizers.adversarial.init(encoder),
+      discriminator=optimizers.discriminator.init(params["discriminator"]),
+    ),
+  )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -148,18 +179,35 @@ def identity_targets(frozen: model_lib.Frozen, spec: model_lib.Spec, batch: Batc
   return id_embedding, target_landmarks
 
 
-def encode(graphs: Graphs, constants: dict[str, Any], encoder_params: dict[str, Any], id_embedding: jax.Array,
-           attr_images: jax.Array) -> jax.Array:
+def encode(
+  graphs: Graphs,
+  constants: dict[str, Any],
+  encoder_params: dict[str, Any],
+  id_embedding: jax.Array,
+  attr_images: jax.Array,
+) -> jax.Array:
   """w = M(E_id(I_id), E_attr(I_attr)) as a function of E_attr + M's parameters: the step keeps its `jax.vjp` so
   that every w-cotangent (non-adversarial and adversarial) reaches those parameters."""
-  trainable = model_lib.Trainable(_module(graphs, "attr_encoder", encoder_params["attr_encoder"], constants),
-                                  _module(graphs, "mapper", encoder_params["mapper"], constants), None)
+  trainable = model_lib.Trainable(
+    _module(graphs, "attr_encoder", encoder_params["attr_encoder"], constants),
+    _module(graphs, "mapper", encoder_params["mapper"], constants),
+    None,
+  )
   return model_lib.encode(trainable, id_embedding, attr_images)
 
 
-def main_loss(w: jax.Array, *, frozen: model_lib.Frozen, spec: model_lib.Spec, weights: LossWeights, mask: jax.Array,
-              id_embedding: jax.Array, target_landmarks: jax.Array, attr_images: jax.Array, same: jax.Array
-              ) -> tuple[jax.Array, Metrics]:
+def main_loss(
+  w: jax.Array,
+  *,
+  frozen: model_lib.Frozen,
+  spec: model_lib.Spec,
+  weights: LossWeights,
+  mask: jax.Array,
+  id_embedding: jax.Array,
+  target_landmarks: jax.Array,
+  attr_images: jax.Array,
+  same: jax.Array,
+) -> tuple[jax.Array, Metrics]:
   """(total, terms) of the non-adversarial loss of G(w): differentiated with respect to w, not the parameters.
 
   Identity against `id_embedding`, landmarks against `target_landmarks` (the jaw left out), and reconstruction of
@@ -171,13 +219,19 @@ def main_loss(w: jax.Array, *, frozen: model_lib.Frozen, spec: model_lib.Spec, w
   rec, sim = losses.reconstruction_loss(attr_images, out, mask, ms_ssim_weight=weights.ms_ssim, l1_weight=weights.l1)
   rec_loss = jnp.mean(rec) * same
   total = weights.identity * id_loss + weights.landmarks * lnd_loss + weights.reconstruction * rec_loss
-  terms = {"loss/identity": id_loss, "loss/landmarks": lnd_loss, "loss/reconstruction": rec_loss,
-           "loss/ms_ssim": jnp.mean(sim), "loss/total": total}
+  terms = {
+    "loss/identity": id_loss,
+    "loss/landmarks": lnd_loss,
+    "loss/reconstruction": rec_loss,
+    "loss/ms_ssim": jnp.mean(sim),
+    "loss/total": total,
+  }
   return total, terms
 
 
 class AdversarialUpdate(NamedTuple):
   """What the adversarial half of a step produces (the same structure whether it ran or was skipped)."""
+
   encoder_updates: Any  # Adam(0.1 lr)'s updates of E_attr + M (zeros on skipped steps)
   adversarial_opt: Any  # that Adam's next state
   discriminator: Any  # D_W's next parameters
@@ -190,8 +244,9 @@ def discriminate(graphs: Graphs, constants: dict[str, Any], d_params: Any, w: ja
   return _module(graphs, "discriminator", d_params, constants)(w)
 
 
-def discriminator_loss(d_params: Any, graphs: Graphs, constants: dict[str, Any], weights: LossWeights,
-                       real_w: jax.Array, fake_w: jax.Array) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+def discriminator_loss(
+  d_params: Any, graphs: Graphs, constants: dict[str, Any], weights: LossWeights, real_w: jax.Array, fake_w: jax.Array
+) -> tuple[jax.Array, tuple[jax.Array, ...]]:
   """(logistic loss + R1 on real w, (logistic loss, R1, mean real logit, mean fake logit)) as a function of D_W.
 
   `fake_w` is the encoder's w, held constant: D_W's update does not reach E_attr + M.
@@ -203,9 +258,17 @@ def discriminator_loss(d_params: Any, graphs: Graphs, constants: dict[str, Any],
   return d_loss + r1, (d_loss, r1, jnp.mean(real), jnp.mean(fake))
 
 
-def adversarial_update(state: TrainState, encoder_params: dict[str, Any], w: jax.Array, pull_back: Callable[..., Any],
-                       real_w: jax.Array, *, graphs: Graphs, optimizers: Optimizers, weights: LossWeights
-                       ) -> AdversarialUpdate:
+def adversarial_update(
+  state: TrainState,
+  encoder_params: dict[str, Any],
+  w: jax.Array,
+  pull_back: Callable[..., Any],
+  real_w: jax.Array,
+  *,
+  graphs: Graphs,
+  optimizers: Optimizers,
+  weights: LossWeights,
+) -> AdversarialUpdate:
   """The mapper's adversarial update and D_W's update, both from the step's current parameters.
 
   The non-saturating loss of D_W(w) is differentiated with respect to w and pulled back through E_attr + M with the
@@ -213,43 +276,68 @@ def adversarial_update(state: TrainState, encoder_params: dict[str, Any], w: jax
   """
   d_params = state.params["discriminator"]
   g_loss, g_cotangent = jax.value_and_grad(
-      lambda w: weights.adversarial * losses.generator_adversarial_loss(
-          discriminate(graphs, state.constants, d_params, w)))(w)
+    lambda w: (
+      weights.adversarial * losses.generator_adversarial_loss(discriminate(graphs, state.constants, d_params, w))
+    )
+  )(w)
   (adv_grads,) = pull_back(g_cotangent)
   adv_updates, adv_opt = optimizers.adversarial.update(adv_grads, state.opt.adversarial, encoder_params)
 
   (_, (d_loss, r1, real, fake)), d_grads = jax.value_and_grad(discriminator_loss, has_aux=True)(
-      d_params, graphs, state.constants, weights, real_w, w)
+    d_params, graphs, state.constants, weights, real_w, w
+  )
   d_updates, d_opt = optimizers.discriminator.update(d_grads, state.opt.discriminator, d_params)
   new_d = optax.apply_updates(d_params, d_updates)
-  metrics = {"loss/generator_adversarial": g_loss, "loss/discriminator": d_loss, "loss/r1": r1,
-             "d/real_logit": real, "d/fake_logit": fake, "grad_norm/adversarial": optax.tree.norm(adv_grads),
-             "grad_norm/discriminator": optax.tree.norm(d_grads)}
+  metrics = {
+    "loss/generator_adversarial": g_loss,
+    "loss/discriminator": d_loss,
+    "loss/r1": r1,
+    "d/real_logit": real,
+    "d/fake_logit": fake,
+    "grad_norm/adversarial": optax.tree.norm(adv_grads),
+    "grad_norm/discriminator": optax.tree.norm(d_grads),
+  }
   return AdversarialUpdate(adv_updates, adv_opt, new_d, d_opt, metrics)
 
 
 def skip_adversarial(state: TrainState, encoder_params: dict[str, Any]) -> AdversarialUpdate:
   """A step without the adversarial half: no encoder update, D_W and both adversarial Adam states unchanged."""
   zero = jnp.zeros((), jnp.float32)
-  return AdversarialUpdate(jax.tree.map(jnp.zeros_like, encoder_params), state.opt.adversarial,
-                           state.params["discriminator"], state.opt.discriminator,
-                           {k: zero for k in ADVERSARIAL_METRICS})
+  return AdversarialUpdate(
+    jax.tree.map(jnp.zeros_like, encoder_params),
+    state.opt.adversarial,
+    state.params["discriminator"],
+    state.opt.discriminator,
+    {k: zero for k in ADVERSARIAL_METRICS},
+  )
 
 
-def apply_updates(state: TrainState, encoder_params: dict[str, Any], main_updates: Any, main_opt: Any,
-                  adversarial: AdversarialUpdate) -> TrainState:
+def apply_updates(
+  state: TrainState, encoder_params: dict[str, Any], main_updates: Any, main_opt: Any, adversarial: AdversarialUpdate
+) -> TrainState:
   """The next state: the non-adversarial update applied first, then the adversarial one (both computed at the
   current parameters, as the original does)."""
   new_encoder = optax.apply_updates(optax.apply_updates(encoder_params, main_updates), adversarial.encoder_updates)
-  return TrainState(step=state.step + 1, params={**new_encoder, "discriminator": adversarial.discriminator},
-                    constants=state.constants,
-                    opt=OptStates(main=main_opt, adversarial=adversarial.adversarial_opt,
-                                  discriminator=adversarial.discriminator_opt))
+  return TrainState(
+    step=state.step + 1,
+    params={**new_encoder, "discriminator": adversarial.discriminator},
+    constants=state.constants,
+    opt=OptStates(main=main_opt, adversarial=adversarial.adversarial_opt, discriminator=adversarial.discriminator_opt),
+  )
 
 
-def step(state: TrainState, frozen_state: Any, batch: Batch, *, graphs: Graphs, spec: model_lib.Spec,
-         optimizers: Optimizers, weights: LossWeights, mask: jax.Array, adversarial_every: int
-         ) -> tuple[TrainState, Metrics]:
+def step(
+  state: TrainState,
+  frozen_state: Any,
+  batch: Batch,
+  *,
+  graphs: Graphs,
+  spec: model_lib.Spec,
+  optimizers: Optimizers,
+  weights: LossWeights,
+  mask: jax.Array,
+  adversarial_every: int,
+) -> tuple[TrainState, Metrics]:
   """One training step `(state, frozen_state, batch) -> (state, metrics)` (the keywords are fixed per run)."""
   frozen = nnx.merge(graphs.frozen, frozen_state)
   attr_images = batch["attr"]
@@ -260,25 +348,41 @@ def step(state: TrainState, frozen_state: Any, batch: Batch, *, graphs: Graphs, 
   encoder_params = {k: state.params[k] for k in ENCODER}
   w, pull_back = jax.vjp(lambda p: encode(graphs, state.constants, p, id_embedding, attr_images), encoder_params)
 
-  loss_of_w = functools.partial(main_loss, frozen=frozen, spec=spec, weights=weights, mask=mask,
-                                id_embedding=id_embedding, target_landmarks=target_landmarks,
-                                attr_images=attr_images, same=same)
+  loss_of_w = functools.partial(
+    main_loss,
+    frozen=frozen,
+    spec=spec,
+    weights=weights,
+    mask=mask,
+    id_embedding=id_embedding,
+    target_landmarks=target_landmarks,
+    attr_images=attr_images,
+    same=same,
+  )
   (_, metrics), w_cotangent = jax.value_and_grad(loss_of_w, has_aux=True)(w)
   (main_grads,) = pull_back(w_cotangent)
   main_updates, main_opt = optimizers.main.update(main_grads, state.opt.main, encoder_params)
   metrics["grad_norm/main"] = optax.tree.norm(main_grads)
 
   adversarial = jax.lax.cond(
-      state.step % adversarial_every == 0,
-      lambda _: adversarial_update(state, encoder_params, w, pull_back, real_w, graphs=graphs, optimizers=optimizers,
-                                   weights=weights),
-      lambda _: skip_adversarial(state, encoder_params), None)
+    state.step % adversarial_every == 0,
+    lambda _: adversarial_update(
+      state, encoder_params, w, pull_back, real_w, graphs=graphs, optimizers=optimizers, weights=weights
+    ),
+    lambda _: skip_adversarial(state, encoder_params),
+    None,
+  )
   metrics.update(adversarial.metrics)
   return apply_updates(state, encoder_params, main_updates, main_opt, adversarial), metrics
 
 
-def make_step_fn(graphs: Graphs, spec: model_lib.Spec, loss_cfg: ml_collections.ConfigDict,
-                 optimizers: Optimizers, adversarial_every: int) -> Callable[..., tuple[TrainState, Metrics]]:
+def make_step_fn(
+  graphs: Graphs,
+  spec: model_lib.Spec,
+  loss_cfg: ml_collections.ConfigDict,
+  optimizers: Optimizers,
+  adversarial_every: int,
+) -> Callable[..., tuple[TrainState, Metrics]]:
   """The un-jitted step `(state, frozen_state, batch) -> (state, metrics)`: `step` with this run's fixed parts bound
   (see `make_train_step`)."""
   weights = LossWeights.from_config(loss_cfg)
@@ -286,8 +390,9 @@ def make_step_fn(graphs: Graphs, spec: model_lib.Spec, loss_cfg: ml_collections.
   every = int(adversarial_every)
   if every < 1:
     raise ValueError(f"config.optim.adversarial_every must be >= 1, got {every}")
-  return functools.partial(step, graphs=graphs, spec=spec, optimizers=optimizers, weights=weights, mask=mask,
-                           adversarial_every=every)
+  return functools.partial(
+    step, graphs=graphs, spec=spec, optimizers=optimizers, weights=weights, mask=mask, adversarial_every=every
+  )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -320,14 +425,23 @@ def batch_shardings(mesh: Mesh) -> dict[str, NamedSharding]:
 
 def step_batch(batch: dict[str, Any], mesh: Mesh) -> dict[str, Any]:
   """The pipeline's batch (`disentangle_jax.data.pipeline`) as the step takes it (its Python flag made an array)."""
-  return {"id": batch["id"], "attr": batch["attr"], "w_real": batch["w_real"],
-          "same": replicate(np.float32(bool(batch["same"])), mesh)}
+  return {
+    "id": batch["id"],
+    "attr": batch["attr"],
+    "w_real": batch["w_real"],
+    "same": replicate(np.float32(bool(batch["same"])), mesh),
+  }
 
 
-def make_train_step(graphs: Graphs, spec: model_lib.Spec, config: ml_collections.ConfigDict, optimizers: Optimizers,
-                    mesh: Mesh) -> Callable[..., tuple[TrainState, Metrics]]:
+def make_train_step(
+  graphs: Graphs, spec: model_lib.Spec, config: ml_collections.ConfigDict, optimizers: Optimizers, mesh: Mesh
+) -> Callable[..., tuple[TrainState, Metrics]]:
   """`train_step(state, frozen_state, batch) -> (state, metrics)`, jitted over `mesh` with the state donated."""
   step_fn = make_step_fn(graphs, spec, config.loss, optimizers, config.optim.adversarial_every)
   replicated = NamedSharding(mesh, P())
-  return jax.jit(step_fn, in_shardings=(replicated, replicated, batch_shardings(mesh)),
-                 out_shardings=(replicated, replicated), donate_argnums=(0,))
+  return jax.jit(
+    step_fn,
+    in_shardings=(replicated, replicated, batch_shardings(mesh)),
+    out_shardings=(replicated, replicated),
+    donate_argnums=(0,),
+  )

@@ -51,8 +51,10 @@ class WorkdirLock:
       fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
       f.close()
-      raise WorkdirBusyError(f"{self.path.parent}: another trainer is running in this workdir ({self._holder()}); "
-                             "wait for it to finish, stop it, or pass another --workdir") from None
+      raise WorkdirBusyError(
+        f"{self.path.parent}: another trainer is running in this workdir ({self._holder()}); "
+        "wait for it to finish, stop it, or pass another --workdir"
+      ) from None
     f.seek(0)
     previous = f.read().strip()
     if previous:  # the holder died without releasing: the kernel dropped its flock
@@ -74,7 +76,7 @@ class WorkdirLock:
       self._file.close()
       self._file = None
 
-  def __enter__(self) -> "WorkdirLock":
+  def __enter__(self) -> WorkdirLock:
     self.acquire()
     return self
 

@@ -48,15 +48,33 @@ def wheel() -> pathlib.Path:
   Fetched once per machine with `pip download` into $DISENTANGLE_JAX_CACHE (default ~/.cache/disentangle_jax/wheels);
   the library itself never downloads. A file lock keeps parallel test workers from fetching it twice.
   """
-  cache = pathlib.Path(os.environ.get("DISENTANGLE_JAX_CACHE",
-                                      pathlib.Path.home() / ".cache" / "disentangle_jax" / "wheels"))
+  cache = pathlib.Path(
+    os.environ.get("DISENTANGLE_JAX_CACHE", pathlib.Path.home() / ".cache" / "disentangle_jax" / "wheels")
+  )
   cache.mkdir(parents=True, exist_ok=True)
   path = cache / MEDIAPIPE_WHEEL
   with open(cache / ".lock", "w") as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)
     if not path.is_file():
-      result = subprocess.run([sys.executable, "-m", "pip", "download", "mediapipe==0.10.21", "--no-deps",
-                               "--only-binary=:all:", "--platform", "manylinux_2_28_x86_64", "--python-version",
-                               "3.11", "-d", str(cache)], capture_output=True, text=True, check=False)
+      result = subprocess.run(
+        [
+          sys.executable,
+          "-m",
+          "pip",
+          "download",
+          "mediapipe==0.10.21",
+          "--no-deps",
+          "--only-binary=:all:",
+          "--platform",
+          "manylinux_2_28_x86_64",
+          "--python-version",
+          "3.11",
+          "-d",
+          str(cache),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+      )
       assert path.is_file(), f"pip download of mediapipe==0.10.21 failed:\n{result.stdout}\n{result.stderr}"
   return path

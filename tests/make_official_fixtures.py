@@ -43,8 +43,10 @@ def _import_official(root: pathlib.Path) -> dict[str, types.ModuleType]:
     sys.modules.setdefault(name, types.ModuleType(name))
   sys.path.insert(0, str(root))
   import importlib  # pylint: disable=import-outside-toplevel
-  return {n: importlib.import_module(f"model.{n}") for n in ("attr_encoder", "latent_mapping", "discriminator",
-                                                             "stylegan")}
+
+  return {
+    n: importlib.import_module(f"model.{n}") for n in ("attr_encoder", "latent_mapping", "discriminator", "stylegan")
+  }
 
 
 def _str(x) -> str:
@@ -87,6 +89,7 @@ def _seed_h5_model(model, network: str, tmp: pathlib.Path) -> dict:
 
 def attr_encoder(mods, tmp: pathlib.Path) -> None:
   import functools  # pylint: disable=import-outside-toplevel
+
   mod = mods["attr_encoder"]
   mod.InceptionV3 = functools.partial(mod.InceptionV3, weights=None)  # no ImageNet download: seeded weights
   enc = mod.AttrEncoder(types.SimpleNamespace(load_checkpoint=None))
@@ -146,6 +149,7 @@ def main(argv: list[str]) -> None:
   if len(argv) != 2 or not pathlib.Path(argv[1], "model", "attr_encoder.py").is_file():
     raise SystemExit("usage: make_official_fixtures.py OFFICIAL_CHECKOUT (a directory holding model/attr_encoder.py)")
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
   tf.random.set_seed(0)
   mods = _import_official(pathlib.Path(argv[1]).resolve())
   OUT.mkdir(parents=True, exist_ok=True)

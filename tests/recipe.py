@@ -27,7 +27,7 @@ def meta(name: str) -> dict:
   return json.loads((TESTDATA / f"{name}_meta.json").read_text())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def state_dict(name: str) -> dict[str, np.ndarray]:
   """The full upstream state_dict of fixture set `name` (e.g. "fan2d_m1"), in upstream key order."""
   info = meta(name)

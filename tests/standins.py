@@ -114,10 +114,13 @@ def _attr_encoder(cfg, seed):
 
 def install(monkeypatch=None) -> None:
   """Routes every network of a config to the stand-ins (through pytest's monkeypatch when given)."""
-  patches = [(frozen_lib, "generator", _generator), (frozen_lib, "id_encoder", _id_encoder),
-             (frozen_lib, "landmark_net", _landmark_net),
-             (frozen_lib, "landmark_keep_indices", lambda kind: tuple(i for i in range(NUM_POINTS) if i not in JAW)),
-             (model_lib, "attr_encoder", _attr_encoder)]
+  patches = [
+    (frozen_lib, "generator", _generator),
+    (frozen_lib, "id_encoder", _id_encoder),
+    (frozen_lib, "landmark_net", _landmark_net),
+    (frozen_lib, "landmark_keep_indices", lambda kind: tuple(i for i in range(NUM_POINTS) if i not in JAW)),
+    (model_lib, "attr_encoder", _attr_encoder),
+  ]
   for module, name, value in patches:
     if monkeypatch is None:
       setattr(module, name, value)
@@ -132,14 +135,16 @@ def random_batches(spec, n: int, batch: int = 8) -> list[dict]:
   for step in range(n):
     ids = rng.uniform(-1, 1, (batch, spec.resolution, spec.resolution, 3)).astype(np.float32)
     attrs = ids if step % 3 != 2 else rng.uniform(-1, 1, ids.shape).astype(np.float32)
-    out.append({"id": ids, "attr": attrs, "w_real": rng.randn(batch, spec.w_dim).astype(np.float32),
-                "same": step % 3 != 2})
+    out.append(
+      {"id": ids, "attr": attrs, "w_real": rng.randn(batch, spec.w_dim).astype(np.float32), "same": step % 3 != 2}
+    )
   return out
 
 
 def tiny_config(**overrides) -> ml_collections.ConfigDict:
   """The smoke config at stand-in sizes: 16 px, 64 training images, every interval short."""
   from disentangle_jax.configs import smoke  # pylint: disable=import-outside-toplevel
+
   c = smoke.get_config()
   c.generator.arch = ml_collections.ConfigDict(dataclasses.asdict(GConfig()))
   c.mapper.hidden = (16, 16, 8)

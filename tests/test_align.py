@@ -11,8 +11,14 @@ from disentangle_jax.apps import align
 
 def _texture(h: int, w: int) -> np.ndarray:
   yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
-  return np.stack([128 + 60 * np.sin(xx / 17) * np.cos(yy / 23), 128 + 60 * np.sin((xx + yy) / 31),
-                   128 + 60 * np.cos(xx / 11 - yy / 29)], -1).astype(np.uint8)
+  return np.stack(
+    [
+      128 + 60 * np.sin(xx / 17) * np.cos(yy / 23),
+      128 + 60 * np.sin((xx + yy) / 31),
+      128 + 60 * np.cos(xx / 11 - yy / 29),
+    ],
+    -1,
+  ).astype(np.uint8)
 
 
 def _similarity(image: np.ndarray, angle_deg: float, scale: float, shift: tuple[float, float]):
@@ -39,8 +45,9 @@ def test_quad_matches_ffhq_construction_for_an_upright_face():
   np.testing.assert_allclose(pts, [[96, 121.6], [160, 121.6], [128, 185.6]], atol=1e-9)
 
 
-@pytest.mark.parametrize("angle,scale,shift", [(25.0, 1.0, (0.0, 0.0)), (-40.0, 0.7, (15.0, -10.0)),
-                                               (10.0, 1.3, (-20.0, 5.0))])
+@pytest.mark.parametrize(
+  "angle,scale,shift", [(25.0, 1.0, (0.0, 0.0)), (-40.0, 0.7, (15.0, -10.0)), (10.0, 1.3, (-20.0, 5.0))]
+)
 def test_alignment_undoes_rotation_scale_and_shift(angle, scale, shift):
   image = _texture(400, 400)
   ref = align.align_face(image, align.FaceLandmarks(EYE_L, EYE_R, MOUTH), size=64).image
@@ -76,8 +83,13 @@ def test_degenerate_landmarks_are_refused():
 
 def _box(x0, y0, x1, y1, score=0.9):
   w = x1 - x0
-  return align.FaceLandmarks(np.array([x0 + 0.3 * w, y0 + 0.4 * w]), np.array([x0 + 0.7 * w, y0 + 0.4 * w]),
-                             np.array([x0 + 0.5 * w, y0 + 0.75 * w]), np.array([x0, y0, x1, y1], float), score)
+  return align.FaceLandmarks(
+    np.array([x0 + 0.3 * w, y0 + 0.4 * w]),
+    np.array([x0 + 0.7 * w, y0 + 0.4 * w]),
+    np.array([x0 + 0.5 * w, y0 + 0.75 * w]),
+    np.array([x0, y0, x1, y1], float),
+    score,
+  )
 
 
 def test_no_face_is_a_clear_error_naming_the_photo():
@@ -101,16 +113,19 @@ def test_several_faces_largest_first_or_all():
 # Real photos with the ported MediaPipe networks (real weights from the mediapipe wheel).
 # ---------------------------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def locator(wheel):
   """BlazeFace + face mesh with the real weights of the mediapipe wheel (conftest's `wheel` fixture)."""
   from disentangle_jax.apps import faces  # pylint: disable=import-outside-toplevel
+
   return faces.MediaPipeLocator.from_path(wheel)
 
 
 @pytest.fixture(scope="module")
 def astronaut():
   import skimage.data  # pylint: disable=import-outside-toplevel
+
   return skimage.data.astronaut()
 
 
@@ -143,6 +158,7 @@ def test_astronaut_is_found_and_aligned_ffhq_style(locator, astronaut):
 
 def test_photo_without_a_face_gets_a_clear_message(locator):
   import skimage.data  # pylint: disable=import-outside-toplevel
+
   with pytest.raises(align.NoFaceError, match="coffee.png: no face found"):
     align.align_image(skimage.data.coffee(), locator, name="coffee.png")
 
@@ -164,7 +180,9 @@ def test_several_faces_largest_first_or_each(locator, astronaut):
 
 def test_command_input_reader_lists_every_face(locator, astronaut, tmp_path, capsys):
   """What `swap --align --all-faces` does with a photo of two faces: both used, each listed."""
-  from disentangle_jax.cli import _common, _flags  # pylint: disable=import-outside-toplevel
+  from disentangle_jax.cli import _common  # pylint: disable=import-outside-toplevel
+  from disentangle_jax.cli import _flags  # pylint: disable=import-outside-toplevel
+
   head = astronaut[20:300, 90:370]
   canvas = np.full((280, 524, 3), 200, np.uint8)
   canvas[:, :280] = head

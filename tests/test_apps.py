@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import importlib
+import json
 import pathlib
+import shutil
+import tempfile
 
 import numpy as np
 import pytest
+from absl import app as absl_app
 from PIL import Image
 
-from disentangle_jax.apps import images, media
+from disentangle_jax.apps import images
+from disentangle_jax.apps import media
 
 # ---------------------------------------------------------------------------------------------------------------
 # Image IO.
@@ -120,22 +128,22 @@ def test_animation_rejects_unknown_suffix(tmp_path):
 # cached in tmp).
 # ---------------------------------------------------------------------------------------------------------------
 
-import functools  # pylint: disable=wrong-import-position
-import hashlib  # pylint: disable=wrong-import-position
-import importlib  # pylint: disable=wrong-import-position
-import json  # pylint: disable=wrong-import-position
-import shutil  # pylint: disable=wrong-import-position
-import tempfile  # pylint: disable=wrong-import-position
-
-from absl import app as absl_app  # pylint: disable=wrong-import-position
-
 SMOKE_STEPS = 200
 SMOKE_TRAIN_IMAGES = 8
 _ROOT = pathlib.Path(__file__).resolve().parents[1]
 # What the trained result depends on: the training code, the networks, the smoke config.
-_TRAINING_SOURCES = ("disentangle_jax/model.py", "disentangle_jax/train.py", "disentangle_jax/train_step.py",
-                     "disentangle_jax/losses.py", "disentangle_jax/frozen.py", "disentangle_jax/evaluate.py",
-                     "disentangle_jax/nets", "disentangle_jax/data", "third_party", "configs")
+_TRAINING_SOURCES = (
+  "disentangle_jax/model.py",
+  "disentangle_jax/train.py",
+  "disentangle_jax/train_step.py",
+  "disentangle_jax/losses.py",
+  "disentangle_jax/frozen.py",
+  "disentangle_jax/evaluate.py",
+  "disentangle_jax/nets",
+  "disentangle_jax/data",
+  "third_party",
+  "configs",
+)
 
 
 def smoke_config():
@@ -149,7 +157,9 @@ def smoke_config():
   configured.
   """
   import jax  # pylint: disable=import-outside-toplevel
+
   from disentangle_jax.configs import smoke  # pylint: disable=import-outside-toplevel
+
   c = smoke.get_config()
   c.num_steps = SMOKE_STEPS
   c.log_every = c.image_every = c.eval_every = c.checkpoint_every = SMOKE_STEPS
@@ -166,6 +176,7 @@ def smoke_config():
 
 def _source_hash() -> str:
   import jax  # pylint: disable=import-outside-toplevel
+
   h = hashlib.sha256(f"{jax.__version__} {jax.device_count()} {smoke_config()}".encode())
   for name in _TRAINING_SOURCES:
     p = _ROOT / name
@@ -179,8 +190,10 @@ def _source_hash() -> str:
 @pytest.fixture(scope="session")
 def smoke_run():
   """(workdir, the training's evaluation at its last step) of a smoke model trained SMOKE_STEPS steps."""
-  from disentangle_jax import train  # pylint: disable=import-outside-toplevel
   import fcntl  # pylint: disable=import-outside-toplevel
+
+  from disentangle_jax import train  # pylint: disable=import-outside-toplevel
+
   cache = pathlib.Path(tempfile.gettempdir()) / "disentangle_jax_test_cache" / f"smoke-{_source_hash()}"
   done = cache / "test_result.json"
   cache.parent.mkdir(parents=True, exist_ok=True)
@@ -192,8 +205,9 @@ def smoke_run():
         shutil.rmtree(stale, ignore_errors=True)
       scratch = pathlib.Path(tempfile.mkdtemp(prefix="training-", dir=cache.parent))
       result = train.train_and_evaluate(smoke_config(), str(scratch))
-      (scratch / "test_result.json").write_text(json.dumps({"step": result.step,
-                                                            "evaluation": result.evaluations[result.step]}))
+      (scratch / "test_result.json").write_text(
+        json.dumps({"step": result.step, "evaluation": result.evaluations[result.step]})
+      )
       scratch.rename(cache)
   return cache, json.loads(done.read_text())
 
@@ -201,6 +215,7 @@ def smoke_run():
 @pytest.fixture(scope="session")
 def smoke_model(smoke_run):
   from disentangle_jax import inference  # pylint: disable=import-outside-toplevel
+
   return inference.load(smoke_run[0])
 
 
@@ -208,6 +223,7 @@ def smoke_model(smoke_run):
 def cached_load(monkeypatch, smoke_run, smoke_model):
   """Commands load the session's model instead of rebuilding it (loading itself is tested separately)."""
   from disentangle_jax import inference  # pylint: disable=import-outside-toplevel
+
   real = inference.load
 
   @functools.wraps(real)
@@ -222,8 +238,8 @@ def cached_load(monkeypatch, smoke_run, smoke_model):
 def faces(smoke_run):
   """Validation images of the smoke dataset: uint8 [8, R, R, 3] (what the model was trained on)."""
   from disentangle_jax.data import pipeline  # pylint: disable=import-outside-toplevel
-  pipe = pipeline.Pipeline(str(smoke_run[0] / "data"), "validation", batch_size=8, seed=123, cross_every=1,
-                           num_steps=1)
+
+  pipe = pipeline.Pipeline(str(smoke_run[0] / "data"), "validation", batch_size=8, seed=123, cross_every=1, num_steps=1)
   batch = next(iter(pipe))
   return images.to_uint8(np.concatenate([np.asarray(batch["id"]), np.asarray(batch["attr"])]))
 
@@ -236,6 +252,7 @@ def _write_faces(directory: pathlib.Path, faces_u8: np.ndarray, prefix: str) -> 
 def run_cli(name: str, argv: list[str]) -> None:
   """Runs `disentangle-jax <name> argv...` in this process (flags parsed as absl's app.run would)."""
   from disentangle_jax.cli import _flags  # pylint: disable=import-outside-toplevel
+
   module = importlib.import_module(f"disentangle_jax.cli.{name}")
   _flags.reset()
   rest = _flags.FLAGS([f"disentangle-jax {name}"] + argv)
@@ -249,13 +266,16 @@ def run_cli(name: str, argv: list[str]) -> None:
 
 def test_loaded_model_reproduces_the_training_evaluation(smoke_run, smoke_model):
   """The load path (frozen nets from the seed, E_attr and M from the checkpoint) is the trained model."""
-  from disentangle_jax.apps import evaluation  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
+
+  from disentangle_jax.apps import evaluation  # pylint: disable=import-outside-toplevel
+
   workdir, trained = smoke_run
   config = smoke_model.config
   batch = int(config.per_device_batch_size) * jax.local_device_count()
-  ours = evaluation.Evaluator(smoke_model).mean(evaluation.validation_pairs(
-      str(workdir / "data"), batch, int(config.eval_batches), int(config.data.seed) + 1))
+  ours = evaluation.Evaluator(smoke_model).mean(
+    evaluation.validation_pairs(str(workdir / "data"), batch, int(config.eval_batches), int(config.data.seed) + 1)
+  )
   for key, value in trained["evaluation"].items():
     assert ours[key] == pytest.approx(value, rel=1e-3, abs=1e-4), key
 
@@ -265,7 +285,7 @@ def test_encode_render_map_agree_and_compile_once_per_shape(smoke_model, faces):
   x = images.to_model(faces[:4])
   code, w = m.encode(x, x[::-1])
   assert code.shape == (4, m.code_dim) and w.shape == (4, m.w_dim)
-  np.testing.assert_allclose(np.linalg.norm(np.asarray(code)[:, :m.spec.id_dim], axis=-1), 1.0, atol=1e-5)
+  np.testing.assert_allclose(np.linalg.norm(np.asarray(code)[:, : m.spec.id_dim], axis=-1), 1.0, atol=1e-5)
   np.testing.assert_allclose(m.map(code), w, atol=1e-5)
   np.testing.assert_allclose(m.render(w), m.swap(x, x[::-1]), atol=1e-5)
   np.testing.assert_allclose(m.swap(faces[:4], faces[3::-1]), m.swap(x, x[::-1]), atol=1e-5)  # uint8 accepted
@@ -296,8 +316,14 @@ def test_training_fits_the_training_images(smoke_run, smoke_model):
   """
   from disentangle_jax import inference  # pylint: disable=import-outside-toplevel
   from disentangle_jax.data import pipeline  # pylint: disable=import-outside-toplevel
-  batch = next(iter(pipeline.Pipeline(str(smoke_run[0] / "data"), "train", batch_size=SMOKE_TRAIN_IMAGES, seed=0,
-                                      cross_every=0, num_steps=1)))
+
+  batch = next(
+    iter(
+      pipeline.Pipeline(
+        str(smoke_run[0] / "data"), "train", batch_size=SMOKE_TRAIN_IMAGES, seed=0, cross_every=0, num_steps=1
+      )
+    )
+  )
   x = np.asarray(batch["id"])
   assert len({a.tobytes() for a in x}) == SMOKE_TRAIN_IMAGES  # the whole training set, each image once
 
@@ -313,6 +339,7 @@ def test_training_fits_the_training_images(smoke_run, smoke_model):
 
 def test_load_errors_name_the_path(tmp_path):
   from disentangle_jax import inference  # pylint: disable=import-outside-toplevel
+
   with pytest.raises(FileNotFoundError, match="nowhere: no such model directory"):
     inference.load(tmp_path / "nowhere")
   (tmp_path / "empty").mkdir()
@@ -327,7 +354,10 @@ def test_load_errors_name_the_path(tmp_path):
 def test_load_and_commands_skip_a_damaged_newest_checkpoint(smoke_run, smoke_model, faces, tmp_path, caplog):
   """A newer checkpoint whose arrays were cut short: `load` and the commands use the intact one, with a warning."""
   import logging  # pylint: disable=import-outside-toplevel
-  from disentangle_jax import checkpoints, inference  # pylint: disable=import-outside-toplevel
+
+  from disentangle_jax import checkpoints  # pylint: disable=import-outside-toplevel
+  from disentangle_jax import inference  # pylint: disable=import-outside-toplevel
+
   workdir = tmp_path / "run"
   shutil.copytree(smoke_run[0], workdir, ignore=shutil.ignore_patterns("events.out.*", "data"))
   (workdir / "data").symlink_to(smoke_run[0] / "data")
@@ -348,11 +378,14 @@ def test_load_and_commands_skip_a_damaged_newest_checkpoint(smoke_run, smoke_mod
 
 
 def test_export_roundtrip_without_optimizer_state(smoke_run, smoke_model, faces, tmp_path):
-  from disentangle_jax import export, inference  # pylint: disable=import-outside-toplevel
+  from disentangle_jax import export  # pylint: disable=import-outside-toplevel
+  from disentangle_jax import inference  # pylint: disable=import-outside-toplevel
+
   dst = export.export_model(smoke_model, tmp_path / "export", step=SMOKE_STEPS)
   meta = json.loads((dst / inference.EXPORT_META).read_text())
   assert meta["format"] == inference.EXPORT_FORMAT and meta["step"] == SMOKE_STEPS
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+
   with ocp.StandardCheckpointer() as ckptr:
     stored = ckptr.metadata(dst / inference.EXPORT_PARAMS)
   stored = getattr(stored, "item_metadata", stored)
@@ -376,51 +409,79 @@ def test_swap_command_places_each_image(cached_load, smoke_model, faces, tmp_pat
   out = tmp_path / "grid.png"
   run_cli("swap", [f"--model={cached_load}", "--id", *ids, "--attr", *attrs, f"--out={out}", "--batch_size=4"])
   from disentangle_jax.apps import swap  # pylint: disable=import-outside-toplevel
+
   grid = images.read_rgb_uint8(out)
   r = smoke_model.resolution
   assert grid.shape == (3 * r + 1 * 4 + 8, 4 * r + 2 * 4 + 8, 3)
-  cell = lambda i, j: grid[swap.cell_origin(i, j, r, r)[0]:][:r, swap.cell_origin(i, j, r, r)[1]:][:, :r]
+  cell = lambda i, j: grid[swap.cell_origin(i, j, r, r)[0] :][:r, swap.cell_origin(i, j, r, r)[1] :][:, :r]
   assert (cell(0, 0) == 255).all()
   for j in range(3):
     np.testing.assert_array_equal(cell(0, j + 1), faces[2 + j])
   for i in range(2):
     np.testing.assert_array_equal(cell(i + 1, 0), faces[i])
     for j in range(3):
-      expected = images.to_uint8(smoke_model.swap(faces[i:i + 1], faces[2 + j:3 + j]))[0]
+      expected = images.to_uint8(smoke_model.swap(faces[i : i + 1], faces[2 + j : 3 + j]))[0]
       assert np.abs(cell(i + 1, j + 1).astype(int) - expected).max() <= 1
 
 
 def test_interpolate_command_strip_and_animations(cached_load, smoke_model, faces, tmp_path):
   paths = _write_faces(tmp_path / "in", faces[:3], "f")
   strip, gif = tmp_path / "strip.png", tmp_path / "morph.gif"
-  run_cli("interpolate", [f"--model={cached_load}", "--id", paths[0], paths[1], "--attr", paths[2],
-                          "--steps=5", f"--out={strip}", f"--animation={gif}"])
+  run_cli(
+    "interpolate",
+    [
+      f"--model={cached_load}",
+      "--id",
+      paths[0],
+      paths[1],
+      "--attr",
+      paths[2],
+      "--steps=5",
+      f"--out={strip}",
+      f"--animation={gif}",
+    ],
+  )
   r = smoke_model.resolution
   s = images.read_rgb_uint8(strip)
   assert s.shape == (2 * r + 2, 5 * r + 4 * 2, 3)  # rows: W, code
   from disentangle_jax.apps import media  # pylint: disable=import-outside-toplevel
+
   assert media.count_frames(gif) == 5 + 3  # forth and back
   frames, _ = media.read_video(gif)
   assert frames[0].shape == (r, 2 * r, 3)
   # Both ends are plain swaps: identity of the endpoint with the held attributes, in either space.
   x = images.to_model(faces)
   for end, col in ((0, 0), (1, 4)):
-    expected = images.to_uint8(smoke_model.swap(x[end:end + 1], x[2:3]))[0]
+    expected = images.to_uint8(smoke_model.swap(x[end : end + 1], x[2:3]))[0]
     for row in (0, 1):
-      got = s[row * (r + 2):row * (r + 2) + r, col * (r + 2):col * (r + 2) + r]
+      got = s[row * (r + 2) : row * (r + 2) + r, col * (r + 2) : col * (r + 2) + r]
       assert np.abs(got.astype(int) - expected).max() <= 2
   mp4 = tmp_path / "attr.mp4"
-  run_cli("interpolate", [f"--model={cached_load}", "--id", paths[0], "--attr", paths[1], paths[2], "--space=code",
-                          "--steps=4", f"--out={tmp_path / 's2.png'}", f"--animation={mp4}", "--noloop_back"])
+  run_cli(
+    "interpolate",
+    [
+      f"--model={cached_load}",
+      "--id",
+      paths[0],
+      "--attr",
+      paths[1],
+      paths[2],
+      "--space=code",
+      "--steps=4",
+      f"--out={tmp_path / 's2.png'}",
+      f"--animation={mp4}",
+      "--noloop_back",
+    ],
+  )
   assert media.count_frames(mp4) == 4
   assert images.read_rgb_uint8(tmp_path / "s2.png").shape == (r, 4 * r + 3 * 2, 3)
   with pytest.raises(absl_app.UsageError, match="two images for the factor that moves"):
-    run_cli("interpolate", [f"--model={cached_load}", "--id", *paths[:2], "--attr", *paths[:2],
-                            f"--out={strip}"])
+    run_cli("interpolate", [f"--model={cached_load}", "--id", *paths[:2], "--attr", *paths[:2], f"--out={strip}"])
 
 
 def test_video_command_frames_and_temporal_identity(cached_load, smoke_model, faces, tmp_path):
   from disentangle_jax.apps import media  # pylint: disable=import-outside-toplevel
+
   clip = media.write_animation(tmp_path / "clip.mp4", [images.resize(f, 64) for f in faces[:7]], fps=12)
   idp = _write_faces(tmp_path, faces[:1], "id")[0]
   out = tmp_path / "out.mp4"
@@ -431,8 +492,10 @@ def test_video_command_frames_and_temporal_identity(cached_load, smoke_model, fa
   metrics = json.loads(out.with_suffix(".json").read_text())
   assert metrics["frames"] == 7 and -1 <= metrics["id_similarity_min"] <= metrics["id_similarity_mean"] <= 1
   assert metrics["id_similarity_std"] >= 0 and "consecutive_similarity_mean" in metrics
-  run_cli("video", [f"--model={cached_load}", "--id", idp, "--attr", str(clip), f"--out={tmp_path / 'o.gif'}",
-                    "--max_frames=3"])
+  run_cli(
+    "video",
+    [f"--model={cached_load}", "--id", idp, "--attr", str(clip), f"--out={tmp_path / 'o.gif'}", "--max_frames=3"],
+  )
   # A GIF stores a run of identical frames once, for the run's duration: check the frames where they differ, in
   # order, and the play time of 3 frames at the clip's 12 fps (GIF durations are whole centiseconds: 83 ms -> 80).
   timeline = _gif_timeline(tmp_path / "o.gif")
@@ -447,24 +510,34 @@ def test_video_command_frames_and_temporal_identity(cached_load, smoke_model, fa
 def test_evaluate_command_on_validation_and_photos(cached_load, faces, tmp_path):
   _write_faces(tmp_path / "photos", faces[:5], "p")
   out = tmp_path / "eval" / "metrics.json"
-  run_cli("evaluate", [f"--model={cached_load}", f"--photos={tmp_path / 'photos'}", f"--out={out}",
-                       "--batch_size=4", "--eval_batches=1"])
+  run_cli(
+    "evaluate",
+    [f"--model={cached_load}", f"--photos={tmp_path / 'photos'}", f"--out={out}", "--batch_size=4", "--eval_batches=1"],
+  )
   result = json.loads(out.read_text())
-  keys = {"similarity/id_to_out", "similarity/attr_to_out", "similarity/id_to_attr", "similarity/score",
-          "landmarks/distance", "reconstruction/mse", "reconstruction/psnr", "reconstruction/ms_ssim",
-          "reconstruction/id_similarity"}
+  keys = {
+    "similarity/id_to_out",
+    "similarity/attr_to_out",
+    "similarity/id_to_attr",
+    "similarity/score",
+    "landmarks/distance",
+    "reconstruction/mse",
+    "reconstruction/psnr",
+    "reconstruction/ms_ssim",
+    "reconstruction/id_similarity",
+  }
   assert keys <= set(result["validation"]) and keys <= set(result["photos"])
   assert result["photos"]["examples"] == 5 and result["validation"]["examples"] == 4
   assert result["photos"]["similarity/score"] == pytest.approx(
-      result["photos"]["similarity/id_to_out"] - result["photos"]["similarity/attr_to_out"], abs=1e-5)
+    result["photos"]["similarity/id_to_out"] - result["photos"]["similarity/attr_to_out"], abs=1e-5
+  )
   assert list((tmp_path / "eval" / "eval").glob("events.out.tfevents.*"))
 
 
 def test_export_command_then_swap_from_the_export(cached_load, smoke_model, faces, tmp_path):
   run_cli("export", [f"--model={cached_load}", f"--out={tmp_path / 'exp'}"])
   ids = _write_faces(tmp_path, faces[:1], "i")
-  run_cli("swap", [f"--model={tmp_path / 'exp'}", f"--id={ids[0]}", f"--attr={ids[0]}",
-                   f"--out={tmp_path / 'g.png'}"])
+  run_cli("swap", [f"--model={tmp_path / 'exp'}", f"--id={ids[0]}", f"--attr={ids[0]}", f"--out={tmp_path / 'g.png'}"])
   assert images.read_rgb_uint8(tmp_path / "g.png").shape[0] == 2 * smoke_model.resolution + 8
 
 
@@ -474,10 +547,12 @@ def test_commands_report_bad_inputs_clearly(cached_load, faces, tmp_path):
   Image.fromarray(faces[0][..., 0]).save(tmp_path / "gray.png")
   Image.fromarray(np.concatenate([faces[0], np.zeros_like(faces[0][..., :1])], -1)).save(tmp_path / "rgba.png")
   base = [f"--model={cached_load}", f"--out={tmp_path / 'g.png'}"]
-  cases = [(["--id", str(tmp_path / "broken.png"), "--attr", good], "broken.png: not a readable image"),
-           (["--id", good, "--attr", str(tmp_path / "gray.png")], r"gray.png: is grayscale.*--convert"),
-           (["--id", str(tmp_path / "rgba.png"), "--attr", good], "rgba.png: has an alpha channel"),
-           (["--id", str(tmp_path / "missing.png"), "--attr", good], "missing.png: no such image file")]
+  cases = [
+    (["--id", str(tmp_path / "broken.png"), "--attr", good], "broken.png: not a readable image"),
+    (["--id", good, "--attr", str(tmp_path / "gray.png")], r"gray.png: is grayscale.*--convert"),
+    (["--id", str(tmp_path / "rgba.png"), "--attr", good], "rgba.png: has an alpha channel"),
+    (["--id", str(tmp_path / "missing.png"), "--attr", good], "missing.png: no such image file"),
+  ]
   for argv, message in cases:
     with pytest.raises(absl_app.UsageError, match=message):
       run_cli("swap", base + argv)
@@ -491,14 +566,38 @@ def test_commands_report_bad_inputs_clearly(cached_load, faces, tmp_path):
 def test_file_lists_after_id_and_attr():
   """`--id a b --attr c d` (the issue's syntax), mixed with other flags before and after."""
   from disentangle_jax.cli import _flags  # pylint: disable=import-outside-toplevel
+
   f = _flags.FLAGS
   for argv, ids, attrs in (
-      (["--model=m", "--id", "a.png", "b.png", "--attr", "c.png", "d.png", "--all-faces", "--out", "g.png",
-        "--batch_size", "3"], ["a.png", "b.png"], ["c.png", "d.png"]),
-      (["--id=a.png,b.png", "--attr", "c.png", "--out=g.png", "--all_faces", "--batch_size=3"], ["a.png", "b.png"],
-       ["c.png"]),
-      (["--attr", "c.png", "--id", "a.png", "--id", "b.png", "--all-faces", "--out=g.png", "--batch_size=3"],
-       ["a.png", "b.png"], ["c.png"])):
+    (
+      [
+        "--model=m",
+        "--id",
+        "a.png",
+        "b.png",
+        "--attr",
+        "c.png",
+        "d.png",
+        "--all-faces",
+        "--out",
+        "g.png",
+        "--batch_size",
+        "3",
+      ],
+      ["a.png", "b.png"],
+      ["c.png", "d.png"],
+    ),
+    (
+      ["--id=a.png,b.png", "--attr", "c.png", "--out=g.png", "--all_faces", "--batch_size=3"],
+      ["a.png", "b.png"],
+      ["c.png"],
+    ),
+    (
+      ["--attr", "c.png", "--id", "a.png", "--id", "b.png", "--all-faces", "--out=g.png", "--batch_size=3"],
+      ["a.png", "b.png"],
+      ["c.png"],
+    ),
+  ):
     _flags.reset()
     assert _flags.finish(f(["prog"] + argv)) == ["prog"]
     assert (f.id, f.attr, f.out, f.all_faces, f.batch_size) == (ids, attrs, "g.png", True, 3)

@@ -17,12 +17,16 @@ from PIL import Image
 
 from disentangle_jax import frozen
 from disentangle_jax.configs import smoke
-from disentangle_jax.data import folder, generate, pipeline, tfds_format
+from disentangle_jax.data import folder
+from disentangle_jax.data import generate
+from disentangle_jax.data import pipeline
+from disentangle_jax.data import tfds_format
 
 NUM_TRAIN, NUM_VALIDATION, PER_SHARD = 40, 12, 16
 
 
 # --- fixtures --------------------------------------------------------------------------------------------------------
+
 
 def _config():
   """The smoke config (its tiny random StyleGAN2, 32px) with a smaller dataset."""
@@ -57,6 +61,7 @@ def _read_split(d, split):
 
 # --- generation ------------------------------------------------------------------------------------------------------
 
+
 def test_generated_dataset_reads_back_exactly(dataset, g):
   config = _config()
   builder = tfds.builder_from_directory(dataset)
@@ -66,14 +71,18 @@ def test_generated_dataset_reads_back_exactly(dataset, g):
   train, validation = _read_split(dataset, "train"), _read_split(dataset, "validation")
   examples = train + validation
   seeds = np.array([e["seed"] for e in examples])
-  np.testing.assert_array_equal(seeds, np.concatenate([np.arange(NUM_TRAIN), tfds_format.VALIDATION_SEED_OFFSET
-                                                       + np.arange(NUM_VALIDATION)]))
+  np.testing.assert_array_equal(
+    seeds, np.concatenate([np.arange(NUM_TRAIN), tfds_format.VALIDATION_SEED_OFFSET + np.arange(NUM_VALIDATION)])
+  )
   # Recompute every example from its seed alone: z, then w = the first truncated row, then G(w broadcast).
   base = jax.random.key(config.data.seed)
   z = np.stack([np.asarray(jax.random.normal(jax.random.fold_in(base, int(s)), (g.config.z_dim,))) for s in seeds])
   np.testing.assert_array_equal(np.stack([e["z"] for e in examples]), z)
-  ws = np.asarray(g.mapping(jnp.asarray(z), truncation_psi=config.data.truncation_psi,
-                            truncation_cutoff=config.data.truncation_cutoff))
+  ws = np.asarray(
+    g.mapping(
+      jnp.asarray(z), truncation_psi=config.data.truncation_psi, truncation_cutoff=config.data.truncation_cutoff
+    )
+  )
   w = np.stack([e["w"] for e in examples])
   assert w.dtype == np.float32 and w.shape == (len(examples), g.config.w_dim)
   np.testing.assert_allclose(w, ws[:, 0], rtol=0, atol=1e-6)
@@ -151,6 +160,7 @@ def test_two_processes_write_disjoint_shards(dataset, g, tmp_path):
 
 # --- the training pipeline --------------------------------------------------------------------------------------------
 
+
 def _take(p, n=None):
   out = []
   for batch in p:
@@ -193,9 +203,10 @@ def test_images_and_w_match_the_dataset(dataset):
   batch = _take(p)[0]
   examples = _read_split(dataset, "train")
   pos = p.schedule.positions(0)
-  np.testing.assert_array_equal(batch["id"], 
-                                np.stack([examples[i]["image"] for i in pos["id"]]).astype(np.float32)
-                                / np.float32(127.5) - np.float32(1))
+  np.testing.assert_array_equal(
+    batch["id"],
+    np.stack([examples[i]["image"] for i in pos["id"]]).astype(np.float32) / np.float32(127.5) - np.float32(1),
+  )
   np.testing.assert_array_equal(batch["w_real"], np.stack([examples[i]["w"] for i in pos["w_real"]]))
 
 
@@ -245,6 +256,7 @@ def test_global_arrays_on_the_mesh(dataset):
 
 # --- corrupt input ---------------------------------------------------------------------------------------------------
 
+
 def _copy(dataset, tmp_path):
   out = str(tmp_path / "copy")
   shutil.copytree(dataset, out)
@@ -256,7 +268,7 @@ def test_truncated_shard_is_named(dataset, tmp_path):
   path = os.path.join(out, _shards(out)[1])
   data = open(path, "rb").read()
   with open(path, "wb") as f:
-    f.write(data[:len(data) // 3])
+    f.write(data[: len(data) // 3])
   with pytest.raises(IOError, match=_shards(out)[1]):
     _pipe(out)
 
@@ -299,6 +311,7 @@ def test_missing_dataset_is_named(tmp_path):
 
 # --- plain folders of photos -----------------------------------------------------------------------------------------
 
+
 def test_folder_pipeline(tmp_path):
   rng = np.random.default_rng(0)
   pixels = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(5)]
@@ -307,9 +320,11 @@ def test_folder_pipeline(tmp_path):
   (tmp_path / "notes.txt").write_text("not an image")
   mesh = jax.make_mesh((2,), ("data",), devices=jax.devices()[:2])
   batches = list(folder.FolderPipeline(str(tmp_path), size=16, batch_size=2, mesh=mesh))
-  assert [b["path"] for b in batches] == [[str(tmp_path / "0.png"), str(tmp_path / "1.jpg")],
-                                          [str(tmp_path / "2.png"), str(tmp_path / "3.jpg")],
-                                          [str(tmp_path / "4.png")]]
+  assert [b["path"] for b in batches] == [
+    [str(tmp_path / "0.png"), str(tmp_path / "1.jpg")],
+    [str(tmp_path / "2.png"), str(tmp_path / "3.jpg")],
+    [str(tmp_path / "4.png")],
+  ]
   assert np.asarray(batches[-1]["valid"]).tolist() == [True, False]
   first = np.asarray(batches[0]["image"])
   assert first.shape == (2, 16, 16, 3) and first.dtype == np.float32
@@ -333,16 +348,32 @@ def test_folder_unreadable_image_is_named(tmp_path):
 
 # --- the command -----------------------------------------------------------------------------------------------------
 
+
 def test_generate_data_command(tmp_path):
   """`disentangle-jax generate-data` with the installed smoke config (its default), shrunk by flags."""
   import subprocess  # pylint: disable=import-outside-toplevel
   import sys  # pylint: disable=import-outside-toplevel
+
   out = tmp_path / "cli"
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
   result = subprocess.run(
-      [sys.executable, "-m", "disentangle_jax", "generate-data", f"--out={out}", "--config.data.num_train=6",
-       "--config.data.num_validation=2", "--config.data.examples_per_shard=4", "--config.data.generate_batch_size=2"],
-      capture_output=True, text=True, env=env, timeout=600, check=False)
+    [
+      sys.executable,
+      "-m",
+      "disentangle_jax",
+      "generate-data",
+      f"--out={out}",
+      "--config.data.num_train=6",
+      "--config.data.num_validation=2",
+      "--config.data.examples_per_shard=4",
+      "--config.data.generate_batch_size=2",
+    ],
+    capture_output=True,
+    text=True,
+    env=env,
+    timeout=600,
+    check=False,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   assert "images/s" in result.stderr and "dataset complete" in result.stderr
   builder = tfds.builder_from_directory(str(out))

@@ -47,11 +47,16 @@ def test_parity_with_face_alignment(fixture_net):
   images = _images_from_uint8(io["image_rgb_uint8"])
   assert fixture_net.config == fan.Config(num_modules=1, width=256, num_landmarks=68, input_size=256)
   # Our [-1, 1] -> [0, 1] step reproduces upstream's uint8 / 255 input.
-  np.testing.assert_allclose(np.asarray(fan.preprocess(fixture_net, images)), io["input"].transpose(0, 2, 3, 1),
-                             rtol=0, atol=1e-6)
+  np.testing.assert_allclose(
+    np.asarray(fan.preprocess(fixture_net, images)), io["input"].transpose(0, 2, 3, 1), rtol=0, atol=1e-6
+  )
   heatmaps = np.asarray(fan.heatmaps(fixture_net, images))
-  np.testing.assert_allclose(heatmaps, io["heatmaps_0"].transpose(0, 2, 3, 1), rtol=0,
-                             atol=recipe.meta("fan2d_m1")["suggested_atol"]["heatmaps_0"])
+  np.testing.assert_allclose(
+    heatmaps,
+    io["heatmaps_0"].transpose(0, 2, 3, 1),
+    rtol=0,
+    atol=recipe.meta("fan2d_m1")["suggested_atol"]["heatmaps_0"],
+  )
   # Landmarks are the decoded heatmaps scaled by the stride 4 of a 256 input.
   points = np.asarray(fan.landmarks(fixture_net, images))
   np.testing.assert_allclose(points, 4.0 * np.asarray(fan.soft_argmax(jnp.asarray(heatmaps))), rtol=0, atol=1e-3)
@@ -96,8 +101,10 @@ def test_smoke_config_round_trips_through_torch_file_and_converted_dir(tmp_path)
   assert fan.heatmaps(net, images).shape == (2, 16, 16, 68)
   # A training-script checkpoint: {"state_dict": {"module.<key>": ...}} from DataParallel.
   state_dict = fan.to_state_dict(_variables(net))
-  torch_writer.save({"state_dict": {f"module.{k}": v for k, v in state_dict.items()}, "epoch": np.int64(3)},
-                    str(tmp_path / "trained.pth"))
+  torch_writer.save(
+    {"state_dict": {f"module.{k}": v for k, v in state_dict.items()}, "epoch": np.int64(3)},
+    str(tmp_path / "trained.pth"),
+  )
   reloaded = fan.load(tmp_path / "trained.pth", input_size=64)
   assert reloaded.config == TWO_STACKS
   jax.tree.map(np.testing.assert_array_equal, _variables(reloaded), _variables(net))
@@ -107,8 +114,9 @@ def test_smoke_config_round_trips_through_torch_file_and_converted_dir(tmp_path)
   assert from_dir.config == TWO_STACKS
   jax.tree.map(np.testing.assert_array_equal, _variables(from_dir), _variables(net))
   # Different seeds draw different weights; the same seed the same ones.
-  assert not np.array_equal(_variables(fan.init(SMOKE, seed=4))["l0"]["kernel"],
-                            _variables(fan.init(SMOKE, seed=5))["l0"]["kernel"])
+  assert not np.array_equal(
+    _variables(fan.init(SMOKE, seed=4))["l0"]["kernel"], _variables(fan.init(SMOKE, seed=5))["l0"]["kernel"]
+  )
   jax.tree.map(np.testing.assert_array_equal, _variables(fan.init(TWO_STACKS, seed=3)), _variables(net))
 
 
@@ -196,7 +204,7 @@ def test_plain_softmax_bias_is_what_the_windowed_decoder_removes():
 def test_hard_argmax_follows_face_alignment_conventions():
   hm = np.zeros((1, 64, 64, 4), np.float32)
   # Peak at row 10, column 20; right neighbour above left, lower neighbour below upper: +x, -y quarter shifts.
-  hm[0, 10, 20, 0], hm[0, 10, 21, 0], hm[0, 10, 19, 0], hm[0, 9, 20, 0], hm[0, 11, 20, 0] = 1, .5, .2, .4, .1
+  hm[0, 10, 20, 0], hm[0, 10, 21, 0], hm[0, 10, 19, 0], hm[0, 9, 20, 0], hm[0, 11, 20, 0] = 1, 0.5, 0.2, 0.4, 0.1
   # Equal neighbours: no shift.
   hm[0, 30, 40, 1] = 1.0
   # Peak on the outer ring (column 0): upstream shifts neither axis, even though the rows differ.

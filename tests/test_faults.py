@@ -41,8 +41,14 @@ def _state_leaves(workdir: pathlib.Path, step: int) -> list[np.ndarray]:
 
 def _runner(workdir: pathlib.Path, overrides: dict, cache_dir: str, **kwargs) -> subprocess.Popen:
   env = dict(os.environ, DISENTANGLE_TEST_CACHE=cache_dir)
-  return subprocess.Popen(RUNNER + [str(workdir), json.dumps(overrides)], stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True, env=env, **kwargs)
+  return subprocess.Popen(
+    RUNNER + [str(workdir), json.dumps(overrides)],
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+    env=env,
+    **kwargs,
+  )
 
 
 def _damage(step_dir: pathlib.Path, how: str) -> None:
@@ -111,8 +117,11 @@ def test_kill9_at_a_random_step_then_resume_is_bitwise_the_uninterrupted_run(tmp
 
 
 def test_a_second_trainer_on_a_busy_workdir_fails_at_once_naming_the_holder(tmp_path, compilation_cache):
-  first = _runner(tmp_path, {"num_steps": 10_000, "checkpoint_every": 10_000, "eval_every": 10_000,
-                             "image_every": 10_000}, compilation_cache)
+  first = _runner(
+    tmp_path,
+    {"num_steps": 10_000, "checkpoint_every": 10_000, "eval_every": 10_000, "image_every": 10_000},
+    compilation_cache,
+  )
   try:
     deadline = time.time() + 600
     for line in first.stdout:
@@ -208,8 +217,12 @@ def test_a_save_that_reads_back_differently_is_refused(tmp_path, monkeypatch):
 
 
 def test_fingerprints_agree_on_device_and_host_and_see_moved_values():
-  tree = {"a": jax.numpy.arange(10, dtype=jax.numpy.float32), "b": jax.numpy.asarray([True, False]),
-          "c": jax.numpy.ones((2, 3), jax.numpy.bfloat16), "d": jax.numpy.arange(4, dtype=jax.numpy.int32)}
+  tree = {
+    "a": jax.numpy.arange(10, dtype=jax.numpy.float32),
+    "b": jax.numpy.asarray([True, False]),
+    "c": jax.numpy.ones((2, 3), jax.numpy.bfloat16),
+    "d": jax.numpy.arange(4, dtype=jax.numpy.int32),
+  }
   on_device = checkpoints.fingerprints(tree)
   assert on_device == checkpoints.fingerprints(jax.tree.map(np.asarray, tree))
   swapped = np.asarray(tree["a"])[[1, 0, *range(2, 10)]]
@@ -226,4 +239,5 @@ def test_train_repairs_a_damaged_shard_before_training(tmp_path, caplog):
       result = train.train_and_evaluate(standins.tiny_config(num_steps=2), str(tmp_path))
   assert result.step == 2 and f"{shard}" in caplog.text and "rendering its bad shards again" in caplog.text
   from disentangle_jax.data import generate  # pylint: disable=import-outside-toplevel
+
   assert generate.verify(str(tmp_path / "data")) == []

@@ -16,8 +16,11 @@ import types
 import pytest
 
 import disentangle_jax
-from disentangle_jax import config_check, errors, main
-from disentangle_jax.configs import paper, smoke
+from disentangle_jax import config_check
+from disentangle_jax import errors
+from disentangle_jax import main
+from disentangle_jax.configs import paper
+from disentangle_jax.configs import smoke
 
 # ml_collections loads config files with the deprecated `load_module`.
 pytestmark = pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")
@@ -36,8 +39,15 @@ def run(capsys, *args: str) -> tuple[int, list[str]]:
 def run_subprocess(tmp_path, *args: str) -> tuple[int, list[str]]:
   """(exit status, stderr lines) of the real command line in a fresh interpreter."""
   env = dict(os.environ, PYTHONPATH=_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-  proc = subprocess.run([sys.executable, "-m", "disentangle_jax", *args], cwd=tmp_path, env=env, capture_output=True,
-                        text=True, timeout=120, check=False)
+  proc = subprocess.run(
+    [sys.executable, "-m", "disentangle_jax", *args],
+    cwd=tmp_path,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=120,
+    check=False,
+  )
   return proc.returncode, proc.stderr.splitlines()
 
 
@@ -81,6 +91,7 @@ def fake_train(monkeypatch):
 @pytest.fixture
 def image(tmp_path):
   from PIL import Image  # pylint: disable=import-outside-toplevel
+
   path = tmp_path / "face.png"
   Image.new("RGB", (8, 8)).save(path)
   return str(path)
@@ -104,12 +115,13 @@ def test_validate_accepts_the_shipped_configs_and_lists_every_problem():
   with pytest.raises(errors.ConfigError) as e:
     config_check.validate(c)
   assert str(e.value).splitlines() == [
-      "config.loss.identity=nan: must be a finite number",
-      "config.per_device_batch_size=-1: must be a positive integer",
-      "config.data.num_train=0: must be a positive integer",
-      "config.eval_every=0: must be a positive integer (an every-N-steps interval)",
-      "config.optim.lr=-0.0001: must be >= 0",
-      "config.mapper.hidden=(64, 0): must be a sequence of positive integer layer widths"]
+    "config.loss.identity=nan: must be a finite number",
+    "config.per_device_batch_size=-1: must be a positive integer",
+    "config.data.num_train=0: must be a positive integer",
+    "config.eval_every=0: must be a positive integer (an every-N-steps interval)",
+    "config.optim.lr=-0.0001: must be >= 0",
+    "config.mapper.hidden=(64, 0): must be a sequence of positive integer layer widths",
+  ]
   assert isinstance(e.value, errors.UserError) and isinstance(e.value, ValueError)
   c = smoke.get_config()
   c.num_steps = 0
@@ -128,13 +140,16 @@ def test_unknown_config_key_names_the_closest_keys(capsys):
   assert code == 2 and "optim has: adversarial_every, adversarial_lr_scale, b1" in one_line(err, "train")
 
 
-@pytest.mark.parametrize("override, message", [
+@pytest.mark.parametrize(
+  "override, message",
+  [
     ("--config.per_device_batch_size=-1", "config.per_device_batch_size=-1: must be a positive integer"),
     ("--config.checkpoint_every=0", "config.checkpoint_every=0: must be a positive integer (an every-N-steps"),
     ("--config.optim.adversarial_every=0", "config.optim.adversarial_every=0: must be a positive integer"),
     ("--config.optim.lr=nan", "config.optim.lr=nan: must be a finite number"),
     ("--config.num_steps=0", "config.num_steps=0: must be a positive integer (`train --allow_empty` accepts 0)"),
-])
+  ],
+)
 def test_impossible_config_values_are_refused_before_training(capsys, fake_train, tmp_path, override, message):
   code, err = run(capsys, "train", override, f"--workdir={tmp_path / 'w'}")
   assert code == 2
@@ -144,14 +159,16 @@ def test_impossible_config_values_are_refused_before_training(capsys, fake_train
 
 def test_zero_steps_with_allow_empty_and_the_preemption_status(capsys, fake_train, tmp_path):
   workdir = str(tmp_path / "w")
-  code, _ = run(capsys, "train", "--config.num_steps=0", "--allow_empty", f"--workdir={workdir}",
-                "--compilation_cache=")
+  code, _ = run(
+    capsys, "train", "--config.num_steps=0", "--allow_empty", f"--workdir={workdir}", "--compilation_cache="
+  )
   assert code == 0
-  (config, got_workdir), = fake_train.calls
+  ((config, got_workdir),) = fake_train.calls
   assert config.num_steps == 0 and got_workdir == workdir
   fake_train.result = types.SimpleNamespace(step=7, preempted=True)
   code, _ = run(capsys, "train", f"--workdir={workdir}", "--compilation_cache=")
   from disentangle_jax.cli import train as cli_train  # pylint: disable=import-outside-toplevel
+
   assert code == cli_train.EXIT_PREEMPTED == 75
 
 
@@ -187,14 +204,18 @@ def test_swap_output_and_input_paths(capsys, no_model, tmp_path, image):
   (tmp_path / "dir").mkdir()
   args = ["swap", f"--model={tmp_path / 'no-model'}", "--id", image, "--attr", image]
   cases = [
-      ([f"--out={tmp_path / 'file' / 'grid.png'}"], f"{tmp_path / 'file' / 'grid.png'}: parent {tmp_path / 'file'} "
-       "is a file"),
-      ([f"--out={tmp_path / 'dir'}"], f"{tmp_path / 'dir'}: is a directory; --out names the file to write"),
-      ([f"--out={tmp_path / 'grid.txt'}"], "must end in an image suffix such as .png or .jpg"),
-      ([f"--out={tmp_path / 'grid.png'}", "--id", str(tmp_path / "dir")], f"{tmp_path / 'dir'}: is a directory, "
-       "not an image file"),
-      ([f"--out={tmp_path / 'grid.png'}", "--attr", str(tmp_path / "missing.png")], "missing.png: no such image file"),
-      ([f"--out={tmp_path / 'grid.png'}"], "no-model: no such model directory"),
+    (
+      [f"--out={tmp_path / 'file' / 'grid.png'}"],
+      f"{tmp_path / 'file' / 'grid.png'}: parent {tmp_path / 'file'} is a file",
+    ),
+    ([f"--out={tmp_path / 'dir'}"], f"{tmp_path / 'dir'}: is a directory; --out names the file to write"),
+    ([f"--out={tmp_path / 'grid.txt'}"], "must end in an image suffix such as .png or .jpg"),
+    (
+      [f"--out={tmp_path / 'grid.png'}", "--id", str(tmp_path / "dir")],
+      f"{tmp_path / 'dir'}: is a directory, not an image file",
+    ),
+    ([f"--out={tmp_path / 'grid.png'}", "--attr", str(tmp_path / "missing.png")], "missing.png: no such image file"),
+    ([f"--out={tmp_path / 'grid.png'}"], "no-model: no such model directory"),
   ]
   for extra, message in cases:
     code, err = run(capsys, *args, *extra)
@@ -206,8 +227,10 @@ def test_interpolate_bad_animation_fails_before_the_strip_is_written(capsys, no_
   (tmp_path / "file").write_text("x")
   out = tmp_path / "strip.png"
   base = ["interpolate", f"--model={tmp_path}", "--id", image, image, "--attr", image, f"--out={out}"]
-  for animation, message in ((tmp_path / "morph.avi", "morph.avi: must end in .gif or .mp4"),
-                             (tmp_path / "file" / "morph.gif", f"parent {tmp_path / 'file'} is a file")):
+  for animation, message in (
+    (tmp_path / "morph.avi", "morph.avi: must end in .gif or .mp4"),
+    (tmp_path / "file" / "morph.gif", f"parent {tmp_path / 'file'} is a file"),
+  ):
     code, err = run(capsys, *base, f"--animation={animation}")
     assert code == 2 and message in one_line(err, "interpolate")
   assert not out.exists()
@@ -219,22 +242,25 @@ def test_other_commands_check_their_paths_first(capsys, no_model, tmp_path, imag
   (tmp_path / "full" / "x").write_text("x")
   model = f"--model={tmp_path}"
   cases = [
-      (["video", model, "--id", image, "--attr", str(tmp_path), f"--out={tmp_path / 'o.mp4'}"],
-       f"{tmp_path}: is a directory, not a video file"),
-      (["video", model, "--id", image, "--attr", image, f"--out={tmp_path / 'o.avi'}"], "must end in .mp4 or .gif"),
-      (["evaluate", model, f"--photos={tmp_path / 'none'}", f"--out={tmp_path / 'e.json'}"],
-       "none: no such photo folder"),
-      (["evaluate", model, f"--out={tmp_path}"], "is a directory; --out names the file to write"),
-      (["export", model, f"--out={tmp_path / 'full'}"], "full: exists and is not empty"),
-      (["export", model, f"--out={tmp_path / 'file'}"], "file: is a file, not a directory"),
-      (["export", f"--model={tmp_path / 'none'}", f"--out={tmp_path / 'e'}"], "none: no such model directory"),
-      (["sample", f"--out={tmp_path / 'file' / 'g.png'}"], "is a file"),
-      (["sample", f"--generator={tmp_path / 'none.pkl'}", f"--out={tmp_path / 'g.png'}"],
-       "none.pkl: no such generator"),
-      (["convert", "stylegan2", str(tmp_path / "none.pkl"), str(tmp_path / "out")], "none.pkl: no such checkpoint"),
-      (["convert", "stylegan2", str(tmp_path), str(tmp_path / "out")], "is a directory, not a checkpoint file"),
-      (["convert", "stylegan2", image, str(tmp_path / "full")], "full: exists and is not empty"),
-      (["generate-data", f"--out={tmp_path / 'file'}"], "file: is a file, not a directory"),
+    (
+      ["video", model, "--id", image, "--attr", str(tmp_path), f"--out={tmp_path / 'o.mp4'}"],
+      f"{tmp_path}: is a directory, not a video file",
+    ),
+    (["video", model, "--id", image, "--attr", image, f"--out={tmp_path / 'o.avi'}"], "must end in .mp4 or .gif"),
+    (
+      ["evaluate", model, f"--photos={tmp_path / 'none'}", f"--out={tmp_path / 'e.json'}"],
+      "none: no such photo folder",
+    ),
+    (["evaluate", model, f"--out={tmp_path}"], "is a directory; --out names the file to write"),
+    (["export", model, f"--out={tmp_path / 'full'}"], "full: exists and is not empty"),
+    (["export", model, f"--out={tmp_path / 'file'}"], "file: is a file, not a directory"),
+    (["export", f"--model={tmp_path / 'none'}", f"--out={tmp_path / 'e'}"], "none: no such model directory"),
+    (["sample", f"--out={tmp_path / 'file' / 'g.png'}"], "is a file"),
+    (["sample", f"--generator={tmp_path / 'none.pkl'}", f"--out={tmp_path / 'g.png'}"], "none.pkl: no such generator"),
+    (["convert", "stylegan2", str(tmp_path / "none.pkl"), str(tmp_path / "out")], "none.pkl: no such checkpoint"),
+    (["convert", "stylegan2", str(tmp_path), str(tmp_path / "out")], "is a directory, not a checkpoint file"),
+    (["convert", "stylegan2", image, str(tmp_path / "full")], "full: exists and is not empty"),
+    (["generate-data", f"--out={tmp_path / 'file'}"], "file: is a file, not a directory"),
   ]
   for argv, message in cases:
     code, err = run(capsys, *argv)
@@ -242,11 +268,22 @@ def test_other_commands_check_their_paths_first(capsys, no_model, tmp_path, imag
 
 
 def test_project_errors_are_user_errors():
-  from disentangle_jax.apps import align, images  # pylint: disable=import-outside-toplevel
-  from disentangle_jax.third_party.common import state_dict, torch_pickle  # pylint: disable=import-outside-toplevel
-  from disentangle_jax.third_party.mediapipe_facemesh import graph, tflite  # pylint: disable=import-outside-toplevel
-  for cls in (images.ImageReadError, align.NoFaceError, state_dict.CheckpointMismatchError,
-              torch_pickle.CheckpointFormatError, tflite.TFLiteFormatError, graph.GraphError, errors.ConfigError):
+  from disentangle_jax.apps import align  # pylint: disable=import-outside-toplevel
+  from disentangle_jax.apps import images  # pylint: disable=import-outside-toplevel
+  from disentangle_jax.third_party.common import state_dict  # pylint: disable=import-outside-toplevel
+  from disentangle_jax.third_party.common import torch_pickle  # pylint: disable=import-outside-toplevel
+  from disentangle_jax.third_party.mediapipe_facemesh import graph  # pylint: disable=import-outside-toplevel
+  from disentangle_jax.third_party.mediapipe_facemesh import tflite  # pylint: disable=import-outside-toplevel
+
+  for cls in (
+    images.ImageReadError,
+    align.NoFaceError,
+    state_dict.CheckpointMismatchError,
+    torch_pickle.CheckpointFormatError,
+    tflite.TFLiteFormatError,
+    graph.GraphError,
+    errors.ConfigError,
+  ):
     assert issubclass(cls, errors.UserError) and issubclass(cls, ValueError), cls
 
 
@@ -265,16 +302,20 @@ def test_subprocess_errors_are_exactly_one_line(tmp_path):
   assert code == 2 and one_line(err, "convert").endswith("/no/such/file: no such checkpoint file")
   code, err = run_subprocess(tmp_path, "train", "--config.no_such_kye=3", "--config.log_evry=1")
   assert code == 2 and err == [
-      "disentangle-jax train: error: --config.no_such_kye: no such config key",
-      "  --config.log_evry: no such config key; did you mean: log_every, eval_every, image_every?"]
-  code, err = run_subprocess(tmp_path, "swap", "--model=m", "--id", str(tmp_path), "--attr", str(garbage),
-                             "--out=g.png")
+    "disentangle-jax train: error: --config.no_such_kye: no such config key",
+    "  --config.log_evry: no such config key; did you mean: log_every, eval_every, image_every?",
+  ]
+  code, err = run_subprocess(
+    tmp_path, "swap", "--model=m", "--id", str(tmp_path), "--attr", str(garbage), "--out=g.png"
+  )
   assert code == 2 and one_line(err, "swap").endswith(f"{tmp_path}: is a directory, not an image file")
 
 
 def test_config_check_imports_neither_jax_nor_tensorflow():
-  code = ("import sys; import disentangle_jax.config_check; "
-          "print(sorted(m for m in ('jax', 'tensorflow', 'flax') if m in sys.modules))")
+  code = (
+    "import sys; import disentangle_jax.config_check; "
+    "print(sorted(m for m in ('jax', 'tensorflow', 'flax') if m in sys.modules))"
+  )
   out = subprocess.run([sys.executable, "-c", code], cwd=_ROOT, capture_output=True, text=True, check=True).stdout
   assert out.strip() == "[]"
 

@@ -16,8 +16,10 @@ import jax
 import numpy as np
 import pytest
 
-from disentangle_jax import errors, frozen
-from disentangle_jax.data import generate, tfds_format
+from disentangle_jax import errors
+from disentangle_jax import frozen
+from disentangle_jax.data import generate
+from disentangle_jax.data import tfds_format
 from tests import test_data
 
 
@@ -59,8 +61,11 @@ def _rerun(out, g, caplog):
   caplog.clear()
   with caplog.at_level(logging.WARNING):
     written = generate.generate(test_data._config(), out, generator=g)
-  warnings = [r.getMessage() for r in caplog.records
-              if r.levelno >= logging.WARNING and r.getMessage().startswith("generate-data:")]
+  warnings = [
+    r.getMessage()
+    for r in caplog.records
+    if r.levelno >= logging.WARNING and r.getMessage().startswith("generate-data:")
+  ]
   return written, warnings
 
 
@@ -72,7 +77,7 @@ def test_damaged_shards_are_named_and_rebuilt(fresh, g, tmp_path, caplog):
   path = os.path.join(out, truncated)
   data = open(path, "rb").read()
   with open(path, "wb") as f:
-    f.write(data[:len(data) // 3])
+    f.write(data[: len(data) // 3])
   path = os.path.join(out, flipped)
   data = bytearray(open(path, "rb").read())
   data[len(data) // 2 + 1000] ^= 0x01  # one bit inside a record: the file still opens with the right count
@@ -93,8 +98,9 @@ def test_damaged_shards_are_named_and_rebuilt(fresh, g, tmp_path, caplog):
   assert len(warnings) == 2, warnings
   assert warnings[0].startswith(f"generate-data: {os.path.join(out, truncated)}: ")
   assert "truncated" in warnings[0] and warnings[0].endswith("; rebuilding it")
-  assert warnings[1] == (f"generate-data: {os.path.join(out, flipped)}: checksum mismatch (file changed after it was"
-                         " written); rebuilding it")
+  assert warnings[1] == (
+    f"generate-data: {os.path.join(out, flipped)}: checksum mismatch (file changed after it was written); rebuilding it"
+  )
   assert [os.path.basename(s.path) for s in written] == [truncated, flipped]
   for name in (unrecorded, untouched):  # kept as they were; the unrecorded one only got its record back
     assert os.stat(os.path.join(out, name)).st_mtime_ns == before[name]
@@ -128,8 +134,9 @@ def test_verify_names_every_fault_without_rendering(fresh, tmp_path):
   os.remove(os.path.join(out, names[2]))
   problems = generate.verify(out)
   assert len(problems) == 3, problems
-  assert problems[0].startswith(f"{os.path.join(out, names[0])}: its checksum record {_record(out, names[0])} is"
-                                " unreadable")
+  assert problems[0].startswith(
+    f"{os.path.join(out, names[0])}: its checksum record {_record(out, names[0])} is unreadable"
+  )
   assert problems[1] == f"{os.path.join(out, names[1])}: 16 records but 15 when it was written"
   assert problems[2] == f"{os.path.join(out, names[2])}: missing"
 
@@ -158,7 +165,8 @@ def test_unreadable_settings_are_a_user_error(fresh, g, tmp_path):
   assert isinstance(raised.value, errors.UserError) and isinstance(raised.value, ValueError)
   assert generate.verify(out)[0].startswith(f"{settings}: unreadable")
   assert generate.verify(str(tmp_path / "nothing")) == [
-      f"{tmp_path / 'nothing' / 'generation.json'}: missing; not a folder written by generate-data"]
+    f"{tmp_path / 'nothing' / 'generation.json'}: missing; not a folder written by generate-data"
+  ]
   config = test_data._config()
   config.data.truncation_psi = 0.5
   with pytest.raises(generate.DataError, match="generation.json.*truncation_psi"):

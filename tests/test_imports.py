@@ -44,7 +44,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     state[u] = "open"
     for v in sorted(graph[u]):
       if state.get(v) == "open":
-        found.append(path[path.index(v):] + [u, v] if v in path else [u, v])
+        found.append(path[path.index(v) :] + [u, v] if v in path else [u, v])
       elif v not in state:
         visit(v, path + [u])
     state[u] = "done"

@@ -54,8 +54,9 @@ def test_preprocess_resizes_bilinear_without_antialias():
   images = np.random.RandomState(0).uniform(-1, 1, (1, 150, 150, 3)).astype(np.float32)
   got = np.asarray(module.preprocess(jnp.asarray(images)))
   # 150 -> 75 with half-pixel centres samples exactly between pixel pairs: the mean of each 2x2 block.
-  half = 0.5 * (0.25 * (images[:, ::2, ::2] + images[:, 1::2, ::2] + images[:, ::2, 1::2] + images[:, 1::2, 1::2])
-                + 1.0)
+  half = 0.5 * (
+    0.25 * (images[:, ::2, ::2] + images[:, 1::2, ::2] + images[:, ::2, 1::2] + images[:, 1::2, 1::2]) + 1.0
+  )
   want = (half - np.asarray(inception.IMAGENET_MEAN)) / np.asarray(inception.IMAGENET_STD)
   np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
 
@@ -64,8 +65,10 @@ def test_full_size_shapes_match_the_imagenet_checkpoint():
   """Every torchvision key/shape except `AuxLogits.*` and counters maps one-to-one onto a Flax variable."""
   info = recipe.manifest("torchvision_inception_v3")
   import json  # pylint: disable=import-outside-toplevel
-  aux = set(json.loads((recipe.TESTDATA / "shapes_manifest.json").read_text())["torchvision_inception_v3"]
-            ["aux_logits_keys"])
+
+  aux = set(
+    json.loads((recipe.TESTDATA / "shapes_manifest.json").read_text())["torchvision_inception_v3"]["aux_logits_keys"]
+  )
   want = {k: v for k, v in info.items() if k not in aux and not k.endswith("num_batches_tracked")}
   assert all(k.startswith("AuxLogits.") for k in aux)
   assert inception.expected_state_dict(inception.Config(num_classes=1000)) == want
@@ -122,8 +125,9 @@ def test_npz_round_trip_and_aux_keys_dropped(tmp_path):
   inception.convert_to(str(tmp_path / "w.npz"), str(tmp_path / "conv"))
   back = inception.load(str(tmp_path / "conv"), input_size=75)
   # A torchvision-format file holds torchvision-trained weights: they expect [-1, 1] inputs.
-  assert back.config == inception.Config(width_multiplier=0.125, input_size=75, num_classes=7,
-                                         input_norm="minus_one_one")
+  assert back.config == inception.Config(
+    width_multiplier=0.125, input_size=75, num_classes=7, input_norm="minus_one_one"
+  )
   want = nnx.to_pure_dict(nnx.state(module))
   jax.tree.map(np.testing.assert_array_equal, nnx.to_pure_dict(nnx.state(back)), want)
   headless = inception.load(str(tmp_path / "w.npz"), input_size=75, num_classes=0)

@@ -5,10 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensorflow as tf
+from flax import nnx
 
 from disentangle_jax import losses
 from disentangle_jax.nets import discriminator as discriminator_lib
-from flax import nnx
 
 
 def _pair(rng, size, mode):
@@ -22,8 +22,10 @@ def _pair(rng, size, mode):
   return a, b.astype(np.float32)
 
 
-@pytest.mark.parametrize("size,filter_size,mode", [
-    (256, 11, "noisy"), (181, 11, "noisy"), (64, 4, "noisy"), (48, 3, "anti"), (35, 2, "random"), (32, 2, "noisy")])
+@pytest.mark.parametrize(
+  "size,filter_size,mode",
+  [(256, 11, "noisy"), (181, 11, "noisy"), (64, 4, "noisy"), (48, 3, "anti"), (35, 2, "random"), (32, 2, "noisy")],
+)
 def test_ms_ssim_matches_tensorflow(size, filter_size, mode):
   a, b = _pair(np.random.RandomState(size), size, mode)
   expected = tf.image.ssim_multiscale(a, b, 1.0, filter_size=filter_size).numpy()

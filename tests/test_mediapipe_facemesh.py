@@ -98,8 +98,7 @@ def test_graph_and_constants_match_the_interpreter(tflite_files, key):
     data = model.constant(t.index)
     if data is not None and data.dtype != np.int32:
       np.testing.assert_array_equal(data, interp.get_tensor(t.index), err_msg=t.name)
-  assert {o.op for o in model.operators} >= {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "MAX_POOL_2D", "PAD",
-                                             "DEQUANTIZE"}
+  assert {o.op for o in model.operators} >= {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "MAX_POOL_2D", "PAD", "DEQUANTIZE"}
   assert "DEPTHWISE_CONV_2D" in model.summary()
 
 
@@ -200,12 +199,12 @@ def test_mesh_indices():
 
 def test_init_and_shapes():
   full = jax.eval_shape(lambda: mp.FaceMesh(mp.Config(), rngs=nnx.Rngs(0)))
-  out = jax.eval_shape(lambda m, x: m.landmarks_and_score(x), full,
-                       jax.ShapeDtypeStruct((2, 256, 256, 3), jnp.float32))
+  out = jax.eval_shape(lambda m, x: m.landmarks_and_score(x), full, jax.ShapeDtypeStruct((2, 256, 256, 3), jnp.float32))
   assert out[0].shape == (2, 468, 3) and out[1].shape == (2,)
   head = lambda out_channels, tail: mp.HeadConfig(((8, 2),), 4, tail, out_channels, 3, 3)
-  tiny = mp.Config(input_size=24, stem_channels=4, backbone=((8, 2),), landmark_head=head(1404, ((4, 1),)),
-                   presence_head=head(1, ()))
+  tiny = mp.Config(
+    input_size=24, stem_channels=4, backbone=((8, 2),), landmark_head=head(1404, ((4, 1),)), presence_head=head(1, ())
+  )
   net = mp.init(tiny, seed=3)
   points = mp.landmarks(net, jnp.zeros((2, 40, 40, 3)))
   assert points.shape == (2, 468, 3) and bool(jnp.all(jnp.isfinite(points)))
@@ -223,8 +222,9 @@ def test_converted_directory_round_trip(wheel, tmp_path):
   for load, name in ((mp.load, "mesh"), (lambda path: mp.load_blazeface(path).net, "face")):
     restored, original = load(tmp_path / name), load(wheel)
     assert restored.config == original.config
-    jax.tree.map(np.testing.assert_array_equal, trees.params_of(restored, nnx.Param),
-                 trees.params_of(original, nnx.Param))
+    jax.tree.map(
+      np.testing.assert_array_equal, trees.params_of(restored, nnx.Param), trees.params_of(original, nnx.Param)
+    )
   with pytest.raises(ValueError, match="blazeface"):
     mp.load(tmp_path / "face")
   with pytest.raises(FileExistsError):
@@ -259,8 +259,9 @@ def test_blazeface_matches_tflite(detector, tflite_files, wheel):
   config, _ = mp.convert_blazeface(wheel)
   assert config == mp.BlazeFaceConfig() and config.num_anchors == 896
   image = detection.to_unit_range(_astronaut())
-  x = np.stack([detection.letterbox(image, 128)[0],
-                np.random.default_rng(2).uniform(-1, 1, (128, 128, 3))]).astype(np.float32)
+  x = np.stack([detection.letterbox(image, 128)[0], np.random.default_rng(2).uniform(-1, 1, (128, 128, 3))]).astype(
+    np.float32
+  )
   ref = _run(_interpreter(tflite_files["detector"]), x)
   regressors, logits = detector.raw(x)
   np.testing.assert_allclose(np.asarray(regressors), ref["regressors"], atol=1e-3, rtol=0)

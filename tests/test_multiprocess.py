@@ -43,9 +43,25 @@ def _two_processes(workdir, cache, *extra):
   port = _free_port()
   env = dict(os.environ, DISENTANGLE_TEST_CACHE=cache)
   env.pop("XLA_FLAGS", None)
-  procs = [subprocess.Popen([sys.executable, RUNNER, str(workdir), *extra, "--devices=4", f"--process_id={i}",
-                             "--num_processes=2", f"--port={port}"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env) for i in range(2)]
+  procs = [
+    subprocess.Popen(
+      [
+        sys.executable,
+        RUNNER,
+        str(workdir),
+        *extra,
+        "--devices=4",
+        f"--process_id={i}",
+        "--num_processes=2",
+        f"--port={port}",
+      ],
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+      env=env,
+    )
+    for i in range(2)
+  ]
   outputs = []
   try:
     for p in procs:
@@ -66,6 +82,7 @@ def test_two_process_step_matches_one_process(tmp_path, monkeypatch, cache_dir):
   standins.install(monkeypatch)
   config = standins.tiny_config()
   from disentangle_jax import model as model_lib  # pylint: disable=import-outside-toplevel
+
   batches = standins.random_batches(model_lib.build(config).spec, num_steps, batch=8)
   _, _, state, _, history = test_train._run_steps(config, jax.devices()[:8], batches)  # pylint: disable=protected-access
 

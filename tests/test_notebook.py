@@ -13,14 +13,18 @@ from tests.test_apps import smoke_run  # noqa: F401  pylint: disable=unused-impo
 NOTEBOOK = pathlib.Path(__file__).resolve().parents[1] / "notebooks" / "colab.ipynb"
 
 
-def test_notebook_runs_on_the_smoke_model(smoke_run, tmp_path):  # pylint: disable=redefined-outer-name
+def test_notebook_runs_on_the_smoke_model(smoke_run, tmp_path):  # noqa: F811  pylint: disable=redefined-outer-name
   nb = nbformat.read(NOTEBOOK, as_version=4)
   params = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
   assert len(params) == 1, "the notebook needs exactly one cell tagged 'parameters'"
   # Like papermill: a cell after the parameters overrides them (the test's trained model, a scratch dir).
   index = nb.cells.index(params[0])
-  nb.cells.insert(index + 1, nbformat.v4.new_code_cell(
-      f"MODEL = {json.dumps(str(smoke_run[0]))}\nWORKDIR = {json.dumps(str(tmp_path))}\nINSTALL = False"))
+  nb.cells.insert(
+    index + 1,
+    nbformat.v4.new_code_cell(
+      f"MODEL = {json.dumps(str(smoke_run[0]))}\nWORKDIR = {json.dumps(str(tmp_path))}\nINSTALL = False"
+    ),
+  )
   NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
   outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
   assert not [o for o in outputs if o.get("output_type") == "error"]

@@ -34,6 +34,7 @@ def release(attr_h5, tmp_path_factory):
   """A folder in the release layout (G: the 8 px TF-format synthesis checkpoint) and its InferenceModel."""
   from disentangle_jax import inference  # pylint: disable=import-outside-toplevel
   from disentangle_jax import official  # pylint: disable=import-outside-toplevel
+
   folder = tmp_path_factory.mktemp("release")
   (folder / attr_h5.name).write_bytes(attr_h5.read_bytes())
   ow.write_h5("LatentMappingNetwork", folder / "LatentMappingNetwork_best_id_epoch_3.h5")
@@ -83,6 +84,7 @@ def test_torchvision_weights_see_minus_one_one_inputs(tmp_path):
   whose [-1, 1] form is `input` (torch is not installed here, so this identity stands in for a second fixture)."""
   from tests import recipe  # pylint: disable=import-outside-toplevel
   from tests import torch_writer  # pylint: disable=import-outside-toplevel
+
   path = tmp_path / "tv.pth"
   torch_writer.save(recipe.state_dict("tv_inception_v3"), str(path))
   config, _ = inception.convert(str(path))
@@ -172,6 +174,7 @@ def test_stylegan1_tf_checkpoint_matches_official_synthesis(tmp_path):
   """`StyleGAN_G_synthesis(8)` saved with `save_weights(prefix)` (the release's `stylegan_G_256x256_synthesis`
   format, at 8 px to stay small) -> our generator renders the official output (measured error 2e-7)."""
   from disentangle_jax.third_party import stylegan1  # pylint: disable=import-outside-toplevel
+
   pytest.importorskip("tensorflow")
   prefix = ow.write_tf_checkpoint("stylegan_G_8x8_synthesis", tmp_path / "stylegan_G_8x8_synthesis")
   for path in (prefix, str(prefix) + ".index"):
@@ -184,6 +187,7 @@ def test_stylegan1_tf_checkpoint_matches_official_synthesis(tmp_path):
 
 def test_unreadable_tf_checkpoint_is_named(tmp_path):
   from disentangle_jax.third_party import stylegan1  # pylint: disable=import-outside-toplevel
+
   pytest.importorskip("tensorflow")
   (tmp_path / "g.index").write_bytes(b"not a checkpoint")
   with pytest.raises(ValueError) as e:
@@ -197,6 +201,7 @@ def test_unreadable_tf_checkpoint_is_named(tmp_path):
 def _release_config():
   """The smoke config with E_id's projection at the original's 512 (M takes 512 + 2048): G comes from the folder."""
   from configs import smoke  # pylint: disable=import-outside-toplevel
+
   config = smoke.get_config()
   config.id_encoder.arch.proj_dim = 512
   config.id_encoder.head = "proj"
@@ -206,6 +211,7 @@ def _release_config():
 def test_release_folder_loads_swaps_and_exports(tmp_path, release):
   import disentangle_jax  # pylint: disable=import-outside-toplevel
   from disentangle_jax.cli import convert as convert_cli  # pylint: disable=import-outside-toplevel
+
   folder, model = release
   assert model.resolution == 8 and model.code_dim == 2560 and model.w_dim == 512
   io = np.load(ow.DIR / "AttrEncoder_io.npz")
@@ -220,16 +226,19 @@ def test_release_folder_loads_swaps_and_exports(tmp_path, release):
   # The export written from the release reads back through disentangle_jax.load with the same outputs.
   dst = tmp_path / "export"
   from disentangle_jax import export  # pylint: disable=import-outside-toplevel
+
   export.export_model(model, dst)
   back = disentangle_jax.load(dst)  # same networks and parameters (compared directly: no third compile)
   assert back.trainable.attr_encoder.config == inception.KERAS and back.spec == model.spec
-  jax.tree.map(np.testing.assert_array_equal, trees.to_numpy(nnx.state(back.trainable)),
-               trees.to_numpy(nnx.state(model.trainable)))
+  jax.tree.map(
+    np.testing.assert_array_equal, trees.to_numpy(nnx.state(back.trainable)), trees.to_numpy(nnx.state(model.trainable))
+  )
   assert "official" in convert_cli.NETWORKS
 
 
 def test_release_folder_errors_are_named(tmp_path):
   from disentangle_jax import official  # pylint: disable=import-outside-toplevel
+
   ow.write_h5("W_D", tmp_path / "AttrEncoder_a.h5")
   with pytest.raises(ValueError) as e:
     official.find(tmp_path)

@@ -14,6 +14,7 @@ _ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 @pytest.mark.parametrize("command", [["format", "--check", "--diff"], ["check", "--no-fix"]], ids=["format", "lint"])
 def test_ruff(command):
-  result = subprocess.run([sys.executable, "-m", "ruff", *command, "."], cwd=_ROOT, capture_output=True, text=True,
-                          check=False)
+  result = subprocess.run(
+    [sys.executable, "-m", "ruff", *command, "."], cwd=_ROOT, capture_output=True, text=True, check=False
+  )
   assert result.returncode == 0, f"ruff {' '.join(command)} found problems:\n{result.stdout}\n{result.stderr}"

@@ -207,8 +207,16 @@ def test_reads_the_released_checkpoint_layout(tmp_path, state_dict):
   """`torch.save({'generator', 'discriminator', ..., 'g_running'})`: g_running is used, the step comes from the name."""
   generator = {k: (v + np.float16(0.5) if k.endswith(".bias") else v) for k, v in state_dict.items()}
   path = tmp_path / "stylegan-64px-new.model"
-  torch_writer.save({"generator": generator, "discriminator": {"progression.0.conv.weight": np.zeros(3, np.float32)},
-                     "g_optimizer": {"state": {}}, "d_optimizer": {"state": {}}, "g_running": state_dict}, str(path))
+  torch_writer.save(
+    {
+      "generator": generator,
+      "discriminator": {"progression.0.conv.weight": np.zeros(3, np.float32)},
+      "g_optimizer": {"state": {}},
+      "d_optimizer": {"state": {}},
+      "g_running": state_dict,
+    },
+    str(path),
+  )
   config, params = stylegan1.convert(path)
   ref_config, ref_params = convert_lib.from_rosinality(state_dict, 4, str(SD))
   assert config == ref_config
@@ -238,7 +246,7 @@ def _nvlabs_from_rosinality(sd, step) -> dict[str, np.ndarray]:
     out[f"G_mapping/Dense{j}/bias"] = f[f"style.{2 * j + 1}.linear.bias"] / 0.01
   rng = np.random.default_rng(0)
   for i in range(step + 1):
-    p, r = f"generator.progression.{i}.", 4 * 2 ** i
+    p, r = f"generator.progression.{i}.", 4 * 2**i
     for k in (1, 2):
       layer = 2 * i + k - 1
       scope = convert_lib.nvlabs_scope(layer)
@@ -279,7 +287,11 @@ def test_nvlabs_npz_round_trip(tmp_path, nvlabs64, cases, render64):
   config, params = stylegan1.convert(path)
   assert config == convert_lib.nvlabs_config(64)
   assert (config.instance_norm_eps, config.bias_after_blur, config.noise_per_layer, config.truncation_cutoff) == (
-      1e-8, True, True, 8)
+    1e-8,
+    True,
+    True,
+    8,
+  )
   np.testing.assert_array_equal(params["w_avg"], nvlabs64["dlatent_avg"])
   np.testing.assert_array_equal(params["noise3"], nvlabs64["G_synthesis/noise3"][0, 0])
   rosinality = dataclasses.replace(config, instance_norm_eps=1e-5, bias_after_blur=False)
@@ -319,14 +331,14 @@ def _official_reference(v, z, psi, cutoff, fused_res):
     k = w.shape[0]
     p = np.pad(x, ((0, 0), (0, 0), (k // 2, k // 2), (k // 2, k // 2)))
     h, wd = x.shape[2:]
-    return sum(np.einsum("bihw,io->bohw", p[:, :, a:a + h, c:c + wd], w[a, c]) for a in range(k) for c in range(k))
+    return sum(np.einsum("bihw,io->bohw", p[:, :, a : a + h, c : c + wd], w[a, c]) for a in range(k) for c in range(k))
 
   def conv_transpose(x, k):  # stride 2, 'SAME' (padding 1) with a 4x4 kernel k [4, 4, in, out]: scatter-add
     b, _, h, wd = x.shape
     out = np.zeros((b, k.shape[3], 2 * h + 2, 2 * wd + 2))
     for a in range(4):
       for c in range(4):
-        out[:, :, a:a + 2 * h:2, c:c + 2 * wd:2] += np.einsum("bihw,io->bohw", x, k[a, c])
+        out[:, :, a : a + 2 * h : 2, c : c + 2 * wd : 2] += np.einsum("bihw,io->bohw", x, k[a, c])
     return out[:, :, 1:-1, 1:-1]
 
   def blur(x):
@@ -378,8 +390,11 @@ def test_official_numerics_match_independent_reference(fused_res):
   g = stylegan1.from_params(config, params)
   z = rng.normal(size=(2, 8))
   ws_ref, img_ref = _official_reference(v, z, 0.7, 3, fused_res)
-  run = jax.jit(lambda g, z: (lambda ws: (ws, g.synthesis(ws, noise_mode="const")))(
-      stylegan1.mapping(g, z, truncation_psi=0.7, truncation_cutoff=3)))
+  run = jax.jit(
+    lambda g, z: (lambda ws: (ws, g.synthesis(ws, noise_mode="const")))(
+      stylegan1.mapping(g, z, truncation_psi=0.7, truncation_cutoff=3)
+    )
+  )
   ws, img = run(g, jnp.asarray(z, jnp.float32))
   np.testing.assert_allclose(np.asarray(ws), ws_ref, rtol=0, atol=W_ATOL)
   np.testing.assert_allclose(_nchw(img), img_ref, rtol=0, atol=IMAGE_ATOL)
@@ -439,18 +454,28 @@ class _Network:
     self.name, self.variables, self.components = name, variables, components or {}
 
   def __getstate__(self):
-    return {"version": 3, "name": self.name, "static_kwargs": {"resolution": 64}, "components": self.components,
-            "build_module_src": "raise RuntimeError('never executed')", "build_func_name": "G_style",
-            "variables": list(self.variables.items())}
+    return {
+      "version": 3,
+      "name": self.name,
+      "static_kwargs": {"resolution": 64},
+      "components": self.components,
+      "build_module_src": "raise RuntimeError('never executed')",
+      "build_func_name": "G_style",
+      "variables": list(self.variables.items()),
+    }
 
 
 def test_nvlabs_pickle_matches_npz(tmp_path, nvlabs64):
   """The official `(G, D, Gs)` pickle layout: Gs's own variables plus those of its G_mapping / G_synthesis."""
   own = {k: v for k, v in nvlabs64.items() if "/" not in k}
-  parts = {p: {k[len(p) + 1:]: v for k, v in nvlabs64.items() if k.startswith(p + "/")}
-           for p in ("G_mapping", "G_synthesis")}
-  gs = _Network("Gs", own, {"mapping": _Network("G_mapping", parts["G_mapping"]),
-                            "synthesis": _Network("G_synthesis", parts["G_synthesis"])})
+  parts = {
+    p: {k[len(p) + 1 :]: v for k, v in nvlabs64.items() if k.startswith(p + "/")} for p in ("G_mapping", "G_synthesis")
+  }
+  gs = _Network(
+    "Gs",
+    own,
+    {"mapping": _Network("G_mapping", parts["G_mapping"]), "synthesis": _Network("G_synthesis", parts["G_synthesis"])},
+  )
   d = _Network("D", {"4x4/Conv/weight": np.zeros((3, 3, 4, 4), np.float32)})
   path = tmp_path / "karras2019stylegan-ffhq-64x64.pkl"
   with torch_writer.fake_modules({"dnnlib": {}, "dnnlib.tflib": {}, "dnnlib.tflib.network": {"Network": _Network}}):
@@ -502,18 +527,23 @@ def test_random_init_api_and_noise_modes():
     layer = getattr(g, f"layer{l}")
     layer.noise_strength[...] = jnp.ones_like(layer.noise_strength[...])
   # bfloat16: by config (weights as stored) and per call with the state cast to bfloat16, as training does.
-  bf16 = stylegan1.from_params(dataclasses.replace(config, compute_dtype="bfloat16"),
-                               nnx.to_pure_dict(nnx.state(g)))
+  bf16 = stylegan1.from_params(dataclasses.replace(config, compute_dtype="bfloat16"), nnx.to_pure_dict(nnx.state(g)))
   graphdef, state = nnx.split(g)
   cast = nnx.merge(graphdef, jax.tree.map(lambda a: a.astype(jnp.bfloat16), state))
 
   @jax.jit
   def render(g, bf16, cast, z):
     ws = g.mapping(z, truncation_psi=0.5)
-    return (ws, g.synthesis(ws, noise_mode="const"), g.synthesis(ws, noise_mode="none"),
-            g.synthesis(ws, noise_mode="random", rng=jax.random.key(1)),
-            g.synthesis(ws, noise_mode="random", rng=jax.random.key(1)), g(z, truncation_psi=0.5),
-            bf16.synthesis(ws), cast.synthesis(ws.astype(jnp.bfloat16), dtype="bfloat16"))
+    return (
+      ws,
+      g.synthesis(ws, noise_mode="const"),
+      g.synthesis(ws, noise_mode="none"),
+      g.synthesis(ws, noise_mode="random", rng=jax.random.key(1)),
+      g.synthesis(ws, noise_mode="random", rng=jax.random.key(1)),
+      g(z, truncation_psi=0.5),
+      bf16.synthesis(ws),
+      cast.synthesis(ws.astype(jnp.bfloat16), dtype="bfloat16"),
+    )
 
   ws, const, none, r1, r1_again, full, by_config, by_call = render(g, bf16, cast, z)
   assert ws.shape == (3, 8, 32) and const.shape == (3, 32, 32, 3) and const.dtype == jnp.float32
@@ -540,16 +570,17 @@ def test_smoke_config_builds_through_frozen_factory():
 def test_convert_to_and_load(tmp_path, nvlabs64):
   """The CLI's `convert_to` writes a directory that `load` (and `frozen.generator`) read back unchanged."""
   small = stylegan1.Config(resolution=16, z_dim=16, w_dim=16, mapping_layers=2, channel_max=16)
-  variables = {k: np.random.default_rng(len(k)).normal(size=s).astype(np.float32)
-               for k, s in convert_lib.nvlabs_expected(convert_lib.nvlabs_config(16, 16, 16, 2)).items()}
+  variables = {
+    k: np.random.default_rng(len(k)).normal(size=s).astype(np.float32)
+    for k, s in convert_lib.nvlabs_expected(convert_lib.nvlabs_config(16, 16, 16, 2)).items()
+  }
   src = tmp_path / "gs.npz"
   np.savez(src, **variables)
   dst = tmp_path / "converted"
   stylegan1.convert_to(src, dst)
   direct, loaded = stylegan1.load(src), stylegan1.load(dst)
   assert loaded.config == direct.config and loaded.config.resolution == small.resolution
-  jax.tree.map(np.testing.assert_array_equal, nnx.to_pure_dict(nnx.state(loaded)),
-               nnx.to_pure_dict(nnx.state(direct)))
+  jax.tree.map(np.testing.assert_array_equal, nnx.to_pure_dict(nnx.state(loaded)), nnx.to_pure_dict(nnx.state(direct)))
   ws = stylegan1.mapping(loaded, jnp.ones((1, 16)), truncation_psi=0.7)
   assert stylegan1.synthesis(loaded, ws).shape == (1, 16, 16, 3)
   assert stylegan1.load(dst, compute_dtype="bfloat16").config.compute_dtype == "bfloat16"

@@ -61,8 +61,9 @@ def g_b(rosinality_pt):
 
 
 def test_a_config_inferred(g_a):
-  assert g_a.config == dataclasses.replace(stylegan2.Config(), resolution=32, z_dim=64, w_dim=64, channel_base=1024,
-                                           channel_max=128, conv_clamp=A_CLAMP)
+  assert g_a.config == dataclasses.replace(
+    stylegan2.Config(), resolution=32, z_dim=64, w_dim=64, channel_base=1024, channel_max=128, conv_clamp=A_CLAMP
+  )
   assert g_a.config.num_ws == 8
 
 
@@ -110,8 +111,9 @@ def test_truncation_cutoff(g_a, io_a):
 
 
 def test_b_config_inferred(g_b):
-  assert g_b.config == stylegan2.Config(resolution=64, z_dim=64, w_dim=64, mapping_layers=8, channel_base=16384,
-                                        channel_max=512, conv_clamp=None)
+  assert g_b.config == stylegan2.Config(
+    resolution=64, z_dim=64, w_dim=64, mapping_layers=8, channel_base=16384, channel_max=512, conv_clamp=None
+  )
   assert [g_b.config.channels(r) for r in g_b.config.block_resolutions] == [512, 512, 512, 512, 256]
 
 
@@ -137,8 +139,9 @@ def test_b_explicit_noise(g_b, io_b):
 
 def test_b_style_mixing(g_b, io_b):
   k = recipe.meta("rosinality_s64_cm1")["inject_index"]
-  ws = np.concatenate([np.asarray(stylegan2.mapping(g_b, io_b[z]))[:, sl] for z, sl in
-                       (("z", slice(None, k)), ("z2", slice(k, None)))], 1)
+  ws = np.concatenate(
+    [np.asarray(stylegan2.mapping(g_b, io_b[z]))[:, sl] for z, sl in (("z", slice(None, k)), ("z2", slice(k, None)))], 1
+  )
   _close(ws, io_b["latent_mix"], 5e-5)
   _close(_nchw(stylegan2.synthesis(g_b, ws)), io_b["img_mix"], 2e-4)
 
@@ -164,16 +167,20 @@ def _abstract_params(config):
   return {"/".join(k.key for k in path): tuple(v.shape) for path, v in flat}
 
 
-@pytest.mark.parametrize("entry,config,rules", [
+@pytest.mark.parametrize(
+  "entry,config,rules",
+  [
     ("stylegan2_ada_paper256_G", stylegan2.PAPER256, convert_lib.ada_rules),
     ("rosinality_ffhq256_g_ema", stylegan2.ROSINALITY256, convert_lib.rosinality_rules),
-])
+  ],
+)
 def test_full_size_layouts_map_one_to_one(entry, config, rules):
   manifest = recipe.manifest(entry)
   table = rules(config)
   # Exactly the manifest's keys and shapes (the error would list missing / unexpected / mis-shaped keys).
-  state_dict_lib.check({k: np.broadcast_to(np.float32(0), s) for k, s in manifest.items()},
-                       keymap.expected(table), entry)
+  state_dict_lib.check(
+    {k: np.broadcast_to(np.float32(0), s) for k, s in manifest.items()}, keymap.expected(table), entry
+  )
   converted = {}
   for r in table:
     if r.path is not None:
@@ -186,9 +193,10 @@ def test_full_size_layouts_map_one_to_one(entry, config, rules):
 
 
 def test_full_size_config_inference():
-  for entry, config, infer in [("stylegan2_ada_paper256_G", stylegan2.PAPER256, convert_lib.infer_ada_config),
-                               ("rosinality_ffhq256_g_ema", stylegan2.ROSINALITY256,
-                                convert_lib.infer_rosinality_config)]:
+  for entry, config, infer in [
+    ("stylegan2_ada_paper256_G", stylegan2.PAPER256, convert_lib.infer_ada_config),
+    ("rosinality_ffhq256_g_ema", stylegan2.ROSINALITY256, convert_lib.infer_rosinality_config),
+  ]:
     fake = {k: np.broadcast_to(np.float32(0), s) for k, s in recipe.manifest(entry).items()}
     assert infer(fake, entry) == config
   assert stylegan2.PAPER256.num_ws == 14 and stylegan2.FFHQ256 is stylegan2.PAPER256
@@ -208,8 +216,7 @@ def g_smoke():
 
 def test_smoke_config_init_is_seeded():
   a, b, c = (stylegan2.init(SMOKE, seed=s) for s in (3, 3, 4))
-  jax.tree.map(np.testing.assert_array_equal, nnx.to_pure_dict(nnx.state(a)),
-               nnx.to_pure_dict(nnx.state(b)))
+  jax.tree.map(np.testing.assert_array_equal, nnx.to_pure_dict(nnx.state(a)), nnx.to_pure_dict(nnx.state(b)))
   assert not np.allclose(a.b4.const[...], c.b4.const[...])
   assert SMOKE.num_ws == 8 and stylegan2.Config.from_dict(SMOKE.to_dict()) == SMOKE
   # w_avg is the mean w of many z: truncation towards it is what psi < 1 means.

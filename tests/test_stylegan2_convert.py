@@ -48,8 +48,13 @@ class _Persistent:
     self.class_name, self.state = class_name, state
 
   def __reduce__(self):
-    meta = dict(type="class", version=6, module_src="# (upstream source code; never executed)\n",
-                class_name=self.class_name, state=self.state)
+    meta = dict(
+      type="class",
+      version=6,
+      module_src="# (upstream source code; never executed)\n",
+      class_name=self.class_name,
+      state=self.state,
+    )
     return _reconstruct_persistent_obj, (meta,)
 
 
@@ -65,24 +70,43 @@ def _module_tree(sd, class_name, init_kwargs=None):
       buffers[head] = value
     else:
       params[head] = _Parameter(value)
-  state = {"training": False, "_parameters": params, "_buffers": buffers, "_non_persistent_buffers_set": set(),
-           "_forward_hooks": collections.OrderedDict(), "_init_args": (),
-           "_modules": collections.OrderedDict((k, _module_tree(v, k)) for k, v in children.items()),
-           "_init_kwargs": _EasyDict(init_kwargs or {})}
+  state = {
+    "training": False,
+    "_parameters": params,
+    "_buffers": buffers,
+    "_non_persistent_buffers_set": set(),
+    "_forward_hooks": collections.OrderedDict(),
+    "_init_args": (),
+    "_modules": collections.OrderedDict((k, _module_tree(v, k)) for k, v in children.items()),
+    "_init_kwargs": _EasyDict(init_kwargs or {}),
+  }
   return _Persistent(class_name, state)
 
 
 def _write_pickle(path, sd, init_kwargs, with_g_ema=True):
-  data = {"G": _module_tree(sd, "Generator", init_kwargs), "D": _module_tree({"b4.fc.weight": np.ones((2, 2),
-                                                                                 np.float32)}, "Discriminator"),
-          "training_set_kwargs": _EasyDict(resolution=32), "augment_pipe": None}
+  data = {
+    "G": _module_tree(sd, "Generator", init_kwargs),
+    "D": _module_tree({"b4.fc.weight": np.ones((2, 2), np.float32)}, "Discriminator"),
+    "training_set_kwargs": _EasyDict(resolution=32),
+    "augment_pipe": None,
+  }
   if with_g_ema:
     data["G_ema"] = _module_tree(sd, "Generator", init_kwargs)
-  path.write_bytes(torch_writer.pickle_with_tensors(data, extra_globals={
-      "torch_utils": {}, "torch_utils.persistence": {"_reconstruct_persistent_obj": _reconstruct_persistent_obj},
-      "dnnlib": {}, "dnnlib.util": {"EasyDict": _EasyDict},
-      "torch._utils": {"_rebuild_tensor_v2": torch_writer._rebuild_tensor_v2,  # pylint: disable=protected-access
-                       "_rebuild_parameter": _rebuild_parameter}}))
+  path.write_bytes(
+    torch_writer.pickle_with_tensors(
+      data,
+      extra_globals={
+        "torch_utils": {},
+        "torch_utils.persistence": {"_reconstruct_persistent_obj": _reconstruct_persistent_obj},
+        "dnnlib": {},
+        "dnnlib.util": {"EasyDict": _EasyDict},
+        "torch._utils": {
+          "_rebuild_tensor_v2": torch_writer._rebuild_tensor_v2,  # pylint: disable=protected-access
+          "_rebuild_parameter": _rebuild_parameter,
+        },
+      },
+    )
+  )
 
 
 def _a_state_dict():
@@ -132,6 +156,7 @@ def test_network_pickle_without_g_ema(tmp_path):
 def test_network_pickle_refuses_code(tmp_path):
   path = tmp_path / "evil.pkl"
   import pickle  # pylint: disable=import-outside-toplevel
+
   path.write_bytes(pickle.dumps({"G_ema": print}))
   with pytest.raises(torch_pickle.CheckpointFormatError, match="builtins.print"):
     stylegan2.convert(path)

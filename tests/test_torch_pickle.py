@@ -15,9 +15,12 @@ from tests import torch_writer
 def _sample() -> dict:
   rng = np.random.default_rng(0)
   return collections.OrderedDict(
-      w=rng.normal(size=(3, 4)).astype(np.float32), b=np.arange(5, dtype=np.int64),
-      h=rng.normal(size=(2,)).astype(np.float16), scalar=np.array(7, np.int64),
-      nested={"x": rng.normal(size=(2, 2, 2)).astype(np.float64)})
+    w=rng.normal(size=(3, 4)).astype(np.float32),
+    b=np.arange(5, dtype=np.int64),
+    h=rng.normal(size=(2,)).astype(np.float16),
+    scalar=np.array(7, np.int64),
+    nested={"x": rng.normal(size=(2, 2, 2)).astype(np.float64)},
+  )
 
 
 def _assert_same(a, b):

@@ -86,8 +86,7 @@ def test_w_is_not_gaussian(g):
 def test_truncation(g):
   z = jax.random.normal(jax.random.key(4), (3, CONFIG.z_dim))
   w_avg = np.asarray(g.w_avg[...])
-  np.testing.assert_allclose(np.asarray(toy.mapping(g, z, truncation_psi=0.0))[:, 0], np.tile(w_avg, (3, 1)),
-                             atol=1e-6)
+  np.testing.assert_allclose(np.asarray(toy.mapping(g, z, truncation_psi=0.0))[:, 0], np.tile(w_avg, (3, 1)), atol=1e-6)
   full = np.asarray(toy.mapping(g, z))
   half = np.asarray(toy.mapping(g, z, truncation_psi=0.5))
   np.testing.assert_allclose(half, w_avg + 0.5 * (full - w_avg), atol=1e-5)
@@ -118,8 +117,9 @@ def test_identity_and_attribute_directions_are_exactly_separate(g, w):
   # A direction orthogonal to every factor direction changes neither the factors nor a single pixel.
   q, _ = np.linalg.qr(np.concatenate([id_basis, attr_basis], axis=1), mode="complete")
   null = jnp.asarray(q[:, -1] * 3.0, jnp.float32)
-  np.testing.assert_allclose(np.asarray(toy.synthesis(g, (w + null)[:, None])),
-                             np.asarray(toy.synthesis(g, w[:, None])), atol=1e-5)
+  np.testing.assert_allclose(
+    np.asarray(toy.synthesis(g, (w + null)[:, None])), np.asarray(toy.synthesis(g, w[:, None])), atol=1e-5
+  )
 
 
 def test_every_factor_changes_the_image_and_only_its_own_value(g, w):
@@ -133,7 +133,7 @@ def test_every_factor_changes_the_image_and_only_its_own_value(g, w):
   batch = jnp.asarray(np.concatenate([np.asarray(w[:1]), moved, np.asarray(w[:1])]), jnp.float32)  # 16 rows
   f = toy.factors(g, batch)
   values = np.concatenate([np.asarray(f["identity"]), np.asarray(f["attribute"])], axis=1)
-  images = np.concatenate([np.asarray(toy.synthesis(g, batch[i:i + 8, None])) for i in (0, 8)])
+  images = np.concatenate([np.asarray(toy.synthesis(g, batch[i : i + 8, None])) for i in (0, 8)])
   for k, name in enumerate(names):
     changed = np.abs(values[1 + k] - values[0])
     assert changed[k] > 1e-2 and np.delete(changed, k).max() < 1e-5, (name, changed)
@@ -145,7 +145,7 @@ def test_gradients_from_pixels_to_w(g, w):
   weights = jax.random.normal(jax.random.key(5), (w.shape[0], 32, 32, 3))
 
   def loss(w_):
-    return jnp.sum(g.synthesis(w_[:, None]) * weights[:w_.shape[0]])
+    return jnp.sum(g.synthesis(w_[:, None]) * weights[: w_.shape[0]])
 
   grad = np.asarray(jax.jit(jax.grad(loss))(w))
   assert np.all(np.isfinite(grad)) and np.all(np.abs(grad).max(axis=1) > 0)
@@ -156,8 +156,9 @@ def test_gradients_from_pixels_to_w(g, w):
 
   # Finite differences of the loss against the gradient, along two coordinates of w and two factor directions;
   # the eight evaluations w[0] +- eps d form one batch of the shape the other tests compiled already.
-  directions = np.stack([np.eye(CONFIG.w_dim)[0], np.eye(CONFIG.w_dim)[19], _unit_step(attr_basis, 0),
-                         _unit_step(id_basis, 2)])
+  directions = np.stack(
+    [np.eye(CONFIG.w_dim)[0], np.eye(CONFIG.w_dim)[19], _unit_step(attr_basis, 0), _unit_step(id_basis, 2)]
+  )
   eps = 2e-3 / np.linalg.norm(directions, axis=1, keepdims=True)
   steps = np.concatenate([eps * directions, -eps * directions])
   images = np.asarray(toy.synthesis(g, (w[:1] + jnp.asarray(steps, jnp.float32))[:, None]), np.float64)
@@ -173,8 +174,9 @@ def test_frozen_builds_and_validates_the_toy_kind():
   section = ml_collections.ConfigDict(dict(kind="toy", weights="", arch=dict(CONFIG.to_dict())))
   built = frozen.generator(section, SEED)
   assert isinstance(built, toy.Generator) and built.config == CONFIG
-  np.testing.assert_array_equal(np.asarray(built.attribute_basis[...]),
-                                np.asarray(toy.init(CONFIG, SEED).attribute_basis[...]))
+  np.testing.assert_array_equal(
+    np.asarray(built.attribute_basis[...]), np.asarray(toy.init(CONFIG, SEED).attribute_basis[...])
+  )
   config_check.validate(ml_collections.ConfigDict({"generator": {"kind": "toy"}}))
 
 
@@ -182,8 +184,7 @@ def test_save_load_round_trip(g, w, tmp_path):
   toy.save(g, tmp_path / "toy")
   loaded = toy.load(tmp_path / "toy")
   assert loaded.config == CONFIG
-  np.testing.assert_array_equal(np.asarray(toy.synthesis(loaded, w[:, None])),
-                                np.asarray(toy.synthesis(g, w[:, None])))
+  np.testing.assert_array_equal(np.asarray(toy.synthesis(loaded, w[:, None])), np.asarray(toy.synthesis(g, w[:, None])))
   section = ml_collections.ConfigDict(dict(kind="toy", weights=str(tmp_path / "toy"), arch={}))
   via_frozen = frozen.generator(section, seed=99)  # weights given: the seed is not used
   np.testing.assert_array_equal(np.asarray(via_frozen.w_avg[...]), np.asarray(g.w_avg[...]))

@@ -128,8 +128,9 @@ def _check_updates(eight_and_one):
       assert np.any(a != b), name
   assert int(after.step) == 3
   # D_W and the adversarial Adam ran on steps 0 and 2 only; the main Adam on all three.
-  counts = {k: int(jax.tree.leaves(getattr(after.opt, k)[0].count)[0])
-            for k in ("main", "adversarial", "discriminator")}
+  counts = {
+    k: int(jax.tree.leaves(getattr(after.opt, k)[0].count)[0]) for k in ("main", "adversarial", "discriminator")
+  }
   assert counts == {"main": 3, "adversarial": 2, "discriminator": 2}
   assert history[1]["loss/discriminator"] == 0 and history[0]["loss/discriminator"] > 0
   assert history[2]["loss/reconstruction"] == 0 and history[0]["loss/reconstruction"] > 0
@@ -142,9 +143,12 @@ def test_train_state_keeps_the_checkpoint_layout(tiny, tmp_path):
   and a checkpoint written from that dict restores into the typed state unchanged."""
   _, _, _, host_state, _ = _setup(standins.tiny_config())
   state = jax.tree.map(jnp.asarray, host_state)
-  as_dict = {"step": state.step, "params": state.params, "constants": state.constants,
-             "opt": {"main": state.opt.main, "adversarial": state.opt.adversarial,
-                     "discriminator": state.opt.discriminator}}
+  as_dict = {
+    "step": state.step,
+    "params": state.params,
+    "constants": state.constants,
+    "opt": {"main": state.opt.main, "adversarial": state.opt.adversarial, "discriminator": state.opt.discriminator},
+  }
   assert checkpoints.fingerprints(state) == checkpoints.fingerprints(as_dict)
   assert any(k.startswith("params/attr_encoder/") for k in checkpoints.fingerprints(state))
 
@@ -218,8 +222,9 @@ def test_config_typo_fails_clearly(monkeypatch):
     argv = ["disentangle-jax train", override]
     monkeypatch.setattr(sys, "argv", argv)
     values = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", os.path.join(ROOT, "configs", "smoke.py"), flag_values=values,
-                                    lock_config=True)
+    config_flags.DEFINE_config_file(
+      "config", os.path.join(ROOT, "configs", "smoke.py"), flag_values=values, lock_config=True
+    )
     values(argv)
     return values.config
 
@@ -233,8 +238,9 @@ def test_sigterm_saves_a_checkpoint_that_resumes(tmp_path, compilation_cache):
   env = dict(os.environ, DISENTANGLE_TEST_CACHE=compilation_cache)
   cmd = [sys.executable, os.path.join(ROOT, "tests", "train_runner.py"), str(tmp_path)]
   overrides = {"num_steps": 10_000, "checkpoint_every": 10_000, "eval_every": 10_000, "image_every": 10_000}
-  proc = subprocess.Popen(cmd + [json.dumps(overrides)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                          text=True, env=env)
+  proc = subprocess.Popen(
+    cmd + [json.dumps(overrides)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
+  )
   try:
     deadline = time.time() + 400
     for line in proc.stdout:
@@ -252,8 +258,9 @@ def test_sigterm_saves_a_checkpoint_that_resumes(tmp_path, compilation_cache):
   saved, _ = _restore_params(tmp_path)
   assert saved == result["step"]
 
-  resumed = subprocess.run(cmd + [json.dumps({"num_steps": saved + 1})], capture_output=True, text=True,
-                           timeout=400, env=env, check=True)
+  resumed = subprocess.run(
+    cmd + [json.dumps({"num_steps": saved + 1})], capture_output=True, text=True, timeout=400, env=env, check=True
+  )
   after = json.loads(resumed.stdout.split("RESULT ", 1)[1])
   assert after["step"] == saved + 1 and list(after["history"]) == [str(saved + 1)]
 
@@ -265,6 +272,7 @@ def test_smoke_config_trains(tmp_path, preset, generator_kind):
   Also with StyleGAN v1 as G: the dataset is rendered by it and training runs through it.
   """
   from disentangle_jax.configs import smoke  # pylint: disable=import-outside-toplevel
+
   config = smoke.get_config(preset)
   config.num_steps = 2
   config.per_device_batch_size = 1

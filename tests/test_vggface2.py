@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from tests import recipe
 from disentangle_jax.third_party import vggface2
 from disentangle_jax.third_party.common import converted
 from disentangle_jax.third_party.common.state_dict import CheckpointMismatchError
 from disentangle_jax.third_party.common.torch_pickle import CheckpointFormatError
 from disentangle_jax.third_party.vggface2.preprocess import reference_preprocess
+from tests import recipe
 
 SET = "vggface2_resnet50"
 SMOKE = vggface2.Config(width=8, layers=(1, 1, 1, 1), input_size=64, proj_dim=16)
@@ -73,8 +73,7 @@ def test_full_size_shapes_match_the_released_checkpoint():
   """Every key/shape of upstream `resnet50(num_classes=8631)` maps one-to-one onto a Flax variable."""
   manifest = {k: v for k, v in recipe.manifest(SET).items() if not k.endswith("num_batches_tracked")}
   assert vggface2.expected_state_dict(vggface2.Config(num_classes=8631)) == manifest
-  assert vggface2.expected_state_dict(vggface2.FULL) == {k: v for k, v in manifest.items()
-                                                          if not k.startswith("fc.")}
+  assert vggface2.expected_state_dict(vggface2.FULL) == {k: v for k, v in manifest.items() if not k.startswith("fc.")}
 
 
 def test_smoke_config_outputs_and_round_trip(tmp_path):
@@ -90,8 +89,7 @@ def test_smoke_config_outputs_and_round_trip(tmp_path):
   vggface2.convert_to(str(npz), str(tmp_path / "conv"))
   back = vggface2.load(str(tmp_path / "conv"), input_size=64)
   assert back.config == SMOKE
-  jax.tree.map(np.testing.assert_array_equal, nnx.to_pure_dict(nnx.state(back)),
-               nnx.to_pure_dict(nnx.state(net)))
+  jax.tree.map(np.testing.assert_array_equal, nnx.to_pure_dict(nnx.state(back)), nnx.to_pure_dict(nnx.state(net)))
 
 
 def test_input_size_224_global_mean_equals_avgpool7():
@@ -100,6 +98,7 @@ def test_input_size_224_global_mean_equals_avgpool7():
   x = jnp.asarray(np.random.RandomState(1).normal(0, 50, (1, 224, 224, 3)), jnp.float32)
   h = jax.nn.relu(module.bn1(module.conv1(x)))
   from disentangle_jax.third_party.common import layers  # pylint: disable=import-outside-toplevel
+
   h = layers.max_pool(h, 3, 2, ceil_mode=True)
   assert h.shape[1:3] == (56, 56)
   for s in range(4):
@@ -175,12 +174,35 @@ def _py2_pickle(arrays: dict[str, np.ndarray]) -> bytes:
   out = [b"\x80\x02}"]
   for key, a in arrays.items():
     a = np.ascontiguousarray(a, np.float32)
-    out += [pystr(key.encode()),
-            b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n", num(0), b"\x85", pystr(b"b"), b"\x87R",
-            b"(", num(1), b"(", *[num(d) for d in a.shape], b"t",
-            b"cnumpy\ndtype\n", pystr(b"f4"), num(0), num(1), b"\x87R",
-            b"(", num(3), pystr(b"<"), b"NNN", num(-1), num(-1), num(0), b"tb",
-            b"\x89", pystr(a.tobytes()), b"tbs"]
+    out += [
+      pystr(key.encode()),
+      b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n",
+      num(0),
+      b"\x85",
+      pystr(b"b"),
+      b"\x87R",
+      b"(",
+      num(1),
+      b"(",
+      *[num(d) for d in a.shape],
+      b"t",
+      b"cnumpy\ndtype\n",
+      pystr(b"f4"),
+      num(0),
+      num(1),
+      b"\x87R",
+      b"(",
+      num(3),
+      pystr(b"<"),
+      b"NNN",
+      num(-1),
+      num(-1),
+      num(0),
+      b"tb",
+      b"\x89",
+      pystr(a.tobytes()),
+      b"tbs",
+    ]
   return b"".join(out) + b"."
 
 
@@ -195,8 +217,9 @@ def test_python2_pickle_of_numpy_arrays_without_counters(tmp_path):
   config, params = vggface2.convert(str(path))
   assert config == vggface2.Config(width=8, layers=(1, 1, 1, 1), num_classes=5)
   np.testing.assert_array_equal(params["fc"]["kernel"], sd["fc.weight"].T)
-  np.testing.assert_array_equal(params["layer1"]["block0"]["downsample_conv"]["kernel"],
-                                sd["layer1.0.downsample.0.weight"].transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(
+    params["layer1"]["block0"]["downsample_conv"]["kernel"], sd["layer1.0.downsample.0.weight"].transpose(2, 3, 1, 0)
+  )
 
 
 def test_torch_zip_checkpoint_is_read_without_torch():
@@ -228,6 +251,7 @@ KERAS = vggface2.Config(width=8, layers=(1, 2, 1, 1), input_size=64, proj_dim=16
 def _write_keras_h5(path, sd: dict[str, np.ndarray], config: vggface2.Config) -> None:
   """A Keras-2 HDF5 full-model file (`model_weights` group, `layer_names` / `weight_names` attributes)."""
   import h5py  # pylint: disable=import-outside-toplevel
+
   layers = [("conv1/7x7_s2", "conv1"), ("conv1/7x7_s2/bn", "bn1"), ("activation_1", None)]
   for s, blocks in enumerate(config.layers):
     for b in range(blocks):
@@ -235,8 +259,10 @@ def _write_keras_h5(path, sd: dict[str, np.ndarray], config: vggface2.Config) ->
       if b == 0:
         kinds.append(("1x1_proj", "downsample.0", "downsample.1"))
       for kind, conv, bn in kinds:
-        layers += [(f"conv{s + 2}_{b + 1}_{kind}", f"layer{s + 1}.{b}.{conv}"),
-                   (f"conv{s + 2}_{b + 1}_{kind}/bn", f"layer{s + 1}.{b}.{bn}")]
+        layers += [
+          (f"conv{s + 2}_{b + 1}_{kind}", f"layer{s + 1}.{b}.{conv}"),
+          (f"conv{s + 2}_{b + 1}_{kind}/bn", f"layer{s + 1}.{b}.{bn}"),
+        ]
   layers += [("avg_pool", None), ("dim_proj", "dim_proj"), ("classifier_low_dim", "fc")]
   bn_leaves = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_variance": "running_var"}
   with h5py.File(path, "w") as f:
@@ -277,6 +303,7 @@ def test_keras_flavor_stem_and_eps():
   caffe = vggface2.Module(vggface2.Config(width=4, layers=(1, 1, 1, 1)), rngs=nnx.Rngs(0))
   x = jnp.zeros((1, 224, 224, 3))
   from disentangle_jax.third_party.common import layers  # pylint: disable=import-outside-toplevel
+
   assert layers.max_pool(keras.conv1(x), 3, 2).shape[1:3] == (55, 55)
   assert layers.max_pool(caffe.conv1(x), 3, 2, ceil_mode=True).shape[1:3] == (56, 56)
   assert keras.bn1.epsilon == 1e-3 and caffe.bn1.epsilon == 1e-5
@@ -284,6 +311,7 @@ def test_keras_flavor_stem_and_eps():
 
 def test_non_keras_h5_is_a_format_error(tmp_path):
   import h5py  # pylint: disable=import-outside-toplevel
+
   with h5py.File(tmp_path / "x.h5", "w") as f:
     f.create_dataset("a", data=np.zeros(3))
   with pytest.raises(CheckpointFormatError, match="layer_names"):
@@ -333,13 +361,15 @@ def test_keras_h5_written_by_keras_matches_the_keras_model(tmp_path):
   """Keras itself writes the legacy HDF5 file and runs the model: the converted port reproduces its outputs."""
   import h5py  # pylint: disable=import-outside-toplevel
   from keras.src.legacy.saving import legacy_h5_format  # pylint: disable=import-outside-toplevel
+
   model = _keras_vggface2(8, (1, 1, 1, 1), 16, 5)
   rng = np.random.RandomState(9)
   for layer in model.layers:  # non-trivial BatchNorm statistics, so eps and every stored array matter
     if layer.__class__.__name__ == "BatchNormalization":
       n = layer.get_weights()[0].shape[0]
-      layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.2, n), rng.normal(0, 0.5, n),
-                         rng.uniform(0.5, 2.0, n)])
+      layer.set_weights(
+        [rng.uniform(0.5, 1.5, n), rng.normal(0, 0.2, n), rng.normal(0, 0.5, n), rng.uniform(0.5, 2.0, n)]
+      )
   with h5py.File(tmp_path / "keras.h5", "w") as f:
     legacy_h5_format.save_weights_to_hdf5_group(f, model)
   with h5py.File(tmp_path / "keras.h5", "r") as src, h5py.File(tmp_path / "weights.h5", "w") as dst:

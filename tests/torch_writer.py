@@ -16,15 +16,21 @@ import struct
 import sys
 import types
 import zipfile
-from typing import Any, Callable, Iterator
+from collections.abc import Callable
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _STORAGE_NAMES = {
-    np.dtype("float32"): "FloatStorage", np.dtype("float64"): "DoubleStorage", np.dtype("float16"): "HalfStorage",
-    np.dtype("int64"): "LongStorage", np.dtype("int32"): "IntStorage", np.dtype("uint8"): "ByteStorage",
-    np.dtype("bool"): "BoolStorage",
+  np.dtype("float32"): "FloatStorage",
+  np.dtype("float64"): "DoubleStorage",
+  np.dtype("float16"): "HalfStorage",
+  np.dtype("int64"): "LongStorage",
+  np.dtype("int32"): "IntStorage",
+  np.dtype("uint8"): "ByteStorage",
+  np.dtype("bool"): "BoolStorage",
 }
 
 
@@ -68,8 +74,11 @@ class _StorageRef:
 
 
 def _torch_globals(storage_types: dict[str, type]) -> dict[str, dict[str, Any]]:
-  return {"torch": dict(storage_types), "torch._utils": {"_rebuild_tensor_v2": _rebuild_tensor_v2},
-          "torch.storage": {"_load_from_bytes": _load_from_bytes}}
+  return {
+    "torch": dict(storage_types),
+    "torch._utils": {"_rebuild_tensor_v2": _rebuild_tensor_v2},
+    "torch.storage": {"_load_from_bytes": _load_from_bytes},
+  }
 
 
 def _strides(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -83,8 +92,13 @@ def _strides(shape: tuple[int, ...]) -> tuple[int, ...]:
 class _Pickler(pickle.Pickler):
   """Pickles numpy arrays as torch tensors whose storages are persistent ids (zip and legacy formats)."""
 
-  def __init__(self, file, storages: dict[int, _StorageRef], storage_types: dict[str, type],
-               tensor_reducer: Callable[[np.ndarray], Any] | None = None):
+  def __init__(
+    self,
+    file,
+    storages: dict[int, _StorageRef],
+    storage_types: dict[str, type],
+    tensor_reducer: Callable[[np.ndarray], Any] | None = None,
+  ):
     super().__init__(file, protocol=2)
     self.storages = storages
     self.storage_types = storage_types
@@ -131,8 +145,11 @@ def legacy_bytes(obj: Any) -> bytes:
   with fake_modules(_torch_globals(types_)):
     pickle.dump(_LEGACY_MAGIC, buf, protocol=2)
     pickle.dump(1001, buf, protocol=2)
-    pickle.dump({"protocol_version": 1001, "little_endian": True,
-                 "type_sizes": {"short": 2, "int": 4, "long": 4}}, buf, protocol=2)
+    pickle.dump(
+      {"protocol_version": 1001, "little_endian": True, "type_sizes": {"short": 2, "int": 4, "long": 4}},
+      buf,
+      protocol=2,
+    )
     _Pickler(buf, storages, types_).dump(obj)
     pickle.dump([ref.key for ref in storages.values()], buf, protocol=2)
   for ref in storages.values():
@@ -162,8 +179,14 @@ def pickle_with_tensors(obj: Any, extra_globals: dict[str, dict[str, Any]] | Non
 
   def reduce_tensor(array: np.ndarray):
     storage_bytes = _legacy_storage_bytes(array, types_)
-    return _rebuild_tensor_v2, (_BytesStorage(storage_bytes), 0, tuple(array.shape), _strides(array.shape), False,
-                                collections.OrderedDict())
+    return _rebuild_tensor_v2, (
+      _BytesStorage(storage_bytes),
+      0,
+      tuple(array.shape),
+      _strides(array.shape),
+      False,
+      collections.OrderedDict(),
+    )
 
   buf = io.BytesIO()
   with fake_modules({**_torch_globals(types_), **(extra_globals or {})}):
@@ -185,8 +208,9 @@ def _legacy_storage_bytes(array: np.ndarray, types_: dict[str, type]) -> bytes:
   buf = io.BytesIO()
   pickle.dump(_LEGACY_MAGIC, buf, protocol=2)
   pickle.dump(1001, buf, protocol=2)
-  pickle.dump({"protocol_version": 1001, "little_endian": True,
-               "type_sizes": {"short": 2, "int": 4, "long": 4}}, buf, protocol=2)
+  pickle.dump(
+    {"protocol_version": 1001, "little_endian": True, "type_sizes": {"short": 2, "int": 4, "long": 4}}, buf, protocol=2
+  )
   pickler = _Pickler(buf, {}, types_)
   pickler.dump(ref)
   pickle.dump([ref.key], buf, protocol=2)

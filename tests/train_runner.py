@@ -22,8 +22,12 @@ def main() -> None:
   parser.add_argument("--process_id", type=int, default=None)
   parser.add_argument("--num_processes", type=int, default=1)
   parser.add_argument("--port", type=int, default=0)
-  parser.add_argument("--steps_only", type=int, default=0,
-                      help="instead of the loop: run this many train steps on fixed batches, save params to WORKDIR")
+  parser.add_argument(
+    "--steps_only",
+    type=int,
+    default=0,
+    help="instead of the loop: run this many train steps on fixed batches, save params to WORKDIR",
+  )
   args = parser.parse_args()
 
   os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
@@ -31,13 +35,15 @@ def main() -> None:
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   import jax  # pylint: disable=import-outside-toplevel
+
   jax.config.update("jax_default_matmul_precision", "highest")
   if os.environ.get("DISENTANGLE_TEST_CACHE"):
     jax.config.update("jax_compilation_cache_dir", os.environ["DISENTANGLE_TEST_CACHE"])
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
   if args.process_id is not None:
-    jax.distributed.initialize(coordinator_address=f"localhost:{args.port}", num_processes=args.num_processes,
-                               process_id=args.process_id)
+    jax.distributed.initialize(
+      coordinator_address=f"localhost:{args.port}", num_processes=args.num_processes, process_id=args.process_id
+    )
 
   from disentangle_jax import train  # pylint: disable=import-outside-toplevel
   from disentangle_jax import train_step  # pylint: disable=import-outside-toplevel
@@ -63,14 +69,20 @@ def main() -> None:
   train_step.make_train_step = make_reporting
   config = standins.tiny_config(**json.loads(args.overrides))
   result = train.train_and_evaluate(config, args.workdir)
-  print("RESULT " + json.dumps({"step": result.step, "preempted": result.preempted,
-                                "history": {str(k): v for k, v in result.history.items()}}), flush=True)
+  print(
+    "RESULT "
+    + json.dumps(
+      {"step": result.step, "preempted": result.preempted, "history": {str(k): v for k, v in result.history.items()}}
+    ),
+    flush=True,
+  )
 
 
 def run_fixed_steps(workdir: str, num_steps: int) -> None:
   """Train steps on `standins.random_batches` over every device of every process; params to WORKDIR/params.npz."""
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
+
   from disentangle_jax import model as model_lib  # pylint: disable=import-outside-toplevel
   from disentangle_jax import train_step  # pylint: disable=import-outside-toplevel
   from tests import standins  # pylint: disable=import-outside-toplevel
@@ -86,8 +98,10 @@ def run_fixed_steps(workdir: str, num_steps: int) -> None:
   split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
   history = []
   for b in standins.random_batches(model.spec, num_steps, batch=jax.device_count()):
-    placed = {k: jax.make_array_from_callback(b[k].shape, split, lambda index, v=b[k]: v[index])
-              for k in ("id", "attr", "w_real")}
+    placed = {
+      k: jax.make_array_from_callback(b[k].shape, split, lambda index, v=b[k]: v[index])
+      for k in ("id", "attr", "w_real")
+    }
     state, metrics = step(state, frozen_state, train_step.step_batch({**placed, "same": b["same"]}, mesh))
     history.append({k: float(v) for k, v in jax.device_get(metrics).items()})
   if jax.process_index() == 0:

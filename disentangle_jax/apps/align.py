@@ -14,7 +14,8 @@ points more precisely).
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 from PIL import Image
@@ -31,6 +32,7 @@ class NoFaceError(errors.UserError, ValueError):
 @dataclasses.dataclass(frozen=True)
 class FaceLandmarks:
   """The three points the FFHQ framing needs, in input-image pixels (x, y), plus where the face was found."""
+
   eye_left: np.ndarray  # centre of the eye on the image's left (the subject's right eye)
   eye_right: np.ndarray
   mouth: np.ndarray  # centre of the mouth (mean of the two corners)
@@ -52,8 +54,7 @@ class AlignedFace:
 class FaceLocator(Protocol):
   """Finds faces in a uint8 RGB image and returns their framing landmarks (any order)."""
 
-  def __call__(self, image: np.ndarray) -> list[FaceLandmarks]:
-    ...
+  def __call__(self, image: np.ndarray) -> list[FaceLandmarks]: ...
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -106,8 +107,7 @@ def warp_quad(image: np.ndarray, quad: np.ndarray, size: int = OUTPUT_SIZE, supe
   qsize = np.hypot(*(quad[3] - quad[0]))
   shrink = int(np.floor(qsize / size * 0.5))
   if shrink > 1:
-    img = img.resize((int(np.rint(img.size[0] / shrink)), int(np.rint(img.size[1] / shrink))),
-                     Image.Resampling.LANCZOS)
+    img = img.resize((int(np.rint(img.size[0] / shrink)), int(np.rint(img.size[1] / shrink))), Image.Resampling.LANCZOS)
     quad /= shrink
     qsize /= shrink
   border = max(int(np.rint(qsize * 0.1)), 3)
@@ -125,8 +125,9 @@ def warp_quad(image: np.ndarray, quad: np.ndarray, size: int = OUTPUT_SIZE, supe
     arr = _reflect_pad(arr, pad)
     quad += (pad[0], pad[1])
   render = size * max(1, supersample)
-  out = Image.fromarray(arr).transform((render, render), Image.Transform.QUAD, tuple((quad + 0.5).flatten()),
-                                       Image.Resampling.BILINEAR)
+  out = Image.fromarray(arr).transform(
+    (render, render), Image.Transform.QUAD, tuple((quad + 0.5).flatten()), Image.Resampling.BILINEAR
+  )
   if render != size:
     out = out.resize((size, size), Image.Resampling.LANCZOS)
   return np.asarray(out, np.uint8)
@@ -156,8 +157,13 @@ def align_face(image: np.ndarray, face: FaceLandmarks, size: int = OUTPUT_SIZE) 
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def align_image(image: np.ndarray, locator: FaceLocator | Callable[[np.ndarray], list[FaceLandmarks]],
-                size: int = OUTPUT_SIZE, name: str = "image", all_faces: bool = False) -> list[AlignedFace]:
+def align_image(
+  image: np.ndarray,
+  locator: FaceLocator | Callable[[np.ndarray], list[FaceLandmarks]],
+  size: int = OUTPUT_SIZE,
+  name: str = "image",
+  all_faces: bool = False,
+) -> list[AlignedFace]:
   """Detects, frames and crops the faces of a uint8 RGB photo.
 
   Args:
@@ -172,8 +178,10 @@ def align_image(image: np.ndarray, locator: FaceLocator | Callable[[np.ndarray],
   """
   faces = sorted(locator(image), key=lambda f: -f.area)
   if not faces:
-    raise NoFaceError(f"{name}: no face found (a {image.shape[1]}x{image.shape[0]} photo); use a photo with a "
-                      "clearly visible, roughly frontal face")
+    raise NoFaceError(
+      f"{name}: no face found (a {image.shape[1]}x{image.shape[0]} photo); use a photo with a "
+      "clearly visible, roughly frontal face"
+    )
   return [align_face(image, f, size) for f in (faces if all_faces else faces[:1])]
 
 
@@ -182,6 +190,8 @@ def describe(faces: list[AlignedFace]) -> str:
   lines = []
   for i, f in enumerate(faces):
     x0, y0, x1, y1 = (float(v) for v in f.landmarks.box)
-    lines.append(f"face {i}: box ({x0:.0f}, {y0:.0f})-({x1:.0f}, {y1:.0f}) "
-                 f"{x1 - x0:.0f}x{y1 - y0:.0f}px, score {f.landmarks.score:.2f}")
+    lines.append(
+      f"face {i}: box ({x0:.0f}, {y0:.0f})-({x1:.0f}, {y1:.0f}) "
+      f"{x1 - x0:.0f}x{y1 - y0:.0f}px, score {f.landmarks.score:.2f}"
+    )
   return "\n".join(lines)

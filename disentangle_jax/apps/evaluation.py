@@ -12,8 +12,8 @@ reconstruction uses each photo for both. Photos should be aligned (see `apps/ali
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Iterable
+from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
@@ -43,8 +43,9 @@ class Evaluator:
     spec = self.spec
 
     def step(frozen_state, trainable_state, id_images, attr_images):
-      return evaluate_lib.batch_metrics(nnx.merge(frozen_graph, frozen_state), nnx.merge(trainable_graph, trainable_state),
-                                        spec, id_images, attr_images)
+      return evaluate_lib.batch_metrics(
+        nnx.merge(frozen_graph, frozen_state), nnx.merge(trainable_graph, trainable_state), spec, id_images, attr_images
+      )
 
     jitted = jax.jit(step)
     self._run = lambda a, b: jitted(frozen_state, trainable_state, jnp.asarray(a), jnp.asarray(b))
@@ -70,12 +71,15 @@ class Evaluator:
     return out
 
 
-def validation_pairs(data_dir: str, batch_size: int, num_batches: int, seed: int
-                     ) -> Iterator[tuple[np.ndarray, np.ndarray, None]]:
+def validation_pairs(
+  data_dir: str, batch_size: int, num_batches: int, seed: int
+) -> Iterator[tuple[np.ndarray, np.ndarray, None]]:
   """Cross batches (different identity and attribute images) of the generated validation split."""
   from disentangle_jax.data import pipeline as pipeline_lib  # pylint: disable=import-outside-toplevel
-  pipe = pipeline_lib.Pipeline(data_dir, "validation", batch_size=batch_size, seed=seed, cross_every=1,
-                               num_steps=num_batches)
+
+  pipe = pipeline_lib.Pipeline(
+    data_dir, "validation", batch_size=batch_size, seed=seed, cross_every=1, num_steps=num_batches
+  )
   for batch in pipe:
     yield np.asarray(batch["id"]), np.asarray(batch["attr"]), None
 
@@ -85,7 +89,7 @@ def photo_pairs(images: np.ndarray, batch_size: int) -> Iterator[tuple[np.ndarra
   n = len(images)
   attrs = np.roll(images, -1, axis=0)
   for start in range(0, n, batch_size):
-    a, b = images[start:start + batch_size], attrs[start:start + batch_size]
+    a, b = images[start : start + batch_size], attrs[start : start + batch_size]
     k = len(a)
     valid = np.arange(batch_size) < k
     if k < batch_size:

@@ -23,8 +23,9 @@ from disentangle_jax.apps import align as align_lib
 ROI_SCALE = 1.5  # RectTransformationCalculator scale of face_landmark_front (square_long)
 
 
-def crop_affine(box: np.ndarray, right_eye: np.ndarray, left_eye: np.ndarray, size: int,
-                scale: float = ROI_SCALE) -> np.ndarray:
+def crop_affine(
+  box: np.ndarray, right_eye: np.ndarray, left_eye: np.ndarray, size: int, scale: float = ROI_SCALE
+) -> np.ndarray:
   """2x3 A mapping crop pixels (u, v) to photo pixels: A @ [u, v, 1]. The crop is level with the eyes."""
   centre = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2], np.float64)
   side = max(box[2] - box[0], box[3] - box[1]) * scale
@@ -36,8 +37,9 @@ def crop_affine(box: np.ndarray, right_eye: np.ndarray, left_eye: np.ndarray, si
 
 def crop(image: np.ndarray, affine: np.ndarray, size: int) -> np.ndarray:
   """Resamples the crop `affine` describes (photo pixels from crop pixels) into uint8 [size, size, 3]."""
-  out = Image.fromarray(image).transform((size, size), Image.Transform.AFFINE, tuple(affine.flatten()),
-                                         Image.Resampling.BILINEAR)
+  out = Image.fromarray(image).transform(
+    (size, size), Image.Transform.AFFINE, tuple(affine.flatten()), Image.Resampling.BILINEAR
+  )
   return np.asarray(out, np.uint8)
 
 
@@ -51,20 +53,24 @@ class MediaPipeLocator:
     self.min_presence = min_presence
 
   @classmethod
-  def from_path(cls, path: str | os.PathLike, **kwargs: Any) -> "MediaPipeLocator":
+  def from_path(cls, path: str | os.PathLike, **kwargs: Any) -> MediaPipeLocator:
     """From the mediapipe==0.10.21 wheel (both .tflite models inside), or a directory holding the converted
     `blazeface/` and `mediapipe_facemesh/` weights (`disentangle-jax convert blazeface|mediapipe_facemesh`)."""
     from disentangle_jax.third_party import mediapipe_facemesh as mp  # pylint: disable=import-outside-toplevel
+
     p = pathlib.Path(path)
     if not p.exists():
-      raise FileNotFoundError(f"{p}: no MediaPipe weights for face detection; pass --detector=<the "
-                              "mediapipe-0.10.21 wheel> or a directory with converted blazeface/ and "
-                              "mediapipe_facemesh/")
+      raise FileNotFoundError(
+        f"{p}: no MediaPipe weights for face detection; pass --detector=<the "
+        "mediapipe-0.10.21 wheel> or a directory with converted blazeface/ and "
+        "mediapipe_facemesh/"
+      )
     if p.is_dir():
       det_path, mesh_path = p / "blazeface", p / "mediapipe_facemesh"
       if not det_path.exists():
-        raise FileNotFoundError(f"{p}: has no converted blazeface/ (run `disentangle-jax convert blazeface "
-                                f"<wheel> {det_path}`)")
+        raise FileNotFoundError(
+          f"{p}: has no converted blazeface/ (run `disentangle-jax convert blazeface <wheel> {det_path}`)"
+        )
       mesh = mp.load(mesh_path) if mesh_path.exists() else None
       return cls(mp.load_blazeface(det_path), mesh, **kwargs)
     return cls(mp.load_blazeface(p), mp.load(p), **kwargs)
@@ -82,18 +88,21 @@ class MediaPipeLocator:
       faces.append(align_lib.FaceLandmarks(eye_left, eye_right, mouth, box, float(det.score)))
     return faces
 
-  def _mesh_points(self, image: np.ndarray, box: np.ndarray, right_eye: np.ndarray, left_eye: np.ndarray
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+  def _mesh_points(
+    self, image: np.ndarray, box: np.ndarray, right_eye: np.ndarray, left_eye: np.ndarray
+  ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     if self.mesh is None:
       return None
     size = int(self.mesh.config.input_size)
     affine = crop_affine(box, right_eye, left_eye, size)
     x = crop(image, affine, size).astype(np.float32)[None] / 127.5 - 1.0
     from disentangle_jax.third_party import mediapipe_facemesh as mp  # pylint: disable=import-outside-toplevel
+
     coords, presence = mp.landmarks_and_score(self.mesh, x)
     if float(np.asarray(presence)[0]) < self.min_presence:
       return None
     from disentangle_jax.third_party.mediapipe_facemesh import mesh_indices  # pylint: disable=import-outside-toplevel
+
     uv = np.asarray(mesh_indices.eye_mouth_points(np.asarray(coords)[0]), np.float64)  # eyes, mouth corners
     xy = uv @ affine[:, :2].T + affine[:, 2]
     return xy[0], xy[1], xy[2:].mean(0)

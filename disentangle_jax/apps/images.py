@@ -12,7 +12,8 @@ import os
 import pathlib
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+from PIL import UnidentifiedImageError
 
 from disentangle_jax import errors
 
@@ -66,8 +67,9 @@ def to_rgb(img: Image.Image | np.ndarray, *, name: str = "image", convert: bool 
     if alpha.min() < 255:
       if not convert:
         raise ImageReadError(
-            f"{name}: has an alpha channel with transparent pixels (mode {mode}); faces must be opaque RGB. "
-            "Flatten it first, or pass convert=True (--convert) to composite it over white")
+          f"{name}: has an alpha channel with transparent pixels (mode {mode}); faces must be opaque RGB. "
+          "Flatten it first, or pass convert=True (--convert) to composite it over white"
+        )
       background = Image.new("RGBA", img.size, (255, 255, 255, 255))
       img = Image.alpha_composite(background, img.convert("RGBA"))
     mode = "L" if mode in ("LA", "La") else "RGB"
@@ -75,8 +77,9 @@ def to_rgb(img: Image.Image | np.ndarray, *, name: str = "image", convert: bool 
   if mode in ("1", "L", "I", "I;16", "I;16B", "I;16L", "F"):
     if not convert:
       raise ImageReadError(
-          f"{name}: is grayscale (mode {mode}); the networks expect colour faces. "
-          "Pass convert=True (--convert) to replicate the gray channel into RGB")
+        f"{name}: is grayscale (mode {mode}); the networks expect colour faces. "
+        "Pass convert=True (--convert) to replicate the gray channel into RGB"
+      )
     if mode in ("I", "I;16", "I;16B", "I;16L", "F"):
       arr = np.asarray(img, np.float64)
       peak = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0

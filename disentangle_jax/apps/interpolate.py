@@ -47,8 +47,16 @@ def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
   return out.astype(np.float32)
 
 
-def interpolate(model: Encoder, image_a: np.ndarray, image_b: np.ndarray, fixed: np.ndarray, *,
-                factor: str = "identity", space: str = "w", steps: int = 8) -> np.ndarray:
+def interpolate(
+  model: Encoder,
+  image_a: np.ndarray,
+  image_b: np.ndarray,
+  fixed: np.ndarray,
+  *,
+  factor: str = "identity",
+  space: str = "w",
+  steps: int = 8,
+) -> np.ndarray:
   """Frames [steps, H, W, 3] in [-1, 1]: `factor` goes from image A's to image B's, the other comes from `fixed`.
 
   Args:

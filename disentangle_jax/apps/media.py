@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import pathlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
@@ -18,8 +19,7 @@ from disentangle_jax.apps import images as images_lib
 ANIMATION_SUFFIXES = (".gif", ".mp4")
 
 
-def tile(frames: Sequence[np.ndarray], columns: int | None = None, pad: int = 2,
-         background: int = 255) -> np.ndarray:
+def tile(frames: Sequence[np.ndarray], columns: int | None = None, pad: int = 2, background: int = 255) -> np.ndarray:
   """Tiles equally sized uint8 frames [H, W, 3] row-major into one image with `pad` pixels between them."""
   if not len(frames):
     raise ValueError("no frames to tile")
@@ -33,7 +33,7 @@ def tile(frames: Sequence[np.ndarray], columns: int | None = None, pad: int = 2,
   out = np.full((rows * h + (rows - 1) * pad, columns * w + (columns - 1) * pad, 3), background, np.uint8)
   for i, f in enumerate(frames):
     r, c = divmod(i, columns)
-    out[r * (h + pad):r * (h + pad) + h, c * (w + pad):c * (w + pad) + w] = f
+    out[r * (h + pad) : r * (h + pad) + h, c * (w + pad) : c * (w + pad) + w] = f
   return out
 
 
@@ -42,8 +42,9 @@ def strip(frames: Sequence[np.ndarray], pad: int = 2) -> np.ndarray:
   return tile(frames, columns=len(frames), pad=pad)
 
 
-def write_animation(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: float = 10.0,
-                    loop_back: bool = False) -> pathlib.Path:
+def write_animation(
+  path: str | os.PathLike, frames: Sequence[np.ndarray], fps: float = 10.0, loop_back: bool = False
+) -> pathlib.Path:
   """Writes frames as an animated GIF or an MP4, chosen by the suffix of `path`.
 
   Identical consecutive frames: an MP4 keeps each one. A GIF stores a run of identical frames as one frame shown
@@ -59,7 +60,9 @@ def write_animation(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: 
   path = pathlib.Path(path)
   suffix = path.suffix.lower()
   if suffix not in ANIMATION_SUFFIXES:
-    raise ValueError(f"{path}: animations are written as {' or '.join(ANIMATION_SUFFIXES)}, not {suffix or 'no suffix'!r}")
+    raise ValueError(
+      f"{path}: animations are written as {' or '.join(ANIMATION_SUFFIXES)}, not {suffix or 'no suffix'!r}"
+    )
   frames = [_uint8(f) for f in frames]
   if not frames:
     raise ValueError(f"{path}: no frames to write")
@@ -68,12 +71,22 @@ def write_animation(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: 
   path.parent.mkdir(parents=True, exist_ok=True)
   if suffix == ".gif":
     pil = [Image.fromarray(f) for f in frames]
-    pil[0].save(path, save_all=True, append_images=pil[1:], duration=max(1, round(1000.0 / fps)), loop=0,
-                optimize=False)
+    pil[0].save(
+      path, save_all=True, append_images=pil[1:], duration=max(1, round(1000.0 / fps)), loop=0, optimize=False
+    )
   else:
     import imageio.v2 as imageio  # pylint: disable=import-outside-toplevel
-    with imageio.get_writer(path, format="FFMPEG", mode="I", fps=fps, codec="libx264", quality=8,
-                            pixelformat="yuv420p", macro_block_size=_macro_block(frames[0])) as writer:
+
+    with imageio.get_writer(
+      path,
+      format="FFMPEG",
+      mode="I",
+      fps=fps,
+      codec="libx264",
+      quality=8,
+      pixelformat="yuv420p",
+      macro_block_size=_macro_block(frames[0]),
+    ) as writer:
       for f in frames:
         writer.append_data(f)
   return path
@@ -88,7 +101,7 @@ def _macro_block(frame: np.ndarray) -> int:
 def read_video(path: str | os.PathLike, max_frames: int | None = None) -> tuple[list[np.ndarray], float]:
   """Reads a video (anything ffmpeg reads, or an animated GIF) -> (uint8 RGB frames, frames per second)."""
   frames, fps = [], 0.0
-  for frame, fps in iter_video(path):
+  for frame, fps in iter_video(path):  # noqa: B007  (the rate is returned after the loop)
     frames.append(frame)
     if max_frames is not None and len(frames) >= max_frames:
       break
@@ -110,6 +123,7 @@ def iter_video(path: str | os.PathLike) -> Iterator[tuple[np.ndarray, float]]:
         yield images_lib.to_rgb(img.convert("RGB"), name=f"{path} frame {i}"), fps
     return
   import imageio.v2 as imageio  # pylint: disable=import-outside-toplevel
+
   try:
     reader = imageio.get_reader(path, format="FFMPEG")
   except Exception as e:  # imageio raises several types for an unreadable container

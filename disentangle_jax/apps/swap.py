@@ -14,8 +14,7 @@ from disentangle_jax.apps import images as images_lib
 
 
 class Swapper(Protocol):
-  def swap(self, id_images: np.ndarray, attr_images: np.ndarray) -> np.ndarray:
-    ...
+  def swap(self, id_images: np.ndarray, attr_images: np.ndarray) -> np.ndarray: ...
 
 
 def swap_pairs(model: Swapper, id_images: np.ndarray, attr_images: np.ndarray, batch_size: int = 16) -> np.ndarray:
@@ -36,8 +35,9 @@ def swap_pairs(model: Swapper, id_images: np.ndarray, attr_images: np.ndarray, b
   return out.reshape(n, m, *out.shape[1:])
 
 
-def compose_grid(id_images: np.ndarray, attr_images: np.ndarray, outputs: np.ndarray, pad: int = 4,
-                 background: int = 255) -> np.ndarray:
+def compose_grid(
+  id_images: np.ndarray, attr_images: np.ndarray, outputs: np.ndarray, pad: int = 4, background: int = 255
+) -> np.ndarray:
   """The figure: an (N+1) x (M+1) uint8 grid, top-left empty, attributes on the top row, identities on the left.
 
   Args:
@@ -49,8 +49,10 @@ def compose_grid(id_images: np.ndarray, attr_images: np.ndarray, outputs: np.nda
   id_u8, attr_u8, out_u8 = (_u8(x) for x in (id_images, attr_images, outputs))
   n, m, h, w = out_u8.shape[:4]
   if id_u8.shape != (n, h, w, 3) or attr_u8.shape != (m, h, w, 3):
-    raise ValueError(f"grid shapes disagree: identities {id_u8.shape}, attributes {attr_u8.shape}, "
-                     f"outputs {out_u8.shape} (expected [N, H, W, 3], [M, H, W, 3], [N, M, H, W, 3])")
+    raise ValueError(
+      f"grid shapes disagree: identities {id_u8.shape}, attributes {attr_u8.shape}, "
+      f"outputs {out_u8.shape} (expected [N, H, W, 3], [M, H, W, 3], [N, M, H, W, 3])"
+    )
   gap = 2 * pad
   height = (n + 1) * h + (n - 1) * pad + gap
   width = (m + 1) * w + (m - 1) * pad + gap
@@ -61,7 +63,7 @@ def compose_grid(id_images: np.ndarray, attr_images: np.ndarray, outputs: np.nda
         continue
       cell = attr_u8[j - 1] if i == 0 else id_u8[i - 1] if j == 0 else out_u8[i - 1, j - 1]
       y, x = cell_origin(i, j, h, w, pad)
-      grid[y:y + h, x:x + w] = cell
+      grid[y : y + h, x : x + w] = cell
   return grid
 
 

@@ -8,8 +8,11 @@ similarity of consecutive output frames (flicker shows up as dips there).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Protocol
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Iterator
+from typing import Any
+from typing import Protocol
 
 import numpy as np
 
@@ -18,6 +21,7 @@ from disentangle_jax.apps import images as images_lib
 
 class Driver(Protocol):
   """What driving needs of a loaded model (`disentangle_jax.load`)."""
+
   resolution: int
 
   def id_code(self, images: np.ndarray) -> np.ndarray: ...
@@ -37,9 +41,13 @@ def _batches(frames: Iterable[np.ndarray], size: int) -> Iterator[list[np.ndarra
     yield batch
 
 
-def drive(model: Driver, id_image: np.ndarray, frames: Iterable[np.ndarray], batch_size: int = 8,
-          prepare: Callable[[np.ndarray], np.ndarray] | None = None
-          ) -> Iterator[tuple[np.ndarray, float, np.ndarray]]:
+def drive(
+  model: Driver,
+  id_image: np.ndarray,
+  frames: Iterable[np.ndarray],
+  batch_size: int = 8,
+  prepare: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> Iterator[tuple[np.ndarray, float, np.ndarray]]:
   """Yields (output frame uint8 [R, R, 3], identity similarity to `id_image`, the output's identity code) per frame.
 
   Args:
@@ -70,8 +78,13 @@ def temporal_identity(similarities: list[float], output_codes: np.ndarray | None
   s = np.asarray(similarities, np.float64)
   if s.size == 0:
     raise ValueError("no frames to summarise")
-  out = {"frames": int(s.size), "id_similarity_mean": float(s.mean()), "id_similarity_std": float(s.std()),
-         "id_similarity_min": float(s.min()), "id_similarity_max": float(s.max())}
+  out = {
+    "frames": int(s.size),
+    "id_similarity_mean": float(s.mean()),
+    "id_similarity_std": float(s.std()),
+    "id_similarity_min": float(s.min()),
+    "id_similarity_max": float(s.max()),
+  }
   if output_codes is not None and len(output_codes) > 1:
     consecutive = np.sum(output_codes[1:] * output_codes[:-1], -1)
     out["consecutive_similarity_mean"] = float(consecutive.mean())

@@ -9,12 +9,15 @@ import os
 import pathlib
 
 import numpy as np
-from absl import app, logging
+from absl import app
+from absl import logging
 
 from disentangle_jax.apps import images as images_lib
-from disentangle_jax.cli import _flags, _paths
+from disentangle_jax.cli import _flags
+from disentangle_jax.cli import _paths
 
 FLAGS = _flags.FLAGS
+
 
 def check_model_path() -> None:
   """--model names an existing directory (an export or a training workdir); checked before JAX loads."""
@@ -30,14 +33,17 @@ def detector_path() -> str:
 def check_detector() -> None:
   """With --align, the detector weights exist (before the model loads)."""
   if FLAGS.align and not _paths.is_remote(detector_path()) and not os.path.exists(detector_path()):
-    raise app.UsageError(f"{detector_path()}: no MediaPipe weights for --align; pass --detector=<the "
-                         "mediapipe-0.10.21 wheel> or a directory with converted blazeface/ and mediapipe_facemesh/")
+    raise app.UsageError(
+      f"{detector_path()}: no MediaPipe weights for --align; pass --detector=<the "
+      "mediapipe-0.10.21 wheel> or a directory with converted blazeface/ and mediapipe_facemesh/"
+    )
 
 
 def load_model():
   """The model named by --model, with load errors turned into one clear line."""
   check_model_path()
   from disentangle_jax import inference  # pylint: disable=import-outside-toplevel
+
   try:
     model = inference.load(FLAGS.model)
   except (FileNotFoundError, inference.ModelLoadError) as e:
@@ -49,11 +55,13 @@ def load_model():
 def locator():
   """The face locator for --align (BlazeFace + face mesh), built once."""
   from disentangle_jax.apps import faces  # pylint: disable=import-outside-toplevel
+
   return faces.MediaPipeLocator.from_path(detector_path())
 
 
-def read_faces(paths: list[str], size: int, *, align: bool | None = None, all_faces: bool | None = None,
-               loc=None) -> tuple[np.ndarray, list[str]]:
+def read_faces(
+  paths: list[str], size: int, *, align: bool | None = None, all_faces: bool | None = None, loc=None
+) -> tuple[np.ndarray, list[str]]:
   """Reads photos as a float batch [N, size, size, 3]; with --align each is detected and aligned first.
 
   Returns the batch and one label per image (the file name, with `#k` for the k-th face under --all_faces).
@@ -68,6 +76,7 @@ def read_faces(paths: list[str], size: int, *, align: bool | None = None, all_fa
       labels.append(pathlib.Path(p).name)
       continue
     from disentangle_jax.apps import align as align_lib  # pylint: disable=import-outside-toplevel
+
     loc = loc or locator()
     found = align_lib.align_image(rgb, loc, size=max(size, 256), name=str(p), all_faces=all_faces)
     if all_faces:
@@ -81,6 +90,7 @@ def read_faces(paths: list[str], size: int, *, align: bool | None = None, all_fa
 def read_or_usage(paths: list[str], size: int, **kwargs):
   """`read_faces` with bad images reported as a usage error (one line, no traceback)."""
   from disentangle_jax.apps import align as align_lib  # pylint: disable=import-outside-toplevel
+
   try:
     return read_faces(paths, size, **kwargs)
   except (images_lib.ImageReadError, align_lib.NoFaceError) as e:

@@ -15,15 +15,20 @@ import os
 import re
 from collections.abc import Sequence
 
-from absl import app, flags
+from absl import app
+from absl import flags
 from ml_collections import config_flags
 
 from disentangle_jax import config_check
 from disentangle_jax.configs import smoke
 
 DEFAULT = smoke.__file__
-CONFIG = config_flags.DEFINE_config_file("config", DEFAULT, "experiment config file[:presets]; override its keys "
-                                         "with --config.<key>=value (after --config)", lock_config=True)
+CONFIG = config_flags.DEFINE_config_file(
+  "config",
+  DEFAULT,
+  "experiment config file[:presets]; override its keys with --config.<key>=value (after --config)",
+  lock_config=True,
+)
 
 _OVERRIDE = re.compile(r"^--?(?:no)?config\.([^=]+)")
 _CONFIG = re.compile(r"^--?config(=|$)")

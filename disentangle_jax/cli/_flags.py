@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from absl import app, flags
+from absl import app
+from absl import flags
 
 FLAGS = flags.FLAGS
 FLAGS.set_gnu_getopt(False)
@@ -46,11 +47,16 @@ if "out" not in FLAGS:  # generate-data defines --out too (an output folder); te
   flags.DEFINE_string("out", None, "output file")
 flags.DEFINE_bool("convert", False, "convert grayscale / transparent images to RGB instead of refusing them")
 flags.DEFINE_bool("align", False, "detect the face in each photo and align it FFHQ-style first (real photos)")
-flags.DEFINE_string("detector", None, "MediaPipe weights for --align: the mediapipe==0.10.21 wheel or a directory "
-                    "with converted `blazeface` and `mediapipe_facemesh` weights (default: $DISENTANGLE_JAX_MEDIAPIPE, "
-                    "then weights/mediapipe_facemesh)")
-flags.DEFINE_bool("all_faces", False, "with --align: use every face found in a photo (each is listed), not only "
-                  "the largest")
+flags.DEFINE_string(
+  "detector",
+  None,
+  "MediaPipe weights for --align: the mediapipe==0.10.21 wheel or a directory "
+  "with converted `blazeface` and `mediapipe_facemesh` weights (default: $DISENTANGLE_JAX_MEDIAPIPE, "
+  "then weights/mediapipe_facemesh)",
+)
+flags.DEFINE_bool(
+  "all_faces", False, "with --align: use every face found in a photo (each is listed), not only the largest"
+)
 flags.DEFINE_alias("all-faces", "all_faces")
 flags.DEFINE_integer("batch_size", 16, "images per model call", lower_bound=1)
 flags.DEFINE_float("fps", 10.0, "frames per second of animations and videos", lower_bound=0.1)
@@ -67,7 +73,7 @@ def finish(argv: Sequence[str]) -> list[str]:
   while i < len(rest):
     token = rest[i]
     if token == "--":
-      positional.extend(rest[i + 1:])
+      positional.extend(rest[i + 1 :])
       break
     if token.startswith("-"):
       name, eq, value = token.lstrip("-").partition("=")

@@ -69,10 +69,12 @@ def _check_parent(path: pathlib.Path) -> None:
 def image_suffixes() -> tuple[str, ...]:
   """The file suffixes PIL writes an image format for (.png, .jpg, ...)."""
   from PIL import Image  # pylint: disable=import-outside-toplevel
+
   Image.init()
   stubs = ("BUFR", "GRIB", "HDF5", "WMF")  # registered, but their save handlers need plug-ins PIL lacks
-  return tuple(sorted(ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.SAVE
-                      and fmt not in stubs))
+  return tuple(
+    sorted(ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.SAVE and fmt not in stubs)
+  )
 
 
 def check_output_path(path: str | os.PathLike, flag: str = "--out", suffixes: Sequence[str] | None = None) -> None:

@@ -17,14 +17,14 @@ from absl import app
 from disentangle_jax.cli import _paths
 
 NETWORKS: dict[str, str] = {
-    "stylegan2": "disentangle_jax.third_party.stylegan2",
-    "stylegan1": "disentangle_jax.third_party.stylegan1",
-    "vggface2": "disentangle_jax.third_party.vggface2",
-    "fan": "disentangle_jax.third_party.fan",
-    "mediapipe_facemesh": "disentangle_jax.third_party.mediapipe_facemesh",
-    "blazeface": "disentangle_jax.third_party.mediapipe_facemesh",
-    "inception_v3": "disentangle_jax.nets.inception",
-    "official": "disentangle_jax.export",  # SRC: a folder of the original TF2 release's weights; DST: an export
+  "stylegan2": "disentangle_jax.third_party.stylegan2",
+  "stylegan1": "disentangle_jax.third_party.stylegan1",
+  "vggface2": "disentangle_jax.third_party.vggface2",
+  "fan": "disentangle_jax.third_party.fan",
+  "mediapipe_facemesh": "disentangle_jax.third_party.mediapipe_facemesh",
+  "blazeface": "disentangle_jax.third_party.mediapipe_facemesh",
+  "inception_v3": "disentangle_jax.nets.inception",
+  "official": "disentangle_jax.export",  # SRC: a folder of the original TF2 release's weights; DST: an export
 }
 
 

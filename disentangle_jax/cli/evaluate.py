@@ -15,9 +15,12 @@ import os
 import pathlib
 from collections.abc import Sequence
 
-from absl import app, flags
+from absl import app
+from absl import flags
 
-from disentangle_jax.cli import _common, _flags, _paths
+from disentangle_jax.cli import _common
+from disentangle_jax.cli import _flags
+from disentangle_jax.cli import _paths
 
 FLAGS = _flags.FLAGS
 flags.DEFINE_string("data_dir", None, "the generated dataset (default: the training config's, or <workdir>/data)")
@@ -55,13 +58,16 @@ def main(argv: Sequence[str]) -> None:
   if FLAGS.validation:
     data_dir = _data_dir(model)
     if not os.path.exists(os.path.join(data_dir, "dataset_info.json")):
-      raise app.UsageError(f"{data_dir}: no generated dataset (dataset_info.json); pass --data_dir, or "
-                           "--novalidation with --photos")
+      raise app.UsageError(
+        f"{data_dir}: no generated dataset (dataset_info.json); pass --data_dir, or --novalidation with --photos"
+      )
     batches = FLAGS.eval_batches or int(model.config.get("eval_batches", 10))
-    results["validation"] = evaluator.mean(evaluation.validation_pairs(
-        data_dir, FLAGS.batch_size, batches, int(model.config.data.seed) + 1))
+    results["validation"] = evaluator.mean(
+      evaluation.validation_pairs(data_dir, FLAGS.batch_size, batches, int(model.config.data.seed) + 1)
+    )
   if FLAGS.photos:
     from disentangle_jax.data import folder  # pylint: disable=import-outside-toplevel
+
     try:
       paths = folder.list_images(FLAGS.photos)
     except FileNotFoundError as e:
@@ -72,6 +78,7 @@ def main(argv: Sequence[str]) -> None:
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(json.dumps(results, indent=2))
   from clu import metric_writers  # pylint: disable=import-outside-toplevel
+
   tb = FLAGS.tensorboard or str(out.parent / "eval")
   writer = metric_writers.create_default_writer(tb, asynchronous=False)
   for split, metrics in results.items():

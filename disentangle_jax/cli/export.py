@@ -12,7 +12,9 @@ from collections.abc import Sequence
 
 from absl import app
 
-from disentangle_jax.cli import _common, _flags, _paths
+from disentangle_jax.cli import _common
+from disentangle_jax.cli import _flags
+from disentangle_jax.cli import _paths
 
 FLAGS = _flags.FLAGS
 
@@ -22,7 +24,9 @@ def main(argv: Sequence[str]) -> None:
   _flags.require("model", "out")
   _paths.check_output_dir(FLAGS.out)
   _common.check_model_path()
-  from disentangle_jax import export, inference  # pylint: disable=import-outside-toplevel
+  from disentangle_jax import export  # pylint: disable=import-outside-toplevel
+  from disentangle_jax import inference  # pylint: disable=import-outside-toplevel
+
   try:
     dst = export.export(FLAGS.model, FLAGS.out)
   except (FileNotFoundError, FileExistsError, inference.ModelLoadError) as e:

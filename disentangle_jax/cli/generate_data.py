@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from absl import app, flags, logging
+from absl import app
+from absl import flags
+from absl import logging
 
 from disentangle_jax import config_check
-from disentangle_jax.cli import _config, _paths
+from disentangle_jax.cli import _config
+from disentangle_jax.cli import _paths
 
 CONFIG = _config.CONFIG  # main.run checks its --config.<key> overrides before parsing
 FLAGS = flags.FLAGS
@@ -31,6 +34,7 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError("no output folder: pass --out=DIR (the config's data.dir is empty)")
   _paths.check_output_dir(out, empty=False)  # a partial dataset is resumed
   from disentangle_jax.data import generate  # pylint: disable=import-outside-toplevel
+
   logging.set_verbosity(max(logging.get_verbosity(), logging.INFO))  # at least INFO; --verbosity=1 more
   generate.generate(config, out)
   logging.info("generate-data: dataset complete in %s", out)

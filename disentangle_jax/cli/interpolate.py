@@ -14,9 +14,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from absl import app, flags
+from absl import app
+from absl import flags
 
-from disentangle_jax.cli import _common, _flags, _paths
+from disentangle_jax.cli import _common
+from disentangle_jax.cli import _flags
+from disentangle_jax.cli import _paths
 
 FLAGS = _flags.FLAGS
 flags.DEFINE_enum("space", "both", ["w", "code", "both"], "interpolate in W, in the concatenated code, or both")
@@ -34,15 +37,19 @@ def main(argv: Sequence[str]) -> None:
   elif (n_id, n_attr) == (1, 2):
     factor = "attributes"
   else:
-    raise app.UsageError(f"give two images for the factor that moves and one for the held one (--id a b --attr c "
-                         f"or --id a --attr c d); got {n_id} identity and {n_attr} attribute images")
+    raise app.UsageError(
+      f"give two images for the factor that moves and one for the held one (--id a b --attr c "
+      f"or --id a --attr c d); got {n_id} identity and {n_attr} attribute images"
+    )
   _paths.check_output_image(FLAGS.out)
   if FLAGS.animation:  # checked with --out: the strip is written first, and should not be written in vain
     _paths.check_output_path(FLAGS.animation, "--animation", suffixes=(".gif", ".mp4"))
   _paths.check_input_files(FLAGS.id + FLAGS.attr)
   _common.check_detector()
   _common.check_model_path()
-  from disentangle_jax.apps import images, interpolate, media  # pylint: disable=import-outside-toplevel
+  from disentangle_jax.apps import images  # pylint: disable=import-outside-toplevel
+  from disentangle_jax.apps import interpolate  # pylint: disable=import-outside-toplevel
+  from disentangle_jax.apps import media  # pylint: disable=import-outside-toplevel
 
   model = _common.load_model()
   res = model.resolution

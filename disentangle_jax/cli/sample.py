@@ -16,14 +16,18 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from absl import app, flags
+from absl import app
+from absl import flags
 
-from disentangle_jax.cli import _flags, _paths
+from disentangle_jax.cli import _flags
+from disentangle_jax.cli import _paths
 
 FLAGS = _flags.FLAGS
 # Random-init sizes when no --generator is given (the smoke config's generators).
-TINY = {"stylegan2": dict(resolution=32, z_dim=32, w_dim=32, mapping_layers=2, channel_base=256, channel_max=32),
-        "stylegan1": dict(resolution=32, z_dim=32, w_dim=32, mapping_layers=2, channel_max=32)}
+TINY = {
+  "stylegan2": dict(resolution=32, z_dim=32, w_dim=32, mapping_layers=2, channel_base=256, channel_max=32),
+  "stylegan1": dict(resolution=32, z_dim=32, w_dim=32, mapping_layers=2, channel_max=32),
+}
 
 
 def _define(kind: str, name: str, default, help_text: str, **kwargs) -> None:
@@ -48,7 +52,7 @@ def grid(images: np.ndarray, columns: int | None = None) -> np.ndarray:
   out = np.zeros((rows * h, columns * w, c), np.uint8)
   for i, img in enumerate(u8):
     r, col = divmod(i, columns)
-    out[r * h:(r + 1) * h, col * w:(col + 1) * w] = img
+    out[r * h : (r + 1) * h, col * w : (col + 1) * w] = img
   return out
 
 
@@ -58,7 +62,7 @@ def render(package: Any, generator: Any, num: int, seed: int, psi: float, batch_
   z = np.random.default_rng(seed).standard_normal((num, generator.config.z_dim)).astype(np.float32)
   out = []
   for i in range(0, num, batch_size):
-    ws = package.mapping(generator, z[i:i + batch_size], truncation_psi=float(psi))
+    ws = package.mapping(generator, z[i : i + batch_size], truncation_psi=float(psi))
     out.append(np.asarray(package.synthesis(generator, ws, noise_mode="const")))
   return np.concatenate(out)
 
@@ -78,6 +82,7 @@ def main(argv: Sequence[str]) -> None:
   else:
     generator = package.init(package.Config(**TINY[FLAGS.generator_kind]), seed=FLAGS.seed)
   from PIL import Image  # pylint: disable=import-outside-toplevel
+
   image = grid(render(package, generator, FLAGS.num, FLAGS.seed, FLAGS.psi, FLAGS.batch_size))
   Image.fromarray(image).save(FLAGS.out)
   source = FLAGS.generator or "random-init tiny generator"

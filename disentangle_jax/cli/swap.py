@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from disentangle_jax.cli import _common, _flags, _paths
+from disentangle_jax.cli import _common
+from disentangle_jax.cli import _flags
+from disentangle_jax.cli import _paths
 
 FLAGS = _flags.FLAGS
 
@@ -23,7 +25,8 @@ def main(argv: Sequence[str]) -> None:
   _paths.check_input_files(FLAGS.id + FLAGS.attr)
   _common.check_detector()
   _common.check_model_path()
-  from disentangle_jax.apps import images, swap  # pylint: disable=import-outside-toplevel
+  from disentangle_jax.apps import images  # pylint: disable=import-outside-toplevel
+  from disentangle_jax.apps import swap  # pylint: disable=import-outside-toplevel
 
   model = _common.load_model()
   res = model.resolution
@@ -33,5 +36,7 @@ def main(argv: Sequence[str]) -> None:
   outputs = swap.swap_pairs(model, id_images, attr_images, batch_size=FLAGS.batch_size)
   grid = swap.compose_grid(id_images, attr_images, outputs)
   images.write_image(FLAGS.out, grid)
-  print(f"wrote {FLAGS.out}: {len(id_labels)} identities ({', '.join(id_labels)}) x {len(attr_labels)} attributes "
-        f"({', '.join(attr_labels)}) at {res}px")
+  print(
+    f"wrote {FLAGS.out}: {len(id_labels)} identities ({', '.join(id_labels)}) x {len(attr_labels)} attributes "
+    f"({', '.join(attr_labels)}) at {res}px"
+  )

@@ -15,9 +15,12 @@ import pathlib
 from collections.abc import Sequence
 
 import numpy as np
-from absl import app, flags
+from absl import app
+from absl import flags
 
-from disentangle_jax.cli import _common, _flags, _paths
+from disentangle_jax.cli import _common
+from disentangle_jax.cli import _flags
+from disentangle_jax.cli import _paths
 
 FLAGS = _flags.FLAGS
 flags.DEFINE_integer("max_frames", None, "use at most this many frames of the clip")
@@ -28,8 +31,7 @@ def main(argv: Sequence[str]) -> None:
   _flags.no_positional(_flags.finish(argv))
   _flags.require("model", "id", "attr", "out")
   if len(FLAGS.id) != 1 or len(FLAGS.attr) != 1:
-    raise app.UsageError(f"video takes one --id image and one --attr video, got {len(FLAGS.id)} and "
-                         f"{len(FLAGS.attr)}")
+    raise app.UsageError(f"video takes one --id image and one --attr video, got {len(FLAGS.id)} and {len(FLAGS.attr)}")
   _paths.check_output_path(FLAGS.out, suffixes=(".mp4", ".gif"))
   metrics_path = pathlib.Path(FLAGS.metrics or str(pathlib.Path(FLAGS.out).with_suffix(".json")))
   _paths.check_output_path(metrics_path, "--metrics")
@@ -37,7 +39,9 @@ def main(argv: Sequence[str]) -> None:
   _paths.check_input_files(FLAGS.attr, "video")
   _common.check_detector()
   _common.check_model_path()
-  from disentangle_jax.apps import align, media, video  # pylint: disable=import-outside-toplevel
+  from disentangle_jax.apps import align  # pylint: disable=import-outside-toplevel
+  from disentangle_jax.apps import media  # pylint: disable=import-outside-toplevel
+  from disentangle_jax.apps import video  # pylint: disable=import-outside-toplevel
 
   model = _common.load_model()
   loc = _common.locator() if FLAGS.align else None
@@ -67,5 +71,7 @@ def main(argv: Sequence[str]) -> None:
   media.write_animation(FLAGS.out, outputs, fps=fps)
   summary = video.temporal_identity(sims, np.stack(codes))
   metrics_path.write_text(json.dumps(summary, indent=2))
-  print(f"wrote {FLAGS.out} ({len(outputs)} frames at {fps:g} fps) and {metrics_path}: identity similarity "
-        f"{summary['id_similarity_mean']:.3f} +- {summary['id_similarity_std']:.3f}")
+  print(
+    f"wrote {FLAGS.out} ({len(outputs)} frames at {fps:g} fps) and {metrics_path}: identity similarity "
+    f"{summary['id_similarity_mean']:.3f} +- {summary['id_similarity_std']:.3f}"
+  )

@@ -8,12 +8,16 @@ faces are. tf.data reads and decodes in parallel; an unreadable file raises an e
 from __future__ import annotations
 
 import os
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import numpy as np
 import tensorflow as tf
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from disentangle_jax.data import tfds_format
 
@@ -26,8 +30,9 @@ def list_images(directory: str) -> list[str]:
   """The image files of `directory` (not recursive), sorted by name."""
   if not tf.io.gfile.isdir(directory):
     raise FileNotFoundError(f"{directory}: not a folder")
-  paths = sorted(os.path.join(directory, f) for f in tf.io.gfile.listdir(directory)
-                 if f.lower().endswith(IMAGE_EXTENSIONS))
+  paths = sorted(
+    os.path.join(directory, f) for f in tf.io.gfile.listdir(directory) if f.lower().endswith(IMAGE_EXTENSIONS)
+  )
   if not paths:
     raise FileNotFoundError(f"{directory}: no {'/'.join(IMAGE_EXTENSIONS)} images")
   return paths
@@ -48,7 +53,7 @@ def load_image(path: str, size: int) -> np.ndarray:
   try:
     return _decode(tf.io.read_file(path), size).numpy()
   except (tf.errors.OpError, ValueError) as e:
-    raise IOError(f"{path}: cannot read as an image ({type(e).__name__}: {getattr(e, 'message', e)})") from e
+    raise OSError(f"{path}: cannot read as an image ({type(e).__name__}: {getattr(e, 'message', e)})") from e
 
 
 class FolderPipeline:
@@ -69,8 +74,9 @@ class FolderPipeline:
   def dataset(self) -> tf.data.Dataset:
     size = self.size
     ds = tf.data.Dataset.from_tensor_slices(self.paths)
-    ds = ds.map(lambda p: (p, _decode(tf.io.read_file(p), size)), num_parallel_calls=tf.data.AUTOTUNE,
-                deterministic=True)
+    ds = ds.map(
+      lambda p: (p, _decode(tf.io.read_file(p), size)), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
     return ds.batch(self.batch_size).prefetch(2)
 
   def __len__(self) -> int:
@@ -82,10 +88,10 @@ class FolderPipeline:
       try:
         paths, images = next(it)
       except tf.errors.OpError as e:
-        batch = self.paths[b * self.batch_size:(b + 1) * self.batch_size]
+        batch = self.paths[b * self.batch_size : (b + 1) * self.batch_size]
         for p in batch:  # name the culprit
           load_image(p, self.size)
-        raise IOError(f"cannot read the batch of {batch}: {e}") from e
+        raise OSError(f"cannot read the batch of {batch}: {e}") from e
       n = len(paths)
       valid = np.arange(self.batch_size) < n
       if n < self.batch_size:

@@ -36,7 +36,8 @@ import json
 import math
 import os
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -46,7 +47,9 @@ import tensorflow as tf
 from absl import logging
 from array_record.python import array_record_module
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from disentangle_jax import frozen
 from disentangle_jax.data import tfds_format
@@ -71,29 +74,50 @@ def settings(config: ml_collections.ConfigDict, generator: Any) -> dict[str, Any
   d = config.data
   cutoff = d.get("truncation_cutoff", None)
   return {
-      "seed": int(d.seed),
-      "num_train": int(d.num_train),
-      "num_validation": int(d.num_validation),
-      "examples_per_shard": int(d.examples_per_shard),
-      "truncation_psi": float(d.get("truncation_psi", 1.0)),
-      "truncation_cutoff": None if cutoff is None else int(cutoff),
-      "noise_mode": str(config.generator.get("noise_mode", "const")),
-      "generator_kind": str(config.generator.kind),
-      "generator_weights": str(config.generator.weights),
-      "generator_fingerprint": fingerprint(generator),
-      "generator_arch": {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.generator.arch.items()},
-      "resolution": int(g_config.resolution),
-      "w_dim": int(g_config.w_dim),
-      "z_dim": int(g_config.z_dim),
-      "num_ws": int(g_config.num_ws),
+    "seed": int(d.seed),
+    "num_train": int(d.num_train),
+    "num_validation": int(d.num_validation),
+    "examples_per_shard": int(d.examples_per_shard),
+    "truncation_psi": float(d.get("truncation_psi", 1.0)),
+    "truncation_cutoff": None if cutoff is None else int(cutoff),
+    "noise_mode": str(config.generator.get("noise_mode", "const")),
+    "generator_kind": str(config.generator.kind),
+    "generator_weights": str(config.generator.weights),
+    "generator_fingerprint": fingerprint(generator),
+    "generator_arch": {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.generator.arch.items()},
+    "resolution": int(g_config.resolution),
+    "w_dim": int(g_config.w_dim),
+    "z_dim": int(g_config.z_dim),
+    "num_ws": int(g_config.num_ws),
   }
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "seed", "z_dim", "num_ws", "truncation_psi",
-                                             "truncation_cutoff", "noise_mode", "sharding"))
-def _render(state: Any, seeds: jax.Array, *, graphdef: Any, seed: int, z_dim: int, num_ws: int,
-            truncation_psi: float, truncation_cutoff: int | None, noise_mode: str,
-            sharding: NamedSharding) -> tuple[jax.Array, jax.Array, jax.Array]:
+@functools.partial(
+  jax.jit,
+  static_argnames=(
+    "graphdef",
+    "seed",
+    "z_dim",
+    "num_ws",
+    "truncation_psi",
+    "truncation_cutoff",
+    "noise_mode",
+    "sharding",
+  ),
+)
+def _render(
+  state: Any,
+  seeds: jax.Array,
+  *,
+  graphdef: Any,
+  seed: int,
+  z_dim: int,
+  num_ws: int,
+  truncation_psi: float,
+  truncation_cutoff: int | None,
+  noise_mode: str,
+  sharding: NamedSharding,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
   """One batch: seeds -> (uint8 images, w, z). Module-level so that repeated generations reuse the compilation."""
   g = nnx.merge(graphdef, state)
   base = jax.random.key(seed)
@@ -105,9 +129,15 @@ def _render(state: Any, seeds: jax.Array, *, graphdef: Any, seed: int, z_dim: in
   return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, sharding), (pixels, w.astype(jnp.float32), z))
 
 
-def make_renderer(module: nnx.Module, g_config: Any, mesh: Mesh, seed: int, truncation_psi: float,
-                  truncation_cutoff: int | None, noise_mode: str = "const"
-                  ) -> Callable[[np.ndarray], tuple[jax.Array, jax.Array, jax.Array]]:
+def make_renderer(
+  module: nnx.Module,
+  g_config: Any,
+  mesh: Mesh,
+  seed: int,
+  truncation_psi: float,
+  truncation_cutoff: int | None,
+  noise_mode: str = "const",
+) -> Callable[[np.ndarray], tuple[jax.Array, jax.Array, jax.Array]]:
   """`render(seeds [B]) -> (uint8 images [B, H, W, 3], w [B, w_dim], z [B, z_dim])`, sharded over `data`.
 
   B must be a multiple of the mesh size. The generator's parameters are replicated on every device once.
@@ -115,9 +145,16 @@ def make_renderer(module: nnx.Module, g_config: Any, mesh: Mesh, seed: int, trun
   graphdef, state = nnx.split(module)
   batch = NamedSharding(mesh, P("data"))
   state = jax.device_put(state, NamedSharding(mesh, P()))
-  static = dict(graphdef=graphdef, seed=seed, z_dim=int(g_config.z_dim), num_ws=int(g_config.num_ws),
-                truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, noise_mode=noise_mode,
-                sharding=batch)
+  static = dict(
+    graphdef=graphdef,
+    seed=seed,
+    z_dim=int(g_config.z_dim),
+    num_ws=int(g_config.num_ws),
+    truncation_psi=truncation_psi,
+    truncation_cutoff=truncation_cutoff,
+    noise_mode=noise_mode,
+    sharding=batch,
+  )
 
   def run(seeds: np.ndarray):
     return _render(state, jax.device_put(np.asarray(seeds, np.uint32), batch), **static)
@@ -140,8 +177,13 @@ class _Progress:
     self.last, self.logged = now, self.done
     rate = self.done / max(now - self.start, 1e-9)
     eta = (self.total - self.done) / rate if rate > 0 else float("inf")
-    logging.info("generate-data: %d/%d images, %.2f images/s, ETA %s", self.done, self.total, rate,
-                 time.strftime("%H:%M:%S", time.gmtime(eta)) if math.isfinite(eta) else "?")
+    logging.info(
+      "generate-data: %d/%d images, %.2f images/s, ETA %s",
+      self.done,
+      self.total,
+      rate,
+      time.strftime("%H:%M:%S", time.gmtime(eta)) if math.isfinite(eta) else "?",
+    )
 
 
 def _read_settings(out_dir: str) -> dict[str, Any] | None:
@@ -154,11 +196,14 @@ def _read_settings(out_dir: str) -> dict[str, Any] | None:
     with tf.io.gfile.GFile(path) as f:
       found = json.load(f)
   except (ValueError, tf.errors.OpError) as e:
-    raise DataError(f"{path}: unreadable ({type(e).__name__}: {e}); restore it, or delete the folder and generate"
-                    " it again") from e
+    raise DataError(
+      f"{path}: unreadable ({type(e).__name__}: {e}); restore it, or delete the folder and generate it again"
+    ) from e
   if not isinstance(found, dict):
-    raise DataError(f"{path}: not a settings record (a JSON {type(found).__name__}); restore it, or delete the"
-                    " folder and generate it again")
+    raise DataError(
+      f"{path}: not a settings record (a JSON {type(found).__name__}); restore it, or delete the"
+      " folder and generate it again"
+    )
   return found
 
 
@@ -179,8 +224,9 @@ def _check_settings(out_dir: str, wanted: dict[str, Any]) -> None:
 
 def _plan(out_dir: str, recorded: dict[str, Any]) -> list[tfds_format.Shard]:
   """Every shard of the dataset whose settings are `recorded` (both splits, in order)."""
-  return tfds_format.plan(out_dir, {"train": recorded["num_train"], "validation": recorded["num_validation"]},
-                          recorded["examples_per_shard"])
+  return tfds_format.plan(
+    out_dir, {"train": recorded["num_train"], "validation": recorded["num_validation"]}, recorded["examples_per_shard"]
+  )
 
 
 def _check_existing(shards: list[tfds_format.Shard], pool: concurrent.futures.Executor) -> list[tfds_format.Shard]:
@@ -201,12 +247,20 @@ def _check_existing(shards: list[tfds_format.Shard], pool: concurrent.futures.Ex
         tf.io.gfile.remove(record)
       damaged.append(shard)
     elif shard.path in unrecorded:
-      logging.info("generate-data: %s: no checksum record (an older version's shard, or a run stopped before writing"
-                   " it); it has the planned %d records, recording its checksum", shard.path, shard.length)
+      logging.info(
+        "generate-data: %s: no checksum record (an older version's shard, or a run stopped before writing"
+        " it); it has the planned %d records, recording its checksum",
+        shard.path,
+        shard.length,
+      )
       tfds_format.write_checksum_record(shard.path, shard.length)
   if existing:
-    logging.info("generate-data: checked %d existing shards in %.1f s, %d damaged", len(existing),
-                 time.perf_counter() - start, len(damaged))
+    logging.info(
+      "generate-data: checked %d existing shards in %.1f s, %d damaged",
+      len(existing),
+      time.perf_counter() - start,
+      len(damaged),
+    )
   return damaged
 
 
@@ -236,12 +290,18 @@ def verify(out_dir: str, checksums: bool = True) -> list[str]:
   return problems + tfds_format.metadata_problems(out_dir, shards)
 
 
-def _write_shard(shard: tfds_format.Shard, render, batch_size: int, feature_dict, progress: _Progress,
-                 pool: concurrent.futures.Executor) -> None:
+def _write_shard(
+  shard: tfds_format.Shard,
+  render,
+  batch_size: int,
+  feature_dict,
+  progress: _Progress,
+  pool: concurrent.futures.Executor,
+) -> None:
   """Renders one shard into a temporary file, renames it into place when complete, then writes its checksum record."""
   tmp = f"{shard.path}.tmp-{jax.process_index()}-{os.getpid()}"
   seeds = shard.seeds
-  chunks = [seeds[i:i + batch_size] for i in range(0, len(seeds), batch_size)]
+  chunks = [seeds[i : i + batch_size] for i in range(0, len(seeds), batch_size)]
   padded = [np.pad(c, (0, batch_size - len(c)), mode="edge") for c in chunks]
   writer = array_record_module.ArrayRecordWriter(tmp, tfds_format.WRITER_OPTIONS)
   try:
@@ -266,10 +326,16 @@ def _write_shard(shard: tfds_format.Shard, render, batch_size: int, feature_dict
       tf.io.gfile.remove(tmp)
 
 
-def generate(config: ml_collections.ConfigDict, out_dir: str, *, generator: Any = None,
-             devices: list[jax.Device] | None = None,
-             on_shard_written: Callable[[tfds_format.Shard], None] | None = None,
-             process_index: int | None = None, process_count: int | None = None) -> list[tfds_format.Shard]:
+def generate(
+  config: ml_collections.ConfigDict,
+  out_dir: str,
+  *,
+  generator: Any = None,
+  devices: list[jax.Device] | None = None,
+  on_shard_written: Callable[[tfds_format.Shard], None] | None = None,
+  process_index: int | None = None,
+  process_count: int | None = None,
+) -> list[tfds_format.Shard]:
   """Renders `config.data.num_train` + `num_validation` examples into `out_dir`; returns the shards it wrote.
 
   The shards it wrote are the missing ones and the damaged ones (rebuilt; each logged as a WARNING when found).
@@ -294,8 +360,9 @@ def generate(config: ml_collections.ConfigDict, out_dir: str, *, generator: Any 
   shards = _plan(out_dir, wanted)
   mine = shards[process_index::process_count]  # both splits' shards in one sequence, dealt out in turn
   for s in mine:  # leftovers of a killed run; finished shards are only touched when they fail their check
-    for stale in (tf.io.gfile.glob(f"{s.path}.tmp-*")
-                  + tf.io.gfile.glob(f"{tfds_format.checksum_record_path(s.path)}.tmp-*")):
+    for stale in tf.io.gfile.glob(f"{s.path}.tmp-*") + tf.io.gfile.glob(
+      f"{tfds_format.checksum_record_path(s.path)}.tmp-*"
+    ):
       tf.io.gfile.remove(stale)
   feature_dict = tfds_format.features(wanted["resolution"], wanted["w_dim"], wanted["z_dim"])
   written = []
@@ -306,11 +373,25 @@ def generate(config: ml_collections.ConfigDict, out_dir: str, *, generator: Any 
       devices = list(jax.local_devices() if devices is None else devices)
       mesh = Mesh(np.array(devices), ("data",))
       batch_size = math.ceil(int(config.data.generate_batch_size) / len(devices)) * len(devices)
-      render = make_renderer(generator, g_config, mesh, wanted["seed"], wanted["truncation_psi"],
-                             wanted["truncation_cutoff"], wanted["noise_mode"])
+      render = make_renderer(
+        generator,
+        g_config,
+        mesh,
+        wanted["seed"],
+        wanted["truncation_psi"],
+        wanted["truncation_cutoff"],
+        wanted["noise_mode"],
+      )
       progress = _Progress(sum(s.length for s in todo))
-      logging.info("generate-data: %d of %d shards to write into %s (%d of them damaged ones) on %d devices, batch %d",
-                   len(todo), len(shards), out_dir, len(damaged), len(devices), batch_size)
+      logging.info(
+        "generate-data: %d of %d shards to write into %s (%d of them damaged ones) on %d devices, batch %d",
+        len(todo),
+        len(shards),
+        out_dir,
+        len(damaged),
+        len(devices),
+        batch_size,
+      )
       for shard in todo:
         _write_shard(shard, render, batch_size, feature_dict, progress, pool)
         written.append(shard)
@@ -318,21 +399,29 @@ def generate(config: ml_collections.ConfigDict, out_dir: str, *, generator: Any 
           on_shard_written(shard)
       progress.update(0, force=True)
   if damaged:
-    logging.info("generate-data: rebuilt %d damaged shards: %s", len(damaged),
-                 ", ".join(os.path.basename(s.path) for s in damaged))
+    logging.info(
+      "generate-data: rebuilt %d damaged shards: %s", len(damaged), ", ".join(os.path.basename(s.path) for s in damaged)
+    )
 
   if process_count > 1 and jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+
     multihost_utils.sync_global_devices("disentangle_jax.generate_data")
   info_path = os.path.join(out_dir, "dataset_info.json")
   # Also when another process rebuilt a shard: its size may differ from the one dataset_info.json records.
-  if process_index == 0 and (written or not tf.io.gfile.exists(info_path)
-                             or tfds_format.metadata_problems(out_dir, shards)):
+  if process_index == 0 and (
+    written or not tf.io.gfile.exists(info_path) or tfds_format.metadata_problems(out_dir, shards)
+  ):
     missing = [s.path for s in shards if not tf.io.gfile.exists(s.path)]
     if missing:
-      logging.warning("generate-data: %d shards still missing (e.g. %s); metadata not written yet", len(missing),
-                      missing[0])
+      logging.warning(
+        "generate-data: %d shards still missing (e.g. %s); metadata not written yet", len(missing), missing[0]
+      )
     else:
-      tfds_format.write_metadata(out_dir, shards, feature_dict, description=(
-          "(w, image) pairs rendered by a frozen generator; settings in generation.json"))
+      tfds_format.write_metadata(
+        out_dir,
+        shards,
+        feature_dict,
+        description=("(w, image) pairs rendered by a frozen generator; settings in generation.json"),
+      )
   return written

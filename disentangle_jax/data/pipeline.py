@@ -27,7 +27,8 @@ Each step yields a dict (per process: B = per-device batch x this process's devi
 from __future__ import annotations
 
 import os
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -36,7 +37,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from array_record.python import array_record_module
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from disentangle_jax.data import tfds_format
 
@@ -60,8 +63,9 @@ class ShardedSource:
 
   def __init__(self, data_dir: str, split: str, process_index: int | None = None, process_count: int | None = None):
     if not tf.io.gfile.exists(os.path.join(data_dir, "dataset_info.json")):
-      raise FileNotFoundError(f"{data_dir}: no dataset_info.json; run `disentangle-jax generate-data --out={data_dir}`"
-                              " (or let it finish)")
+      raise FileNotFoundError(
+        f"{data_dir}: no dataset_info.json; run `disentangle-jax generate-data --out={data_dir}` (or let it finish)"
+      )
     self.builder = tfds.builder_from_directory(data_dir)
     if split not in self.builder.info.splits:
       raise KeyError(f"{data_dir}: no split {split!r}; it has {list(self.builder.info.splits)}")
@@ -77,8 +81,9 @@ class ShardedSource:
     # The split's global example index of every local position (for tests and diagnostics).
     first = self.builder.info.splits[split].file_instructions
     file_start = dict(zip((os.fspath(fi.filename) for fi in first), np.cumsum([0] + [fi.take for fi in first])))
-    self.global_indices = np.concatenate([file_start[os.fspath(fi.filename)] + fi.skip + np.arange(fi.take)
-                                          for fi in self.instructions])
+    self.global_indices = np.concatenate(
+      [file_start[os.fspath(fi.filename)] + fi.skip + np.arange(fi.take) for fi in self.instructions]
+    )
 
   @staticmethod
   def _open(fi: Any) -> Any:
@@ -89,10 +94,12 @@ class ShardedSource:
       reader = array_record_module.ArrayRecordReader(path, "readahead_buffer_size:0")
       n = reader.num_records()
     except Exception as e:  # pylint: disable=broad-except
-      raise IOError(f"{path}: unreadable ArrayRecord shard ({e})") from e
+      raise OSError(f"{path}: unreadable ArrayRecord shard ({e})") from e
     if n != fi.examples_in_shard:
-      raise IOError(f"{path}: {n} records but dataset_info.json says {fi.examples_in_shard} (truncated or corrupt"
-                    " shard; delete it and rerun generate-data)")
+      raise OSError(
+        f"{path}: {n} records but dataset_info.json says {fi.examples_in_shard} (truncated or corrupt"
+        " shard; delete it and rerun generate-data)"
+      )
     return reader
 
   def __len__(self) -> int:
@@ -118,7 +125,7 @@ class ShardedSource:
       try:
         got = self.readers[f].read(records)
       except Exception as e:  # pylint: disable=broad-except
-        raise IOError(f"{fi.filename}: cannot read records {records} ({e})") from e
+        raise OSError(f"{fi.filename}: cannot read records {records} ({e})") from e
       for r, g in zip(rows, got):
         out[r] = g
     return out
@@ -171,8 +178,11 @@ def _parse(serialized: tf.Tensor, resolution: int, w_dim: int, images: bool = Tr
   parsed = tf.io.parse_example(serialized, spec)
   if not images:
     return None, parsed["w"]
-  pixels = tf.map_fn(lambda b: tf.io.decode_png(b, channels=3), parsed["image"],
-                     fn_output_signature=tf.TensorSpec([resolution, resolution, 3], tf.uint8))
+  pixels = tf.map_fn(
+    lambda b: tf.io.decode_png(b, channels=3),
+    parsed["image"],
+    fn_output_signature=tf.TensorSpec([resolution, resolution, 3], tf.uint8),
+  )
   return tf.ensure_shape(pixels, [None, resolution, resolution, 3]), parsed["w"]
 
 
@@ -196,29 +206,42 @@ class Pipeline:
   is a gather). Caching takes the PNG decoding, the costly part, out of the steady state.
   """
 
-  def __init__(self, data_dir: str, split: str, *, batch_size: int, seed: int, cross_every: int,
-               start_step: int = 0, num_steps: int | None = None, mesh: Mesh | None = None,
-               process_index: int | None = None, process_count: int | None = None, prefetch: int = 4,
-               cache: bool = False):
+  def __init__(
+    self,
+    data_dir: str,
+    split: str,
+    *,
+    batch_size: int,
+    seed: int,
+    cross_every: int,
+    start_step: int = 0,
+    num_steps: int | None = None,
+    mesh: Mesh | None = None,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    prefetch: int = 4,
+    cache: bool = False,
+  ):
     """Args:
-      data_dir: a folder written by `generate`.
-      split: "train" or "validation" (or any TFDS split spec of the folder).
-      batch_size: examples per step for THIS process (per-device batch x its local devices).
-      seed: the data seed; with `step` it fixes every batch.
-      cross_every: every `cross_every`-th step is a cross batch (0: never).
-      start_step: the first step to yield (a restored checkpoint's step).
-      num_steps: stop after this many steps (default: endless).
-      mesh: if given, outputs are global `jax.Array`s sharded as P("data") over it; otherwise numpy arrays.
-      process_index, process_count: simulate another process's view (tests); default the JAX process.
-      prefetch: steps prepared ahead of the consumer.
-      cache: decode this process's part of the split once into memory (see the class docstring).
+    data_dir: a folder written by `generate`.
+    split: "train" or "validation" (or any TFDS split spec of the folder).
+    batch_size: examples per step for THIS process (per-device batch x its local devices).
+    seed: the data seed; with `step` it fixes every batch.
+    cross_every: every `cross_every`-th step is a cross batch (0: never).
+    start_step: the first step to yield (a restored checkpoint's step).
+    num_steps: stop after this many steps (default: endless).
+    mesh: if given, outputs are global `jax.Array`s sharded as P("data") over it; otherwise numpy arrays.
+    process_index, process_count: simulate another process's view (tests); default the JAX process.
+    prefetch: steps prepared ahead of the consumer.
+    cache: decode this process's part of the split once into memory (see the class docstring).
     """
     self.source = ShardedSource(data_dir, split, process_index, process_count)
     info = self.source.builder.info.features
     self.resolution = int(info["image"].shape[0])
     self.w_dim = int(info["w"].shape[0])
-    self.schedule = Schedule(len(self.source), batch_size, seed, cross_every,
-                             jax.process_index() if process_index is None else process_index)
+    self.schedule = Schedule(
+      len(self.source), batch_size, seed, cross_every, jax.process_index() if process_index is None else process_index
+    )
     self.start_step, self.num_steps, self.mesh, self.prefetch = start_step, num_steps, mesh, prefetch
     self._sharding = None if mesh is None else NamedSharding(mesh, P("data"))
     self._images: np.ndarray | None = None
@@ -239,8 +262,12 @@ class Pipeline:
     w = np.empty((n, w_dim), np.float32)
 
     def load(start):
-      raw = tf.numpy_function(lambda s: np.array(self.source.read(np.arange(s, min(s + chunk, n))), dtype=object),
-                              [start], tf.string, stateful=False)
+      raw = tf.numpy_function(
+        lambda s: np.array(self.source.read(np.arange(s, min(s + chunk, n))), dtype=object),
+        [start],
+        tf.string,
+        stateful=False,
+      )
       return (start,) + _parse(raw, res, w_dim)
 
     ds = tf.data.Dataset.range(0, n, chunk).map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -249,9 +276,9 @@ class Pipeline:
       try:
         _, pixels, ws = next(it)
       except tf.errors.OpError as e:
-        raise IOError(f"caching the dataset failed: {self.diagnose(np.arange(start, min(start + chunk, n)))}") from e
-      images[start:start + len(pixels)] = pixels
-      w[start:start + len(ws)] = ws
+        raise OSError(f"caching the dataset failed: {self.diagnose(np.arange(start, min(start + chunk, n)))}") from e
+      images[start : start + len(pixels)] = pixels
+      w[start : start + len(ws)] = ws
     self._images, self._w = images, w
 
   def _positions(self, step: np.int64) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
@@ -327,12 +354,17 @@ class Pipeline:
         problem = self.diagnose(suspects)
         if problem.startswith("no single"):
           problem = self.diagnose(w, images=False)
-        raise IOError(f"input pipeline failed at step {step}: {problem}") from e
+        raise OSError(f"input pipeline failed at step {step}: {problem}") from e
       assert got_step == step, (got_step, step)
       same = self.schedule.same(step)
       ids = self._to_global(ids)
-      yield {"id": ids, "attr": ids if same else self._to_global(attr), "w_real": self._to_global(w),
-             "same": same, "step": int(step)}
+      yield {
+        "id": ids,
+        "attr": ids if same else self._to_global(attr),
+        "w_real": self._to_global(w),
+        "same": same,
+        "step": int(step),
+      }
       step += 1
 
 
@@ -350,8 +382,15 @@ def _auto_cache(data_dir: str, split: str, fraction: float = 0.25) -> bool:
   return need <= fraction * total
 
 
-def train_pipeline(config: ml_collections.ConfigDict, mesh: Mesh, *, start_step: int = 0, split: str = "train",
-                   data_dir: str | None = None, num_steps: int | None = None) -> Pipeline:
+def train_pipeline(
+  config: ml_collections.ConfigDict,
+  mesh: Mesh,
+  *,
+  start_step: int = 0,
+  split: str = "train",
+  data_dir: str | None = None,
+  num_steps: int | None = None,
+) -> Pipeline:
   """The training input of `config` on `mesh`, from `start_step` (global batch = per_device_batch_size x devices).
 
   Optional config fields: `data.cache_decoded` (True / False; default: cache when this process's decoded part fits
@@ -362,8 +401,14 @@ def train_pipeline(config: ml_collections.ConfigDict, mesh: Mesh, *, start_step:
   cache = config.data.get("cache_decoded", None)
   if cache is None:
     cache = _auto_cache(data_dir, split)
-  return Pipeline(data_dir, split, cache=bool(cache),
-                  batch_size=int(config.per_device_batch_size) * local_devices,
-                  seed=int(config.data.get("pipeline_seed", config.data.seed)) + (0 if split == "train" else 1),
-                  cross_every=int(config.data.get("cross_every", 3)), start_step=start_step,
-                  num_steps=num_steps, mesh=mesh)
+  return Pipeline(
+    data_dir,
+    split,
+    cache=bool(cache),
+    batch_size=int(config.per_device_batch_size) * local_devices,
+    seed=int(config.data.get("pipeline_seed", config.data.seed)) + (0 if split == "train" else 1),
+    cross_every=int(config.data.get("cross_every", 3)),
+    start_step=start_step,
+    num_steps=num_steps,
+    mesh=mesh,
+  )

@@ -61,12 +61,14 @@ _HASH_CHUNK = 1 << 22
 
 def features(resolution: int, w_dim: int, z_dim: int) -> tfds.features.FeaturesDict:
   """The example schema: the rendered image (lossless PNG), its w, its z and its seed."""
-  return tfds.features.FeaturesDict({
+  return tfds.features.FeaturesDict(
+    {
       "image": tfds.features.Image(shape=(resolution, resolution, 3), encoding_format="png"),
       "w": tfds.features.Tensor(shape=(w_dim,), dtype=np.float32),
       "z": tfds.features.Tensor(shape=(z_dim,), dtype=np.float32),
       "seed": tfds.features.Scalar(dtype=np.int64),
-  })
+    }
+  )
 
 
 def first_seed(split: str) -> int:
@@ -79,6 +81,7 @@ def first_seed(split: str) -> int:
 @dataclasses.dataclass(frozen=True)
 class Shard:
   """One output file: examples `start .. start + length - 1` of `split` (indices within the split)."""
+
   split: str
   index: int
   num_shards: int
@@ -92,8 +95,9 @@ class Shard:
 
 
 def _template(data_dir: str, split: str) -> tfds.core.ShardedFileTemplate:
-  return tfds.core.ShardedFileTemplate(data_dir=data_dir, template=FILENAME_TEMPLATE, dataset_name=DATASET_NAME,
-                                       split=split, filetype_suffix=FILE_FORMAT)
+  return tfds.core.ShardedFileTemplate(
+    data_dir=data_dir, template=FILENAME_TEMPLATE, dataset_name=DATASET_NAME, split=split, filetype_suffix=FILE_FORMAT
+  )
 
 
 def plan(data_dir: str, sizes: dict[str, int], examples_per_shard: int) -> list[Shard]:
@@ -109,27 +113,46 @@ def plan(data_dir: str, sizes: dict[str, int], examples_per_shard: int) -> list[
     template = _template(data_dir, split)
     for i in range(num_shards):
       start = i * examples_per_shard
-      shards.append(Shard(split, i, num_shards, start, min(examples_per_shard, size - start),
-                          os.fspath(template.sharded_filepath(shard_index=i, num_shards=num_shards))))
+      shards.append(
+        Shard(
+          split,
+          i,
+          num_shards,
+          start,
+          min(examples_per_shard, size - start),
+          os.fspath(template.sharded_filepath(shard_index=i, num_shards=num_shards)),
+        )
+      )
   return shards
 
 
-def write_metadata(data_dir: str, shards: list[Shard], feature_dict: tfds.features.FeaturesDict,
-                   description: str) -> None:
+def write_metadata(
+  data_dir: str, shards: list[Shard], feature_dict: tfds.features.FeaturesDict, description: str
+) -> None:
   """Writes `dataset_info.json` and `features.json` for finished shards (the last step of a generation)."""
   infos = []
   for split in dict.fromkeys(s.split for s in shards):
     mine = [s for s in shards if s.split == split]
-    infos.append(tfds.core.SplitInfo(
-        name=split, shard_lengths=[s.length for s in mine],
+    infos.append(
+      tfds.core.SplitInfo(
+        name=split,
+        shard_lengths=[s.length for s in mine],
         num_bytes=sum(tf.io.gfile.stat(s.path).length for s in mine),
-        filename_template=_template(data_dir, split)))
-  tfds.folder_dataset.write_metadata(data_dir=data_dir, features=feature_dict, split_infos=infos,
-                                     filename_template=FILENAME_TEMPLATE, check_data=False,
-                                     description=description)
+        filename_template=_template(data_dir, split),
+      )
+    )
+  tfds.folder_dataset.write_metadata(
+    data_dir=data_dir,
+    features=feature_dict,
+    split_infos=infos,
+    filename_template=FILENAME_TEMPLATE,
+    check_data=False,
+    description=description,
+  )
 
 
 # --- checksum records: catch shards truncated or changed after they were written -------------------------------------
+
 
 def checksum_record_path(shard_path: str) -> str:
   """Where the checksum record of the shard at `shard_path` lives: `<folder>/checksums/<shard file name>.json`."""
@@ -160,8 +183,9 @@ def count_records(path: str) -> int:
     reader.close()
 
 
-def write_checksum_record(shard_path: str, num_records: int, size: int | None = None,
-                          sha256: str | None = None) -> None:
+def write_checksum_record(
+  shard_path: str, num_records: int, size: int | None = None, sha256: str | None = None
+) -> None:
   """Records a finished shard's count, size and sha256 (hashed here unless given); temp file + rename, so a reader
   sees either no record or a complete one."""
   if size is None or sha256 is None:
@@ -170,8 +194,17 @@ def write_checksum_record(shard_path: str, num_records: int, size: int | None = 
   tf.io.gfile.makedirs(os.path.dirname(path))
   tmp = f"{path}.tmp-{os.getpid()}"
   with tf.io.gfile.GFile(tmp, "w") as f:
-    json.dump({"shard": os.path.basename(shard_path), "num_records": int(num_records), "num_bytes": int(size),
-               "sha256": sha256}, f, indent=2, sort_keys=True)
+    json.dump(
+      {
+        "shard": os.path.basename(shard_path),
+        "num_records": int(num_records),
+        "num_bytes": int(size),
+        "sha256": sha256,
+      },
+      f,
+      indent=2,
+      sort_keys=True,
+    )
   tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
@@ -182,8 +215,11 @@ def _read_checksum_record(shard_path: str) -> dict[str, Any] | None:
     return None
   with tf.io.gfile.GFile(path) as f:
     record = json.load(f)
-  return {"num_records": int(record["num_records"]), "num_bytes": int(record["num_bytes"]),
-          "sha256": str(record["sha256"])}
+  return {
+    "num_records": int(record["num_records"]),
+    "num_bytes": int(record["num_bytes"]),
+    "sha256": str(record["sha256"]),
+  }
 
 
 # What a damaged JSON file raises (JSONDecodeError and UnicodeDecodeError are ValueErrors).
@@ -231,8 +267,10 @@ def metadata_problems(data_dir: str, shards: list[Shard]) -> list[str]:
     return [f"{path}: missing (generation not finished)"]
   try:
     with tf.io.gfile.GFile(path) as f:
-      splits = {s["name"]: (int(s.get("numBytes", -1)), [int(n) for n in s.get("shardLengths", [])])
-                for s in json.load(f)["splits"]}
+      splits = {
+        s["name"]: (int(s.get("numBytes", -1)), [int(n) for n in s.get("shardLengths", [])])
+        for s in json.load(f)["splits"]
+      }
   except _UNREADABLE_JSON as e:
     return [f"{path}: unreadable ({type(e).__name__}: {e})"]
   problems = []

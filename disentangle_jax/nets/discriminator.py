@@ -43,9 +43,12 @@ def load(path: str | os.PathLike, negative_slope: float = 0.2) -> LatentDiscrimi
   """
   dense = mapper_lib.read_keras_dense(path, 4, "W_D")
   if dense[-1][0].shape[1] != 1:
-    raise mapper_lib.CheckpointFormatError(f"{os.fspath(path)}: the last Dense layer has {dense[-1][0].shape[1]} "
-                                           "outputs; W_D ends in one logit")
+    raise mapper_lib.CheckpointFormatError(
+      f"{os.fspath(path)}: the last Dense layer has {dense[-1][0].shape[1]} outputs; W_D ends in one logit"
+    )
   sizes = [dense[0][0].shape[0]] + [k.shape[1] for k, _ in dense[:-1]]
   return mapper_lib._filled(  # pylint: disable=protected-access
-      lambda rngs: LatentDiscriminator(sizes[0], sizes[1:], negative_slope=negative_slope, rngs=rngs), dense,
-      os.fspath(path))
+    lambda rngs: LatentDiscriminator(sizes[0], sizes[1:], negative_slope=negative_slope, rngs=rngs),
+    dense,
+    os.fspath(path),
+  )

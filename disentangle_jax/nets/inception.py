@@ -29,8 +29,8 @@ import numpy as np
 from flax import nnx
 
 from disentangle_jax import trees
-from disentangle_jax.third_party.common import config as config_lib
 from disentangle_jax.third_party.common import checkpoint_files
+from disentangle_jax.third_party.common import config as config_lib
 from disentangle_jax.third_party.common import converted
 from disentangle_jax.third_party.common import keras_h5
 from disentangle_jax.third_party.common import keymap
@@ -63,6 +63,7 @@ class Config(config_lib.ConfigBase):
     pool_count_include_pad: the blocks' 3x3 average pools divide by 9 at the border (torchvision); False divides
       by the pixels inside the image (Keras' `padding="same"` pooling).
   """
+
   width_multiplier: float = 1.0
   input_size: int = 299
   num_classes: int = 0
@@ -89,16 +90,13 @@ class Config(config_lib.ConfigBase):
     return ch(320) + 2 * ch(384) + 2 * ch(384) + ch(192)
 
 
-
-
 FULL = Config()
 
 
 class BasicConv(nnx.Module):
   """torchvision's `BasicConv2d`: bias-free conv, BatchNorm (eps 1e-3), ReLU."""
 
-  def __init__(self, cin: int, cout: int, kernel, *, stride: int = 1, padding=0, bn_scale: bool = True,
-               rngs: nnx.Rngs):
+  def __init__(self, cin: int, cout: int, kernel, *, stride: int = 1, padding=0, bn_scale: bool = True, rngs: nnx.Rngs):
     self.conv = layers.conv(cin, cout, kernel, stride=stride, padding=padding, rngs=rngs)
     self.bn = layers.BatchNorm(cout, BN_EPS, use_scale=bn_scale)
 
@@ -269,8 +267,19 @@ class Inception(nnx.Module):
     x = layers.max_pool(x, 3, 2)
     x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))
     x = layers.max_pool(x, 3, 2)
-    for block in (self.Mixed_5b, self.Mixed_5c, self.Mixed_5d, self.Mixed_6a, self.Mixed_6b, self.Mixed_6c,
-                  self.Mixed_6d, self.Mixed_6e, self.Mixed_7a, self.Mixed_7b, self.Mixed_7c):
+    for block in (
+      self.Mixed_5b,
+      self.Mixed_5c,
+      self.Mixed_5d,
+      self.Mixed_6a,
+      self.Mixed_6b,
+      self.Mixed_6c,
+      self.Mixed_6d,
+      self.Mixed_6e,
+      self.Mixed_7a,
+      self.Mixed_7b,
+      self.Mixed_7c,
+    ):
       x = block(x)
     pool = jnp.mean(x, axis=(1, 2))
     out = {"pool": pool}
@@ -296,6 +305,7 @@ Module = Inception
 
 
 # --- converters -----------------------------------------------------------------------------------------------------
+
 
 def rename(module_path: tuple[str, ...]) -> str:
   """Flax module path -> torchvision module name (identical, dot-joined)."""
@@ -356,17 +366,25 @@ b64 c65 b65 c61 c66 b61 b66 c62 c67 b62 b67 c60 c63 c68 c69 b60 b63 b68 b69 c72 
 b71 b75 c80 b80 c77 c81 b77 b81 c78 c79 c82 c83 c76 b78 b79 b82 b83 c84 b76 b84 c89 b89 c86 c90 b86 b90 c87 c88 c91
 c92 c85 b87 b88 b91 b92 c93 b85 b93
 """.split()
-_KERAS_LEAVES = {"c": (("kernel", "weight"),),
-                 "b": (("beta", "bias"), ("moving_mean", "running_mean"), ("moving_variance", "running_var"))}
+_KERAS_LEAVES = {
+  "c": (("kernel", "weight"),),
+  "b": (("beta", "bias"), ("moving_mean", "running_mean"), ("moving_variance", "running_var")),
+}
 
 
 def basic_conv_names(config: Config) -> list[str]:
   """torchvision names of every BasicConv in module definition order (state trees sort their keys; this does not)."""
+
   def walk(module: Any, prefix: str) -> list[str]:
     if isinstance(module, BasicConv):
       return [prefix]
-    return [n for name, child in vars(module).items() if isinstance(child, nnx.Module)
-            for n in walk(child, f"{prefix}.{name}" if prefix else name)]
+    return [
+      n
+      for name, child in vars(module).items()
+      if isinstance(child, nnx.Module)
+      for n in walk(child, f"{prefix}.{name}" if prefix else name)
+    ]
+
   # Walked while it is built under `jax.eval_shape` (nothing allocated); `nnx.eval_shape` would return a module
   # rebuilt from its sorted state.
   names: list[str] = []
@@ -390,24 +408,29 @@ def keras_h5_state_dict(path: str, config: Config = KERAS) -> dict[str, np.ndarr
   layers_ = keras_h5.read(path)
   if len(layers_) != len(_KERAS_ORDER):
     raise CheckpointFormatError(
-        f"{path}: {len(layers_)} layers with weights, but the original's AttrEncoder (Keras InceptionV3 without its "
-        f"classifier) has {len(_KERAS_ORDER)} ({len(prefixes)} Conv2D + {len(prefixes)} BatchNormalization): "
-        "not an AttrEncoder.h5")
+      f"{path}: {len(layers_)} layers with weights, but the original's AttrEncoder (Keras InceptionV3 without its "
+      f"classifier) has {len(_KERAS_ORDER)} ({len(prefixes)} Conv2D + {len(prefixes)} BatchNormalization): "
+      "not an AttrEncoder.h5"
+    )
   out: dict[str, np.ndarray] = {}
   for layer, code in zip(layers_, _KERAS_ORDER):
     kind, prefix = code[0], prefixes[int(code[1:])]
     want = _KERAS_LEAVES[kind]
     what = "Conv2D (kernel)" if kind == "c" else "BatchNormalization(scale=False) (beta, moving_mean, moving_variance)"
     if layer.leaves != tuple(k for k, _ in want):
-      raise CheckpointFormatError(f"{path}: layer {layer.name!r} holds weights {list(layer.leaves)} where the "
-                                  f"AttrEncoder has the {what} of {prefix}")
+      raise CheckpointFormatError(
+        f"{path}: layer {layer.name!r} holds weights {list(layer.leaves)} where the "
+        f"AttrEncoder has the {what} of {prefix}"
+      )
     for (weight, array), (_, torch_leaf) in zip(layer.weights, want):
       key = f"{prefix}.{'conv' if kind == 'c' else 'bn'}.{torch_leaf}"
       o, i, h, w = expected[key] if kind == "c" else (0, 0, 0, 0)
       keras_shape = (h, w, i, o) if kind == "c" else expected[key]
       if tuple(array.shape) != keras_shape:
-        raise CheckpointFormatError(f"{path}: layer {layer.name!r}, weight {weight!r} has shape {array.shape}, "
-                                    f"expected {keras_shape} (the AttrEncoder's {prefix})")
+        raise CheckpointFormatError(
+          f"{path}: layer {layer.name!r}, weight {weight!r} has shape {array.shape}, "
+          f"expected {keras_shape} (the AttrEncoder's {prefix})"
+        )
       if kind == "c":
         array = np.ascontiguousarray(array.transpose(3, 2, 0, 1))
       out[key] = array

@@ -12,7 +12,8 @@ Keras' default (Glorot uniform), the last two use He-style variance scaling with
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -32,16 +33,17 @@ def leaky_relu_init(negative_slope: float) -> nnx.Initializer:
 class Mapper(nnx.Module):
   """concat(id, attr) [B, in_features] -> w [B, out_features]."""
 
-  def __init__(self, in_features: int, hidden: Sequence[int], out_features: int, *, negative_slope: float = 0.2,
-               rngs: nnx.Rngs):
+  def __init__(
+    self, in_features: int, hidden: Sequence[int], out_features: int, *, negative_slope: float = 0.2, rngs: nnx.Rngs
+  ):
     sizes = [in_features, *hidden, out_features]
     he = leaky_relu_init(negative_slope)
     glorot = jax.nn.initializers.glorot_uniform()
     n = len(sizes) - 1
     # Only the last two layers get the LeakyReLU-gain init, as in the original (the others keep Keras' default).
-    self.layers = nnx.List([
-        nnx.Linear(sizes[i], sizes[i + 1], kernel_init=he if i >= n - 2 else glorot, rngs=rngs) for i in range(n)
-    ])
+    self.layers = nnx.List(
+      [nnx.Linear(sizes[i], sizes[i + 1], kernel_init=he if i >= n - 2 else glorot, rngs=rngs) for i in range(n)]
+    )
     self.negative_slope = negative_slope
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -67,26 +69,35 @@ def read_keras_dense(path: str | os.PathLike, count: int, network: str) -> list[
   path = os.fspath(path)
   found = keras_h5.read(path)
   if len(found) != count:
-    raise CheckpointFormatError(f"{path}: {len(found)} layers with weights ({[l.name for l in found]}), but the "
-                                f"original's {network} has {count} Dense layers: not a {network}.h5")
+    raise CheckpointFormatError(
+      f"{path}: {len(found)} layers with weights ({[l.name for l in found]}), but the "
+      f"original's {network} has {count} Dense layers: not a {network}.h5"
+    )
   out = []
   for i, layer in enumerate(found):
     if layer.leaves != ("kernel", "bias"):
-      raise CheckpointFormatError(f"{path}: layer {layer.name!r} holds weights {list(layer.leaves)}, not a Dense "
-                                  f"layer's (kernel, bias) ({network} layer {i})")
+      raise CheckpointFormatError(
+        f"{path}: layer {layer.name!r} holds weights {list(layer.leaves)}, not a Dense "
+        f"layer's (kernel, bias) ({network} layer {i})"
+      )
     (kname, kernel), (bname, bias) = layer.weights
     if kernel.ndim != 2 or bias.shape != (kernel.shape[-1],):
-      raise CheckpointFormatError(f"{path}: layer {layer.name!r}: weight {kname!r} {kernel.shape} and {bname!r} "
-                                  f"{bias.shape} are not a Dense layer's [in, out] and [out]")
+      raise CheckpointFormatError(
+        f"{path}: layer {layer.name!r}: weight {kname!r} {kernel.shape} and {bname!r} "
+        f"{bias.shape} are not a Dense layer's [in, out] and [out]"
+      )
     if out and kernel.shape[0] != out[-1][0].shape[1]:
-      raise CheckpointFormatError(f"{path}: layer {layer.name!r}, weight {kname!r} takes {kernel.shape[0]} inputs "
-                                  f"but the previous layer gives {out[-1][0].shape[1]}")
+      raise CheckpointFormatError(
+        f"{path}: layer {layer.name!r}, weight {kname!r} takes {kernel.shape[0]} inputs "
+        f"but the previous layer gives {out[-1][0].shape[1]}"
+      )
     out.append((kernel, bias))
   return out
 
 
-def _filled(make: Callable[[nnx.Rngs], nnx.Module], dense: list[tuple[np.ndarray, np.ndarray]],
-            source: str) -> nnx.Module:
+def _filled(
+  make: Callable[[nnx.Rngs], nnx.Module], dense: list[tuple[np.ndarray, np.ndarray]], source: str
+) -> nnx.Module:
   """`make` built abstractly and filled with the Dense layers' arrays (`trees.assign` checks every entry)."""
   module = nnx.eval_shape(lambda: make(nnx.Rngs(0)))
   trees.assign(module, {"layers": {i: {"kernel": k, "bias": b} for i, (k, b) in enumerate(dense)}}, source)
@@ -97,5 +108,8 @@ def load(path: str | os.PathLike, negative_slope: float = 0.2) -> Mapper:
   """M from the original's `LatentMappingNetwork*.h5` (four Dense layers, 2560 -> 2048 -> 1024 -> 512 -> 512)."""
   dense = read_keras_dense(path, 4, "LatentMappingNetwork")
   sizes = [dense[0][0].shape[0]] + [k.shape[1] for k, _ in dense]
-  return _filled(lambda rngs: Mapper(sizes[0], sizes[1:-1], sizes[-1], negative_slope=negative_slope, rngs=rngs),
-                 dense, os.fspath(path))
+  return _filled(
+    lambda rngs: Mapper(sizes[0], sizes[1:-1], sizes[-1], negative_slope=negative_slope, rngs=rngs),
+    dense,
+    os.fspath(path),
+  )

@@ -51,9 +51,26 @@ NUM_IDENTITY, NUM_ATTRIBUTE = len(IDENTITY), len(ATTRIBUTE)
 _SQUASH_GAIN = 1.6  # standardised projection -> sigmoid(gain * p): most samples spread over a factor's range
 _NEGATIVE_SLOPE = 0.2
 
-__all__ = ["ATTRIBUTE", "ATTRIBUTE_NAMES", "Buffer", "Config", "Generator", "IDENTITY", "IDENTITY_NAMES", "Module",
-           "NETWORK", "convert", "convert_to", "factors", "from_params", "init", "load", "mapping", "save",
-           "synthesis"]
+__all__ = [
+  "ATTRIBUTE",
+  "ATTRIBUTE_NAMES",
+  "Buffer",
+  "Config",
+  "Generator",
+  "IDENTITY",
+  "IDENTITY_NAMES",
+  "Module",
+  "NETWORK",
+  "convert",
+  "convert_to",
+  "factors",
+  "from_params",
+  "init",
+  "load",
+  "mapping",
+  "save",
+  "synthesis",
+]
 
 
 class Buffer(nnx.Variable):
@@ -87,8 +104,9 @@ class Config(config_lib.ConfigBase):
       if int(getattr(self, name)) < 1:
         raise ValueError(f"toy Config.{name} must be positive, got {getattr(self, name)}")
     if int(self.w_dim) < NUM_IDENTITY + NUM_ATTRIBUTE:
-      raise ValueError(f"toy Config.w_dim must be >= {NUM_IDENTITY + NUM_ATTRIBUTE} (one direction per factor), "
-                       f"got {self.w_dim}")
+      raise ValueError(
+        f"toy Config.w_dim must be >= {NUM_IDENTITY + NUM_ATTRIBUTE} (one direction per factor), got {self.w_dim}"
+      )
 
   @property
   def num_ws(self) -> int:
@@ -112,10 +130,10 @@ class Generator(nnx.Module):
     self.config = config
     c = config
     dims = [c.z_dim] + [c.w_dim] * c.mapping_layers
-    self.mapping_weights = nnx.List([nnx.Param(jax.random.normal(rngs.params(), (dims[i], dims[i + 1])))
-                                     for i in range(c.mapping_layers)])
-    self.mapping_biases = nnx.List([nnx.Param(jnp.zeros((dims[i + 1],), jnp.float32))
-                                    for i in range(c.mapping_layers)])
+    self.mapping_weights = nnx.List(
+      [nnx.Param(jax.random.normal(rngs.params(), (dims[i], dims[i + 1]))) for i in range(c.mapping_layers)]
+    )
+    self.mapping_biases = nnx.List([nnx.Param(jnp.zeros((dims[i + 1],), jnp.float32)) for i in range(c.mapping_layers)])
     self.identity_basis = nnx.Param(jnp.zeros((c.w_dim, NUM_IDENTITY), jnp.float32))
     self.attribute_basis = nnx.Param(jnp.zeros((c.w_dim, NUM_ATTRIBUTE), jnp.float32))
     self.w_avg = Buffer(jnp.zeros((c.w_dim,), jnp.float32))
@@ -132,8 +150,9 @@ class Generator(nnx.Module):
         x = _lrelu(x) * math.sqrt(2.0 / (1.0 + _NEGATIVE_SLOPE**2))
     return x
 
-  def mapping(self, z: jax.Array, truncation_psi: float | jax.Array = 1.0,
-              truncation_cutoff: int | None = None) -> jax.Array:
+  def mapping(
+    self, z: jax.Array, truncation_psi: float | jax.Array = 1.0, truncation_cutoff: int | None = None
+  ) -> jax.Array:
     """z [B, z_dim] -> ws [B, num_ws, w_dim]; truncation lerps towards `w_avg` (skipped if `truncation_cutoff`=0)."""
     c = self.config
     if z.ndim != 2 or z.shape[1] != c.z_dim:
@@ -163,8 +182,9 @@ class Generator(nnx.Module):
 
     return {"identity": squash(self.identity_basis, IDENTITY), "attribute": squash(self.attribute_basis, ATTRIBUTE)}
 
-  def synthesis(self, ws: jax.Array, noise_mode: str = "const", rng: jax.Array | None = None, noise: Any = None,
-                dtype: Any = None) -> jax.Array:
+  def synthesis(
+    self, ws: jax.Array, noise_mode: str = "const", rng: jax.Array | None = None, noise: Any = None, dtype: Any = None
+  ) -> jax.Array:
     """ws [B, num_ws, w_dim] -> image [B, H, W, 3] float32 in [-1, 1].
 
     `noise_mode`, `rng`, `noise` and `dtype` are accepted for parity with the StyleGANs and change nothing: the toy
@@ -179,8 +199,13 @@ class Generator(nnx.Module):
     f = self.factors(ws[:, 0].astype(jnp.float32))
     return render_lib.render(f["identity"], f["attribute"], c.resolution)
 
-  def __call__(self, z: jax.Array, truncation_psi: float | jax.Array = 1.0, truncation_cutoff: int | None = None,
-               noise_mode: str = "const") -> jax.Array:
+  def __call__(
+    self,
+    z: jax.Array,
+    truncation_psi: float | jax.Array = 1.0,
+    truncation_cutoff: int | None = None,
+    noise_mode: str = "const",
+  ) -> jax.Array:
     return self.synthesis(self.mapping(z, truncation_psi, truncation_cutoff), noise_mode=noise_mode)
 
 
@@ -192,8 +217,7 @@ def from_params(config: Config, params: dict[str, Any], source: str) -> Generato
   return converted.build(Generator, config, params, source)
 
 
-def _numpy_mapping(config: Config, weights: list[np.ndarray], biases: list[np.ndarray], z: np.ndarray
-                   ) -> np.ndarray:
+def _numpy_mapping(config: Config, weights: list[np.ndarray], biases: list[np.ndarray], z: np.ndarray) -> np.ndarray:
   """`Generator.mapping_net` in numpy (float64): statistics for `init` without compiling anything."""
   x = z / np.sqrt(np.mean(z * z, axis=1, keepdims=True) + 1e-8)
   for i, (weight, bias) in enumerate(zip(weights, biases)):
@@ -218,15 +242,15 @@ def init(config: Config, seed: int, w_samples: int = 8192) -> Generator:
   # Orthonormal directions (QR of a Gaussian matrix): the first ones identity, the next ones attributes.
   q, r = np.linalg.qr(rng.standard_normal((config.w_dim, config.w_dim)))
   q = q * np.sign(np.diag(r))  # a unique (Haar) orthogonal matrix, independent of the LAPACK sign convention
-  directions = q[:, :NUM_IDENTITY + NUM_ATTRIBUTE]
+  directions = q[:, : NUM_IDENTITY + NUM_ATTRIBUTE]
   scale = ((w - w_avg) @ directions).std(axis=0)
   basis = (directions / scale).astype(np.float32)  # columns stay mutually orthogonal
   params = {
-      "mapping_weights": {str(i): weight for i, weight in enumerate(weights)},
-      "mapping_biases": {str(i): bias for i, bias in enumerate(biases)},
-      "identity_basis": basis[:, :NUM_IDENTITY],
-      "attribute_basis": basis[:, NUM_IDENTITY:],
-      "w_avg": w_avg.astype(np.float32),
+    "mapping_weights": {str(i): weight for i, weight in enumerate(weights)},
+    "mapping_biases": {str(i): bias for i, bias in enumerate(biases)},
+    "identity_basis": basis[:, :NUM_IDENTITY],
+    "attribute_basis": basis[:, NUM_IDENTITY:],
+    "w_avg": w_avg.astype(np.float32),
   }
   return from_params(config, params, f"toy init(seed={seed})")
 
@@ -238,8 +262,10 @@ def save(generator: Generator, dst: str | os.PathLike, source: str = "toy init")
 
 def convert(src: str | os.PathLike, **_: Any) -> tuple[Config, dict[str, Any]]:
   """There is no upstream toy checkpoint: only directories written by `save` / `convert_to` load."""
-  raise NotConvertibleError(f"{src}: not a converted toy generator directory (no network.json); the toy generator "
-                            "has no upstream checkpoints: write one with `toy.generator.save(init(config, seed), dst)`")
+  raise NotConvertibleError(
+    f"{src}: not a converted toy generator directory (no network.json); the toy generator "
+    "has no upstream checkpoints: write one with `toy.generator.save(init(config, seed), dst)`"
+  )
 
 
 def convert_to(src: str | os.PathLike, dst: str | os.PathLike, **overrides: Any) -> Config:
@@ -257,15 +283,22 @@ def load(path: str | os.PathLike, **overrides: Any) -> Generator:
 
 
 @functools.partial(jax.jit, static_argnames=("truncation_psi", "truncation_cutoff"))
-def mapping(generator: Generator, z: jax.Array, truncation_psi: float = 1.0,
-            truncation_cutoff: int | None = None) -> jax.Array:
+def mapping(
+  generator: Generator, z: jax.Array, truncation_psi: float = 1.0, truncation_cutoff: int | None = None
+) -> jax.Array:
   """`generator.mapping`, compiled once per truncation setting and input shape."""
   return generator.mapping(z, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
 
 
 @functools.partial(jax.jit, static_argnames=("noise_mode", "dtype"))
-def synthesis(generator: Generator, ws: jax.Array, noise_mode: str = "const", rng: jax.Array | None = None,
-              noise: Any = None, dtype: Any = None) -> jax.Array:
+def synthesis(
+  generator: Generator,
+  ws: jax.Array,
+  noise_mode: str = "const",
+  rng: jax.Array | None = None,
+  noise: Any = None,
+  dtype: Any = None,
+) -> jax.Array:
   """`generator.synthesis`, compiled once per input shape."""
   return generator.synthesis(ws, noise_mode=noise_mode, rng=rng, noise=noise, dtype=dtype)
 

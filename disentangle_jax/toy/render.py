@@ -26,22 +26,22 @@ import jax.numpy as jnp
 
 # (name, low, high): the factor's range in the units the renderer uses.
 IDENTITY = (
-    ("face_width", 0.44, 0.60),  # semi-axis of the face ellipse, in half image widths
-    ("face_height", 0.54, 0.70),  # semi-axis, in half image heights
-    ("skin_tone", 0.0, 1.0),  # position along SKIN (pale to dark)
-    ("hair_colour", 0.0, 1.0),  # position along HAIR (black, brown, auburn, blonde)
-    ("hair_volume", 0.0, 1.0),  # how far the hair stands out around the head
-    ("eye_spacing", 0.26, 0.56),  # azimuth of each eye on the head, radians
-    ("eye_colour", 0.0, 1.0),  # position along IRIS (blue, green, hazel, brown)
-    ("nose_length", 0.5, 1.6),  # scales the nose's vertical extent
+  ("face_width", 0.44, 0.60),  # semi-axis of the face ellipse, in half image widths
+  ("face_height", 0.54, 0.70),  # semi-axis, in half image heights
+  ("skin_tone", 0.0, 1.0),  # position along SKIN (pale to dark)
+  ("hair_colour", 0.0, 1.0),  # position along HAIR (black, brown, auburn, blonde)
+  ("hair_volume", 0.0, 1.0),  # how far the hair stands out around the head
+  ("eye_spacing", 0.26, 0.56),  # azimuth of each eye on the head, radians
+  ("eye_colour", 0.0, 1.0),  # position along IRIS (blue, green, hazel, brown)
+  ("nose_length", 0.5, 1.6),  # scales the nose's vertical extent
 )
 ATTRIBUTE = (
-    ("yaw", -0.6, 0.6),  # head turn about the vertical axis, radians (positive: features move right)
-    ("pitch", -0.3, 0.3),  # nod, radians (positive: features move down)
-    ("mouth_open", 0.0, 1.0),
-    ("smile", -0.6, 1.0),  # bend of the mouth: corners down (negative) or up (positive)
-    ("brow_raise", 0.0, 1.0),
-    ("light_azimuth", -1.1, 1.1),  # direction the light comes from, radians (positive: from the right)
+  ("yaw", -0.6, 0.6),  # head turn about the vertical axis, radians (positive: features move right)
+  ("pitch", -0.3, 0.3),  # nod, radians (positive: features move down)
+  ("mouth_open", 0.0, 1.0),
+  ("smile", -0.6, 1.0),  # bend of the mouth: corners down (negative) or up (positive)
+  ("brow_raise", 0.0, 1.0),
+  ("light_azimuth", -1.1, 1.1),  # direction the light comes from, radians (positive: from the right)
 )
 IDENTITY_NAMES = tuple(name for name, _, _ in IDENTITY)
 ATTRIBUTE_NAMES = tuple(name for name, _, _ in ATTRIBUTE)
@@ -90,6 +90,7 @@ def ellipse_sdf(x: jax.Array, y: jax.Array, cx: jax.Array, cy: jax.Array, rx: ja
 @dataclasses.dataclass(frozen=True)
 class _Layer:
   """How one shape is coloured and clipped (static): colour = base * (ambient + lit * shade)."""
+
   ambient: float
   lit: float
   clip: int = -1  # index of an earlier shape whose coverage this one is clipped to (-1: none)
@@ -105,24 +106,40 @@ class _Shapes:
     self.colours: list[jax.Array] = []
     self.layers: list[_Layer] = []
 
-  def add(self, colour: jax.Array | tuple[float, float, float], cx: Any, cy: Any, rx: Any, ry: Any, *,
-          ambient: float = 1.0, lit: float = 0.0, clip: int = -1, bend: Any = 0.0, lift: Any = 0.0,
-          cut: Any = None, cut_bend: Any = 0.0) -> int:
+  def add(
+    self,
+    colour: jax.Array | tuple[float, float, float],
+    cx: Any,
+    cy: Any,
+    rx: Any,
+    ry: Any,
+    *,
+    ambient: float = 1.0,
+    lit: float = 0.0,
+    clip: int = -1,
+    bend: Any = 0.0,
+    lift: Any = 0.0,
+    cut: Any = None,
+    cut_bend: Any = 0.0,
+  ) -> int:
     """Adds an ellipse; returns its index (for `clip`).
 
     The ellipse is evaluated at (x, y + bend * u^2 + lift), u = (x - cx) / rx: a positive bend curves its ends up
     (a smile, an arched brow). With `cut`, it is kept only above the curve y = cut + cut_bend * u^2 (same bent y).
     """
     shape = (self.batch, 1, 1)
-    self.params.append([jnp.broadcast_to(jnp.asarray(p, jnp.float32), shape)
-                        for p in (cx, cy, rx, ry, bend, lift, 0.0 if cut is None else cut, cut_bend)])
+    self.params.append(
+      [
+        jnp.broadcast_to(jnp.asarray(p, jnp.float32), shape)
+        for p in (cx, cy, rx, ry, bend, lift, 0.0 if cut is None else cut, cut_bend)
+      ]
+    )
     colour = jnp.asarray(colour, jnp.float32)
     self.colours.append(jnp.broadcast_to(colour.reshape(-1, 3), (self.batch, 3)))
     self.layers.append(_Layer(ambient, lit, clip, cut is not None))
     return len(self.layers) - 1
 
-  def composite(self, x: jax.Array, y: jax.Array, background: jax.Array, shade: jax.Array, soft: float
-                ) -> jax.Array:
+  def composite(self, x: jax.Array, y: jax.Array, background: jax.Array, shade: jax.Array, soft: float) -> jax.Array:
     """Every shape's coverage in one batched pass, then layer-by-layer "over" onto `background` [B, H, W, 3]."""
     cx, cy, rx, ry, bend, lift, cut, cut_bend = (jnp.stack(p, axis=1) for p in zip(*self.params))  # [B, S, 1, 1]
     x, y = x[:, None], y[:, None]  # [1, 1, 1, W], [1, 1, H, 1]
@@ -160,15 +177,20 @@ def render(identity: jax.Array, attribute: jax.Array, resolution: int) -> jax.Ar
   cx, cy = jnp.zeros_like(a), jnp.full_like(a, _HEAD_Y)
   yaw, pitch = f["yaw"], f["pitch"]
 
-  def place(azimuth: jax.Array | float, elevation: jax.Array | float, depth: float = 1.0
-            ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+  def place(
+    azimuth: jax.Array | float, elevation: jax.Array | float, depth: float = 1.0
+  ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """A point on the head ellipsoid -> (x, y, x foreshortening, y foreshortening) in the image.
 
     `depth` > 1 lifts the point off the surface (the nose tip), so it swings further with yaw.
     """
     az, el = azimuth + yaw, elevation + pitch
-    return (cx + a * depth * jnp.sin(az) * jnp.cos(el), cy + b * jnp.sin(el),
-            jnp.maximum(jnp.cos(az), 0.05), jnp.maximum(jnp.cos(el), 0.05))
+    return (
+      cx + a * depth * jnp.sin(az) * jnp.cos(el),
+      cy + b * jnp.sin(el),
+      jnp.maximum(jnp.cos(az), 0.05),
+      jnp.maximum(jnp.cos(el), 0.05),
+    )
 
   # Lambert shading of the head ellipsoid (also used beyond its outline, where it is clamped).
   light = jnp.concatenate([jnp.sin(f["light_azimuth"]), jnp.full_like(a, -0.45), jnp.cos(f["light_azimuth"])], -1)
@@ -201,8 +223,17 @@ def render(identity: jax.Array, attribute: jax.Array, resolution: int) -> jax.Ar
     shapes.add(skin, ex, ey, 0.09 * a, 0.16 * b, ambient=0.85)
   face = shapes.add(skin, cx, cy, a, b, ambient=0.0, lit=1.0)
   # Fringe: the hair ellipse above a hairline that curves down at the temples, and follows the nod.
-  shapes.add(hair, back_cx, hair_cy, hair_rx, hair_ry, ambient=0.0, lit=1.0,
-             cut=cy + b * jnp.sin(-0.76 + 0.5 * pitch), cut_bend=0.45 * b * (hair_rx / a) ** 2)
+  shapes.add(
+    hair,
+    back_cx,
+    hair_cy,
+    hair_rx,
+    hair_ry,
+    ambient=0.0,
+    lit=1.0,
+    cut=cy + b * jnp.sin(-0.76 + 0.5 * pitch),
+    cut_bend=0.45 * b * (hair_rx / a) ** 2,
+  )
 
   # Eyes: a lid shadow, the white, the iris and pupil (clipped to the white), gaze following the head; eyebrows.
   for side in (-1.0, 1.0):
@@ -220,8 +251,9 @@ def render(identity: jax.Array, attribute: jax.Array, resolution: int) -> jax.Ar
   length = f["nose_length"]
   nx, ny, nfx, nfy = place(0.0, _NOSE_ELEVATION * length, depth=1.12)
   shadow_dx = -0.03 * jnp.sin(f["light_azimuth"])
-  shapes.add(skin, nx + shadow_dx, ny - 0.06 * length, 0.04 * nfx, 0.12 * length * nfy, ambient=0.0, lit=0.62,
-             clip=face)
+  shapes.add(
+    skin, nx + shadow_dx, ny - 0.06 * length, 0.04 * nfx, 0.12 * length * nfy, ambient=0.0, lit=0.62, clip=face
+  )
   shapes.add(skin, nx, ny, 0.05 * nfx, 0.035 * nfy, ambient=0.0, lit=1.05, clip=face)
   for side in (-1.0, 1.0):
     shapes.add(skin, nx + side * 0.026 * nfx, ny + 0.022 * nfy, 0.013 * nfx, 0.009 * nfy, ambient=0.35, clip=face)
@@ -232,8 +264,18 @@ def render(identity: jax.Array, attribute: jax.Array, resolution: int) -> jax.Ar
   opening = (0.006 + 0.085 * f["mouth_open"]) * mfy
   bend, lift = 0.07 * f["smile"], -0.021 * f["smile"]
   lips_rx = half_width + 0.015
-  shapes.add(LIPS, mx, my, lips_rx, opening + 0.028, ambient=0.0, lit=1.0, clip=face,
-             bend=bend * (lips_rx / half_width) ** 2, lift=lift)
+  shapes.add(
+    LIPS,
+    mx,
+    my,
+    lips_rx,
+    opening + 0.028,
+    ambient=0.0,
+    lit=1.0,
+    clip=face,
+    bend=bend * (lips_rx / half_width) ** 2,
+    lift=lift,
+  )
   shapes.add(MOUTH, mx, my, half_width, opening, clip=face, bend=bend, lift=lift)
   # The same ellipse as the opening (so not clipped to it again), above a line near its top.
   shapes.add(TEETH, mx, my, half_width, opening, clip=face, bend=bend, lift=lift, cut=my - 0.35 * opening)

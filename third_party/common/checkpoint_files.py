@@ -13,8 +13,10 @@ import os
 import pickle
 import zipfile
 import zlib
+from collections.abc import Callable
 from collections.abc import Mapping
-from typing import Any, BinaryIO, Callable
+from typing import Any
+from typing import BinaryIO
 
 import numpy as np
 
@@ -61,5 +63,5 @@ def _as_state_dict(obj: Any, path: str) -> dict[str, np.ndarray]:
     if not isinstance(v, (np.ndarray, np.generic, int, float)):
       raise CheckpointFormatError(f"{path}: entry {k!r} is a {type(v).__name__}, not an array")
     key = str(k)
-    out[key[len("module."):] if key.startswith("module.") else key] = np.asarray(v)
+    out[key[len("module.") :] if key.startswith("module.") else key] = np.asarray(v)
   return out

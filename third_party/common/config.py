@@ -8,7 +8,8 @@ refuses unknown fields by name instead of passing them to the constructor.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, TypeVar
+from typing import Any
+from typing import TypeVar
 
 _C = TypeVar("_C", bound="ConfigBase")
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from flax import nnx
 
@@ -72,8 +73,9 @@ def build(module_cls: Callable[..., nnx.Module], config: Any, params: Any, sourc
   return module
 
 
-def read(path: str | os.PathLike, network: str, config_cls: Any, convert: Callable[..., tuple[Any, Any]],
-         **convert_kwargs: Any) -> tuple[Any, Any]:
+def read(
+  path: str | os.PathLike, network: str, config_cls: Any, convert: Callable[..., tuple[Any, Any]], **convert_kwargs: Any
+) -> tuple[Any, Any]:
   """(config, params) of a directory written by `save` (for `network`), or else `convert(path, **convert_kwargs)`."""
   if is_converted(path):
     config_dict, params = load(path, network)

@@ -24,6 +24,7 @@ from disentangle_jax.third_party.common.torch_pickle import CheckpointFormatErro
 @dataclasses.dataclass(frozen=True)
 class Layer:
   """One layer group: its name and its (weight name, float32 array) pairs in file order."""
+
   name: str
   weights: tuple[tuple[str, np.ndarray], ...]
 
@@ -80,16 +81,18 @@ def read(path: str | os.PathLike, *, skip_empty: bool = True) -> list[Layer]:
         try:
           array = np.asarray(group[weight][()], np.float32)
         except (KeyError, OSError, ValueError) as e:
-          raise CheckpointFormatError(f"{path}: layer {layer!r}, weight {weight!r} is missing or unreadable ({e})"
-                                      ) from e
+          raise CheckpointFormatError(
+            f"{path}: layer {layer!r}, weight {weight!r} is missing or unreadable ({e})"
+          ) from e
         weights.append((weight, array))
       if weights or not skip_empty:
         out.append(Layer(layer, tuple(weights)))
   return out
 
 
-def write(path: str | os.PathLike, layers: list[tuple[str, list[tuple[str, np.ndarray]]]],
-          attrs: dict[str, Any] | None = None) -> None:
+def write(
+  path: str | os.PathLike, layers: list[tuple[str, list[tuple[str, np.ndarray]]]], attrs: dict[str, Any] | None = None
+) -> None:
   """Writes `save_weights`' legacy layout (tests and fixtures rebuild Keras files from their recorded layout)."""
   import h5py  # pylint: disable=import-outside-toplevel
 

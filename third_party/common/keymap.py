@@ -9,8 +9,11 @@ whose key the checkpoint lacks and a tensor of the wrong shape are all reported 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Callable
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Mapping
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -26,6 +29,7 @@ def _identity(array: np.ndarray) -> np.ndarray:
 class Rule:
   """One upstream tensor: its key and shape, its Flax path (None: a buffer that is checked, then unused), and the
   transform from the upstream layout (float32 numpy in, the Flax variable's value out)."""
+
   key: str
   shape: tuple[int, ...]
   path: trees.Path | None
@@ -37,8 +41,9 @@ def expected(rules: Iterable[Rule]) -> dict[str, tuple[int, ...]]:
   return {r.key: tuple(r.shape) for r in rules}
 
 
-def apply(state_dict: Mapping[str, Any], rules: Sequence[Rule], source: str,
-          ignore: Iterable[str] = ()) -> dict[str, Any]:
+def apply(
+  state_dict: Mapping[str, Any], rules: Sequence[Rule], source: str, ignore: Iterable[str] = ()
+) -> dict[str, Any]:
   """Checks `state_dict` against `rules` and returns the nested Flax parameter dict (float32 numpy).
 
   Raises `CheckpointMismatchError` naming every missing, unexpected and mis-shaped key (prefixed by `source`);

@@ -47,9 +47,17 @@ class BatchNorm(nnx.Module):
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
 
-def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int], padding: Any,
-                         lhs_dilation: Sequence[int] | None = None, rhs_dilation: Sequence[int] | None = None,
-                         dimension_numbers: Any = None, feature_group_count: int = 1, **kwargs: Any) -> jax.Array:
+def conv_general_dilated(
+  lhs: jax.Array,
+  rhs: jax.Array,
+  window_strides: Sequence[int],
+  padding: Any,
+  lhs_dilation: Sequence[int] | None = None,
+  rhs_dilation: Sequence[int] | None = None,
+  dimension_numbers: Any = None,
+  feature_group_count: int = 1,
+  **kwargs: Any,
+) -> jax.Array:
   """`jax.lax.conv_general_dilated`, except that an NHWC 1x1 convolution is computed as one matmul.
 
   XLA's CPU backend runs 1x1 convolutions at about half the speed of the same contraction written as a dot
@@ -61,28 +69,57 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
   """
   batch_group_count = kwargs.pop("batch_group_count", 1)
   one_by_one = (
-      lhs.ndim == rhs.ndim == 4 and rhs.shape[:2] == (1, 1) and feature_group_count == batch_group_count == 1
-      and all(d == 1 for d in (lhs_dilation or (1, 1))) and all(d == 1 for d in (rhs_dilation or (1, 1)))
-      and (isinstance(padding, str) or all(lo == 0 and hi == 0 for lo, hi in padding))  # SAME = VALID at 1x1
-      and dimension_numbers is not None
-      and jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
-      == jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC))
+    lhs.ndim == rhs.ndim == 4
+    and rhs.shape[:2] == (1, 1)
+    and feature_group_count == batch_group_count == 1
+    and all(d == 1 for d in (lhs_dilation or (1, 1)))
+    and all(d == 1 for d in (rhs_dilation or (1, 1)))
+    and (isinstance(padding, str) or all(lo == 0 and hi == 0 for lo, hi in padding))  # SAME = VALID at 1x1
+    and dimension_numbers is not None
+    and jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+    == jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
+  )
   if not one_by_one:
-    return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                                        dimension_numbers, feature_group_count, batch_group_count, **kwargs)
+    return jax.lax.conv_general_dilated(
+      lhs,
+      rhs,
+      window_strides,
+      padding,
+      lhs_dilation,
+      rhs_dilation,
+      dimension_numbers,
+      feature_group_count,
+      batch_group_count,
+      **kwargs,
+    )
   sh, sw = window_strides
   x = lhs if (sh, sw) == (1, 1) else lhs[:, ::sh, ::sw]
   return jax.lax.dot_general(x, rhs[0, 0], (((3,), (0,)), ((), ())), **kwargs)
 
 
-def conv(in_features: int, out_features: int, kernel: int | Sequence[int], *, stride: int = 1,
-         padding: int | Sequence[int] = 0, rngs: nnx.Rngs) -> nnx.Conv:
+def conv(
+  in_features: int,
+  out_features: int,
+  kernel: int | Sequence[int],
+  *,
+  stride: int = 1,
+  padding: int | Sequence[int] = 0,
+  rngs: nnx.Rngs,
+) -> nnx.Conv:
   """A bias-free NHWC convolution with PyTorch-style symmetric zero padding (`padding` per spatial axis)."""
   kernel = (kernel, kernel) if isinstance(kernel, int) else tuple(kernel)
   padding = (padding, padding) if isinstance(padding, int) else tuple(padding)
-  return nnx.Conv(in_features, out_features, kernel_size=kernel, strides=(stride, stride),
-                  padding=[(p, p) for p in padding], use_bias=False, kernel_init=he_normal,
-                  conv_general_dilated=conv_general_dilated, rngs=rngs)
+  return nnx.Conv(
+    in_features,
+    out_features,
+    kernel_size=kernel,
+    strides=(stride, stride),
+    padding=[(p, p) for p in padding],
+    use_bias=False,
+    kernel_init=he_normal,
+    conv_general_dilated=conv_general_dilated,
+    rngs=rngs,
+  )
 
 
 def max_pool(x: jax.Array, window: int, stride: int, ceil_mode: bool = False) -> jax.Array:

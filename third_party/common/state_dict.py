@@ -6,7 +6,8 @@ turn that into an error listing the missing, unexpected and mis-shaped keys of t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -16,23 +17,35 @@ from disentangle_jax import errors
 class CheckpointMismatchError(errors.UserError, ValueError):
   """A checkpoint's keys or shapes do not match the network it is converted into."""
 
-  def __init__(self, source: str, missing: Iterable[str] = (), unexpected: Iterable[str] = (),
-               misshaped: Iterable[tuple[str, tuple, tuple]] = ()):
+  def __init__(
+    self,
+    source: str,
+    missing: Iterable[str] = (),
+    unexpected: Iterable[str] = (),
+    misshaped: Iterable[tuple[str, tuple, tuple]] = (),
+  ):
     self.missing, self.unexpected, self.misshaped = list(missing), list(unexpected), list(misshaped)
     lines = [f"{source}: checkpoint does not match the network"]
     if self.missing:
-      lines.append(f"  missing keys ({len(self.missing)}): " + ", ".join(self.missing[:20])
-                   + (" ..." if len(self.missing) > 20 else ""))
+      lines.append(
+        f"  missing keys ({len(self.missing)}): "
+        + ", ".join(self.missing[:20])
+        + (" ..." if len(self.missing) > 20 else "")
+      )
     if self.unexpected:
-      lines.append(f"  unexpected keys ({len(self.unexpected)}): " + ", ".join(self.unexpected[:20])
-                   + (" ..." if len(self.unexpected) > 20 else ""))
+      lines.append(
+        f"  unexpected keys ({len(self.unexpected)}): "
+        + ", ".join(self.unexpected[:20])
+        + (" ..." if len(self.unexpected) > 20 else "")
+      )
     for key, got, want in self.misshaped[:20]:
       lines.append(f"  mis-shaped key {key}: checkpoint has {got}, network expects {want}")
     super().__init__("\n".join(lines))
 
 
-def check(state_dict: Mapping[str, np.ndarray], expected: Mapping[str, tuple[int, ...]], source: str,
-          ignore: Iterable[str] = ()) -> None:
+def check(
+  state_dict: Mapping[str, np.ndarray], expected: Mapping[str, tuple[int, ...]], source: str, ignore: Iterable[str] = ()
+) -> None:
   """Raises `CheckpointMismatchError` unless `state_dict` has exactly the keys and shapes of `expected`.
 
   Args:
@@ -48,7 +61,10 @@ def check(state_dict: Mapping[str, np.ndarray], expected: Mapping[str, tuple[int
 
   missing = [k for k in expected if k not in state_dict]
   unexpected = [k for k in state_dict if k not in expected and not ignored(k)]
-  misshaped = [(k, tuple(np.shape(state_dict[k])), tuple(expected[k]))
-               for k in expected if k in state_dict and tuple(np.shape(state_dict[k])) != tuple(expected[k])]
+  misshaped = [
+    (k, tuple(np.shape(state_dict[k])), tuple(expected[k]))
+    for k in expected
+    if k in state_dict and tuple(np.shape(state_dict[k])) != tuple(expected[k])
+  ]
   if missing or unexpected or misshaped:
     raise CheckpointMismatchError(source, missing, unexpected, misshaped)

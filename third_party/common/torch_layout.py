@@ -11,7 +11,8 @@ so the expected key set used for checking a checkpoint can never drift from the 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -70,8 +71,12 @@ def rules(module_factory: Callable[[], nnx.Module], rename: Callable[[trees.Path
   """
   abstract = nnx.eval_shape(module_factory)
   shapes = trees.flatten(nnx.to_pure_dict(nnx.state(abstract, nnx.Variable)))
-  return [keymap.Rule(torch_key(p, rename), torch_shape(tuple(leaf.shape), p[-1]), p,
-                      functools.partial(from_torch, leaf=p[-1])) for p, leaf in shapes.items()]
+  return [
+    keymap.Rule(
+      torch_key(p, rename), torch_shape(tuple(leaf.shape), p[-1]), p, functools.partial(from_torch, leaf=p[-1])
+    )
+    for p, leaf in shapes.items()
+  ]
 
 
 def state_dict_from_params(params: Mapping[str, Any], rename: Callable[[trees.Path], str]) -> dict[str, np.ndarray]:

@@ -15,7 +15,9 @@ import io
 import pickle
 import struct
 import zipfile
-from typing import Any, BinaryIO, Callable
+from collections.abc import Callable
+from typing import Any
+from typing import BinaryIO
 
 import numpy as np
 
@@ -24,16 +26,16 @@ from disentangle_jax import errors
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
 _STORAGE_DTYPES: dict[str, np.dtype] = {
-    "DoubleStorage": np.dtype("<f8"),
-    "FloatStorage": np.dtype("<f4"),
-    "HalfStorage": np.dtype("<f2"),
-    "BFloat16Storage": np.dtype("<u2"),  # reinterpreted as bfloat16 below
-    "LongStorage": np.dtype("<i8"),
-    "IntStorage": np.dtype("<i4"),
-    "ShortStorage": np.dtype("<i2"),
-    "CharStorage": np.dtype("i1"),
-    "ByteStorage": np.dtype("u1"),
-    "BoolStorage": np.dtype("?"),
+  "DoubleStorage": np.dtype("<f8"),
+  "FloatStorage": np.dtype("<f4"),
+  "HalfStorage": np.dtype("<f2"),
+  "BFloat16Storage": np.dtype("<u2"),  # reinterpreted as bfloat16 below
+  "LongStorage": np.dtype("<i8"),
+  "IntStorage": np.dtype("<i4"),
+  "ShortStorage": np.dtype("<i2"),
+  "CharStorage": np.dtype("i1"),
+  "ByteStorage": np.dtype("u1"),
+  "BoolStorage": np.dtype("?"),
 }
 
 
@@ -70,7 +72,8 @@ def _as_array(storage: _Storage, offset: int, size: tuple[int, ...], stride: tup
   if needed > data.size:
     raise CheckpointFormatError(f"tensor of shape {size} reads past the end of its storage ({data.size} elements)")
   view = np.lib.stride_tricks.as_strided(
-      data[offset:], shape=size, strides=tuple(int(s) * itemsize for s in stride), writeable=False)
+    data[offset:], shape=size, strides=tuple(int(s) * itemsize for s in stride), writeable=False
+  )
   return np.ascontiguousarray(view)
 
 
@@ -110,18 +113,18 @@ class _TorchSize(tuple):
 
 
 _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
-    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter_with_state,
-    ("torch", "Size"): _TorchSize,
-    ("builtins", "set"): set,
-    ("builtins", "frozenset"): frozenset,
-    ("builtins", "slice"): slice,
-    ("_codecs", "encode"): lambda text, encoding="utf-8": text.encode(encoding),  # protocol-2 bytes
-    ("numpy", "dtype"): np.dtype,
-    ("numpy", "ndarray"): np.ndarray,
+  ("collections", "OrderedDict"): collections.OrderedDict,
+  ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
+  ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+  ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+  ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter_with_state,
+  ("torch", "Size"): _TorchSize,
+  ("builtins", "set"): set,
+  ("builtins", "frozenset"): frozenset,
+  ("builtins", "slice"): slice,
+  ("_codecs", "encode"): lambda text, encoding="utf-8": text.encode(encoding),  # protocol-2 bytes
+  ("numpy", "dtype"): np.dtype,
+  ("numpy", "ndarray"): np.ndarray,
 }
 # Plain pickles of numpy arrays (cydonia999's VGGFace2 weights) name numpy's reconstructors under either path.
 _np_multiarray = getattr(np, "_core", None) or np.core  # pylint: disable=protected-access

@@ -1,5 +1,7 @@
 """FAN-2D (1adrianb/face-alignment 1.5.0) landmark network: frozen NNX port, converters, differentiable decoding.
 
+Usage:
+
     from disentangle_jax.third_party import fan
     net = fan.load("weights/fan_2d")              # or a 2DFAN4-*.pth.tar, or fan.init(fan.FAN4, seed=0) -> FAN
     heatmaps = fan.heatmaps(net, images)          # float32 [B, H, W, 3] in [-1, 1] -> [B, 64, 64, 68], jitted
@@ -17,9 +19,14 @@ from flax import nnx
 from disentangle_jax.third_party.common import converted
 from disentangle_jax.third_party.common.state_dict import CheckpointMismatchError
 from disentangle_jax.third_party.common.torch_pickle import CheckpointFormatError
-from disentangle_jax.third_party.fan.convert import NETWORK, convert, to_state_dict
-from disentangle_jax.third_party.fan.decode import hard_argmax, soft_argmax
-from disentangle_jax.third_party.fan.model import FAN, FAN4, Config
+from disentangle_jax.third_party.fan.convert import NETWORK
+from disentangle_jax.third_party.fan.convert import convert
+from disentangle_jax.third_party.fan.convert import to_state_dict
+from disentangle_jax.third_party.fan.decode import hard_argmax
+from disentangle_jax.third_party.fan.decode import soft_argmax
+from disentangle_jax.third_party.fan.model import FAN
+from disentangle_jax.third_party.fan.model import FAN4
+from disentangle_jax.third_party.fan.model import Config
 
 Module = FAN
 
@@ -28,9 +35,27 @@ JAW_INDICES = tuple(range(17))
 KEEP_INDICES = tuple(range(17, 68))
 
 __all__ = [
-    "CheckpointFormatError", "CheckpointMismatchError", "Config", "FAN", "FAN4", "JAW_INDICES", "KEEP_INDICES",
-    "Module", "NETWORK", "all_heatmaps", "convert", "convert_to", "hard_argmax", "heatmaps", "init", "landmarks",
-    "landmarks_hard", "load", "preprocess", "soft_argmax", "to_state_dict",
+  "CheckpointFormatError",
+  "CheckpointMismatchError",
+  "Config",
+  "FAN",
+  "FAN4",
+  "JAW_INDICES",
+  "KEEP_INDICES",
+  "Module",
+  "NETWORK",
+  "all_heatmaps",
+  "convert",
+  "convert_to",
+  "hard_argmax",
+  "heatmaps",
+  "init",
+  "landmarks",
+  "landmarks_hard",
+  "load",
+  "preprocess",
+  "soft_argmax",
+  "to_state_dict",
 ]
 
 

@@ -49,17 +49,24 @@ def infer_config(state_dict: dict[str, np.ndarray], source: str) -> model.Config
   heads = sorted(int(m.group(1)) for k in state_dict if (m := re.fullmatch(r"l(\d+)\.weight", k)))
   if heads != list(range(len(heads))):
     raise state_dict_lib.CheckpointMismatchError(
-        source, missing=[f"l{i}.weight" for i in range(max(heads) + 1) if i not in heads])
+      source, missing=[f"l{i}.weight" for i in range(max(heads) + 1) if i not in heads]
+    )
   conv1, head = state_dict["conv1.weight"], state_dict["l0.weight"]
   if conv1.ndim != 4 or head.ndim != 4:
     raise state_dict_lib.CheckpointMismatchError(
-        source, misshaped=[(k, tuple(state_dict[k].shape), "[out, in, kh, kw]") for k in ("conv1.weight", "l0.weight")
-                           if state_dict[k].ndim != 4])
+      source,
+      misshaped=[
+        (k, tuple(state_dict[k].shape), "[out, in, kh, kw]")
+        for k in ("conv1.weight", "l0.weight")
+        if state_dict[k].ndim != 4
+      ],
+    )
   try:
     return model.Config(num_modules=len(heads), width=4 * int(conv1.shape[0]), num_landmarks=int(head.shape[0]))
   except ValueError as e:
     raise state_dict_lib.CheckpointMismatchError(
-        source, misshaped=[("conv1.weight", tuple(conv1.shape), f"a supported FAN size ({e})")]) from e
+      source, misshaped=[("conv1.weight", tuple(conv1.shape), f"a supported FAN size ({e})")]
+    ) from e
 
 
 def to_state_dict(params: dict[str, Any]) -> dict[str, np.ndarray]:

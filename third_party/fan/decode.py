@@ -141,22 +141,24 @@ def hard_argmax(heatmaps: jax.Array) -> jax.Array:
   return jnp.stack([x, y], axis=-1)
 
 
-def gaussian_heatmaps(centres: np.ndarray, size: int, sigma: float = 1.75, peak: float = 1.0,
-                      noise: float = 0.0, seed: int = 0) -> np.ndarray:
+def gaussian_heatmaps(
+  centres: np.ndarray, size: int, sigma: float = 1.75, peak: float = 1.0, noise: float = 0.0, seed: int = 0
+) -> np.ndarray:
   """Synthetic FAN-like heatmaps [B, size, size, K] with Gaussian peaks at `centres` [B, K, 2] (x, y, in this
   module's convention), plus optional N(0, noise^2) background noise; for tests and `measure_decoders`."""
   centres = np.asarray(centres, np.float64)
   grid = np.arange(size) + 0.5
   dx = grid[None, None, :, None] - centres[:, None, None, :, 0]
   dy = grid[None, :, None, None] - centres[:, None, None, :, 1]
-  maps = peak * np.exp(-(dx ** 2 + dy ** 2) / (2 * sigma ** 2))
+  maps = peak * np.exp(-(dx**2 + dy**2) / (2 * sigma**2))
   if noise:
     maps = maps + np.random.default_rng(seed).normal(0.0, noise, maps.shape)
   return maps.astype(np.float32)
 
 
-def measure_decoders(sigma: float = 1.75, peak: float = 1.0, noise: float = 0.02, num: int = 64, k: int = 64,
-                     size: int = 64, seed: int = 0) -> dict[str, tuple[float, float]]:
+def measure_decoders(
+  sigma: float = 1.75, peak: float = 1.0, noise: float = 0.02, num: int = 64, k: int = 64, size: int = 64, seed: int = 0
+) -> dict[str, tuple[float, float]]:
   """Mean and 99th-percentile absolute error (heatmap pixels, x and y pooled) of each decoder against the truth.
 
   Peaks lie uniformly in the map with a margin of 8 pixels, the way landmarks of a face crop do. This produced the
@@ -166,16 +168,16 @@ def measure_decoders(sigma: float = 1.75, peak: float = 1.0, noise: float = 0.02
   centres = rng.uniform(8.0, size - 8.0, (num, k, 2))
   maps = jnp.asarray(gaussian_heatmaps(centres, size, sigma, peak, noise, seed + 1))
   decoders = {
-      "plain softmax": lambda m: softmax_argmax(m, 1.0),
-      "softmax T=0.1": lambda m: softmax_argmax(m, 0.1),
-      "softmax T=0.05": lambda m: softmax_argmax(m, 0.05),
-      "global relu": relu_argmax,
-      "upstream argmax": hard_argmax,
-      "window r=3": lambda m: soft_argmax(m, 3, 0.0),
-      "window r=5": lambda m: soft_argmax(m, 5, 0.0),
-      "window r=5 floor 0.1": lambda m: soft_argmax(m, 5, 0.1),
-      "window r=5 floor 0.2": lambda m: soft_argmax(m, 5, 0.2),
-      "window r=5 floor 0.3": lambda m: soft_argmax(m, 5, 0.3),
+    "plain softmax": lambda m: softmax_argmax(m, 1.0),
+    "softmax T=0.1": lambda m: softmax_argmax(m, 0.1),
+    "softmax T=0.05": lambda m: softmax_argmax(m, 0.05),
+    "global relu": relu_argmax,
+    "upstream argmax": hard_argmax,
+    "window r=3": lambda m: soft_argmax(m, 3, 0.0),
+    "window r=5": lambda m: soft_argmax(m, 5, 0.0),
+    "window r=5 floor 0.1": lambda m: soft_argmax(m, 5, 0.1),
+    "window r=5 floor 0.2": lambda m: soft_argmax(m, 5, 0.2),
+    "window r=5 floor 0.3": lambda m: soft_argmax(m, 5, 0.3),
   }
   out = {}
   for name, fn in decoders.items():

@@ -14,7 +14,6 @@ nothing here is ever trained.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -41,6 +40,7 @@ class Config(config_lib.ConfigBase):
     input_size: side of the square network input; images of another size are resized to it. The hourglass halves
       the stem's output (input_size / 4) four times, so input_size must be a multiple of 64.
   """
+
   num_modules: int = 4
   width: int = 256
   num_landmarks: int = 68
@@ -50,19 +50,21 @@ class Config(config_lib.ConfigBase):
     if self.num_modules < 1:
       raise ValueError(f"FAN Config: num_modules must be >= 1, got {self.num_modules}")
     if self.width < 8 or self.width % 8:
-      raise ValueError(f"FAN Config: width must be a positive multiple of 8 (ConvBlocks split it into quarters "
-                       f"of width / 2), got {self.width}")
+      raise ValueError(
+        f"FAN Config: width must be a positive multiple of 8 (ConvBlocks split it into quarters "
+        f"of width / 2), got {self.width}"
+      )
     if self.num_landmarks < 1:
       raise ValueError(f"FAN Config: num_landmarks must be >= 1, got {self.num_landmarks}")
     if self.input_size < 64 or self.input_size % 64:
-      raise ValueError(f"FAN Config: input_size must be a positive multiple of 64 (stride 4 stem, then a depth-4 "
-                       f"hourglass), got {self.input_size}")
+      raise ValueError(
+        f"FAN Config: input_size must be a positive multiple of 64 (stride 4 stem, then a depth-4 "
+        f"hourglass), got {self.input_size}"
+      )
 
   @property
   def heatmap_size(self) -> int:
     return self.input_size // 4
-
-
 
 
 FAN4 = Config()
@@ -104,8 +106,12 @@ class Conv(nnx.Module):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     y = layers.conv_general_dilated(
-        x, self.kernel[...].astype(x.dtype), (self.stride, self.stride), [(self.pad, self.pad)] * 2,
-        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      x,
+      self.kernel[...].astype(x.dtype),
+      (self.stride, self.stride),
+      [(self.pad, self.pad)] * 2,
+      dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
     return y if self.bias is None else y + self.bias[...].astype(x.dtype)
 
 

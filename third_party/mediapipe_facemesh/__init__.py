@@ -18,18 +18,16 @@ import os
 from flax import nnx
 
 from disentangle_jax.third_party.common import converted
-
 from disentangle_jax.third_party.mediapipe_facemesh.blazeface import BlazeFace
 from disentangle_jax.third_party.mediapipe_facemesh.blazeface import BlazeFaceConfig
+from disentangle_jax.third_party.mediapipe_facemesh.blazeface import Detector
 from disentangle_jax.third_party.mediapipe_facemesh.blazeface import convert_blazeface
 from disentangle_jax.third_party.mediapipe_facemesh.blazeface import convert_to_blazeface
-from disentangle_jax.third_party.mediapipe_facemesh.blazeface import Detector
 from disentangle_jax.third_party.mediapipe_facemesh.blazeface import init_blazeface
 from disentangle_jax.third_party.mediapipe_facemesh.blazeface import load_blazeface
-from disentangle_jax.third_party.mediapipe_facemesh.convert import convert
 from disentangle_jax.third_party.mediapipe_facemesh.convert import NETWORK
+from disentangle_jax.third_party.mediapipe_facemesh.convert import convert
 from disentangle_jax.third_party.mediapipe_facemesh.detection import Detection
-from disentangle_jax.third_party.mediapipe_facemesh.mesh_indices import eye_mouth_points
 from disentangle_jax.third_party.mediapipe_facemesh.mesh_indices import FACE_OVAL_INDICES
 from disentangle_jax.third_party.mediapipe_facemesh.mesh_indices import KEEP_INDICES
 from disentangle_jax.third_party.mediapipe_facemesh.mesh_indices import LEFT_EYE_CORNERS
@@ -38,6 +36,7 @@ from disentangle_jax.third_party.mediapipe_facemesh.mesh_indices import MOUTH_IN
 from disentangle_jax.third_party.mediapipe_facemesh.mesh_indices import NUM_LANDMARKS
 from disentangle_jax.third_party.mediapipe_facemesh.mesh_indices import RIGHT_EYE_CORNERS
 from disentangle_jax.third_party.mediapipe_facemesh.mesh_indices import RIGHT_EYE_INDICES
+from disentangle_jax.third_party.mediapipe_facemesh.mesh_indices import eye_mouth_points
 from disentangle_jax.third_party.mediapipe_facemesh.model import Config
 from disentangle_jax.third_party.mediapipe_facemesh.model import FaceMesh
 from disentangle_jax.third_party.mediapipe_facemesh.model import HeadConfig
@@ -46,11 +45,39 @@ from disentangle_jax.third_party.mediapipe_facemesh.xla_options import jit as _j
 
 Module = FaceMesh
 
-__all__ = ["BlazeFace", "BlazeFaceConfig", "Config", "Detection", "Detector", "FACE_OVAL_INDICES", "FaceMesh",
-           "HeadConfig", "KEEP_INDICES", "LEFT_EYE_CORNERS", "LEFT_EYE_INDICES", "MOUTH_INDICES", "Module", "NETWORK",
-           "NUM_LANDMARKS", "RIGHT_EYE_CORNERS", "RIGHT_EYE_INDICES", "TFLiteFormatError", "convert",
-           "convert_blazeface", "convert_to", "convert_to_blazeface", "eye_mouth_points", "init", "init_blazeface",
-           "landmarks", "landmarks_and_score", "load", "load_blazeface", "raw", "score"]
+__all__ = [
+  "BlazeFace",
+  "BlazeFaceConfig",
+  "Config",
+  "Detection",
+  "Detector",
+  "FACE_OVAL_INDICES",
+  "FaceMesh",
+  "HeadConfig",
+  "KEEP_INDICES",
+  "LEFT_EYE_CORNERS",
+  "LEFT_EYE_INDICES",
+  "MOUTH_INDICES",
+  "Module",
+  "NETWORK",
+  "NUM_LANDMARKS",
+  "RIGHT_EYE_CORNERS",
+  "RIGHT_EYE_INDICES",
+  "TFLiteFormatError",
+  "convert",
+  "convert_blazeface",
+  "convert_to",
+  "convert_to_blazeface",
+  "eye_mouth_points",
+  "init",
+  "init_blazeface",
+  "landmarks",
+  "landmarks_and_score",
+  "load",
+  "load_blazeface",
+  "raw",
+  "score",
+]
 
 
 def init(config: Config, seed: int) -> FaceMesh:

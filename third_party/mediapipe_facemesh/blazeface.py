@@ -36,21 +36,36 @@ STRIDES = (8, 16, 16, 16)  # SsdAnchorsCalculator strides of face_detection_shor
 @dataclasses.dataclass(frozen=True)
 class BlazeFaceConfig(config_lib.ConfigBase):
   """Sizes of BlazeFace; the defaults are those of mediapipe 0.10.21's face_detection_short_range.tflite."""
+
   input_size: int = 128
   stem_channels: int = 24
   stem_kernel: int = 5
-  blocks: tuple[tuple[int, int], ...] = ((24, 1), (28, 1), (32, 2), (36, 1), (42, 1), (48, 2), (56, 1), (64, 1),
-                                         (72, 1), (80, 1), (88, 1), (96, 2), (96, 1), (96, 1), (96, 1), (96, 1))
+  blocks: tuple[tuple[int, int], ...] = (
+    (24, 1),
+    (28, 1),
+    (32, 2),
+    (36, 1),
+    (42, 1),
+    (48, 2),
+    (56, 1),
+    (64, 1),
+    (72, 1),
+    (80, 1),
+    (88, 1),
+    (96, 2),
+    (96, 1),
+    (96, 1),
+    (96, 1),
+    (96, 1),
+  )
   taps: tuple[int, ...] = (10, 15)  # blocks whose outputs feed the heads, in the outputs' anchor order
   anchors_per_cell: tuple[int, ...] = (2, 6)
   num_coords: int = 16
 
   @property
   def num_anchors(self) -> int:
-    cells = [self.input_size // int(np.prod([s for _, s in self.blocks[:t + 1]])) // 2 for t in self.taps]
+    cells = [self.input_size // int(np.prod([s for _, s in self.blocks[: t + 1]])) // 2 for t in self.taps]
     return sum(c * c * a for c, a in zip(cells, self.anchors_per_cell))
-
-
 
 
 class BlazeFace(nnx.Module):
@@ -67,10 +82,15 @@ class BlazeFace(nnx.Module):
       channels = out
       widths.append(out)
     self.blocks = nnx.List(blocks)
-    self.classificators = nnx.List([nnx.Conv(widths[t], a, (1, 1), rngs=rngs)
-                                    for t, a in zip(config.taps, config.anchors_per_cell)])
-    self.regressors = nnx.List([nnx.Conv(widths[t], a * config.num_coords, (1, 1), rngs=rngs)
-                                for t, a in zip(config.taps, config.anchors_per_cell)])
+    self.classificators = nnx.List(
+      [nnx.Conv(widths[t], a, (1, 1), rngs=rngs) for t, a in zip(config.taps, config.anchors_per_cell)]
+    )
+    self.regressors = nnx.List(
+      [
+        nnx.Conv(widths[t], a * config.num_coords, (1, 1), rngs=rngs)
+        for t, a in zip(config.taps, config.anchors_per_cell)
+      ]
+    )
 
   def raw(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     """x [B, S, S, 3] in [-1, 1] -> (regressors [B, N, num_coords], logits [B, N])."""
@@ -174,11 +194,21 @@ def from_tflite(model: tflite.Model) -> tuple[BlazeFaceConfig, dict[str, Any]]:
     anchors.append(cls.out_channels)
     classificators[i] = cls.params()["conv"]
     regressors[i] = reg.params()["conv"]
-  config = BlazeFaceConfig(input_size=input_size, stem_channels=stem.out_channels, stem_kernel=stem.kernel.shape[0],
-                           blocks=tuple((b.out_channels, b.stride) for b in blocks), taps=tuple(taps),
-                           anchors_per_cell=tuple(anchors), num_coords=int(num_coords))
-  params = {"stem": stem.params(), "blocks": {i: b.params() for i, b in enumerate(blocks)},
-            "classificators": classificators, "regressors": regressors}
+  config = BlazeFaceConfig(
+    input_size=input_size,
+    stem_channels=stem.out_channels,
+    stem_kernel=stem.kernel.shape[0],
+    blocks=tuple((b.out_channels, b.stride) for b in blocks),
+    taps=tuple(taps),
+    anchors_per_cell=tuple(anchors),
+    num_coords=int(num_coords),
+  )
+  params = {
+    "stem": stem.params(),
+    "blocks": {i: b.params() for i, b in enumerate(blocks)},
+    "classificators": classificators,
+    "regressors": regressors,
+  }
   return config, params
 
 

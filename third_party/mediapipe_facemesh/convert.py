@@ -35,11 +35,21 @@ def _head(walker: graph_lib.Walker, layers: list[Any], name: str) -> tuple[model
     raise walker.error(None, f"{name} head: the reduction is not a 1x1 PReLU convolution")
   if out.activation != "none" or out.padding != "VALID" or out.kernel.shape[0] != out.kernel.shape[1]:
     raise walker.error(None, f"{name} head: the output is not a square VALID convolution without activation")
-  blocks, tail = layers[:convs[0]], layers[convs[0] + 1:-1]
-  config = model_lib.HeadConfig(_blocks(walker, blocks, name), reduce.out_channels, _blocks(walker, tail, name),
-                                out.out_channels, out.kernel.shape[0], out.stride)
-  params = {"blocks": {i: b.params() for i, b in enumerate(blocks)}, "reduce": reduce.params(),
-            "tail": {i: b.params() for i, b in enumerate(tail)}, "out": out.params()}
+  blocks, tail = layers[: convs[0]], layers[convs[0] + 1 : -1]
+  config = model_lib.HeadConfig(
+    _blocks(walker, blocks, name),
+    reduce.out_channels,
+    _blocks(walker, tail, name),
+    out.out_channels,
+    out.kernel.shape[0],
+    out.stride,
+  )
+  params = {
+    "blocks": {i: b.params() for i, b in enumerate(blocks)},
+    "reduce": reduce.params(),
+    "tail": {i: b.params() for i, b in enumerate(tail)},
+    "out": out.params(),
+  }
   return config, params
 
 
@@ -61,11 +71,20 @@ def from_tflite(model: tflite.Model) -> tuple[model_lib.Config, dict[str, Any]]:
     heads[name] = _head(walker, layers, name)
   if set(heads) != {"landmark", "presence"} or heads["landmark"][0].out_channels % 3:
     raise walker.error(None, "expected a landmark head (3 values per point) and a presence head (1 value)")
-  config = model_lib.Config(input_size=input_size, stem_channels=stem.out_channels, stem_kernel=stem.kernel.shape[0],
-                            backbone=_blocks(walker, backbone, "backbone"),
-                            landmark_head=heads["landmark"][0], presence_head=heads["presence"][0])
-  params = {"stem": stem.params(), "backbone": {i: b.params() for i, b in enumerate(backbone)},
-            "landmark_head": heads["landmark"][1], "presence_head": heads["presence"][1]}
+  config = model_lib.Config(
+    input_size=input_size,
+    stem_channels=stem.out_channels,
+    stem_kernel=stem.kernel.shape[0],
+    backbone=_blocks(walker, backbone, "backbone"),
+    landmark_head=heads["landmark"][0],
+    presence_head=heads["presence"][0],
+  )
+  params = {
+    "stem": stem.params(),
+    "backbone": {i: b.params() for i, b in enumerate(backbone)},
+    "landmark_head": heads["landmark"][1],
+    "presence_head": heads["presence"][1],
+  }
   return config, params
 
 

@@ -22,7 +22,7 @@ centre, right ear tragion, left ear tragion (the subject's right, so on the imag
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -31,8 +31,9 @@ import numpy as np
 KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear_tragion", "left_ear_tragion")
 
 
-def ssd_anchors(input_size: int = 128, strides: tuple[int, ...] = (8, 16, 16, 16), anchors_per_layer: int = 2,
-                offset: float = 0.5) -> np.ndarray:
+def ssd_anchors(
+  input_size: int = 128, strides: tuple[int, ...] = (8, 16, 16, 16), anchors_per_layer: int = 2, offset: float = 0.5
+) -> np.ndarray:
   """Anchor centres [N, 2] (x, y, normalised to [0, 1]) of MediaPipe's fixed-size SSD anchors."""
   centres = []
   layer = 0
@@ -50,8 +51,9 @@ def ssd_anchors(input_size: int = 128, strides: tuple[int, ...] = (8, 16, 16, 16
   return np.concatenate(centres).astype(np.float32)
 
 
-def decode(regressors: jax.Array, logits: jax.Array, anchors: jax.Array,
-           scale: float = 128.0) -> tuple[jax.Array, jax.Array, jax.Array]:
+def decode(
+  regressors: jax.Array, logits: jax.Array, anchors: jax.Array, scale: float = 128.0
+) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Raw outputs -> (boxes [..., N, 4] as x0, y0, x1, y1; keypoints [..., N, K, 2]; scores [..., N]).
 
   Coordinates are normalised to the detector's input square; differentiable (jnp), works on numpy inputs too.
@@ -77,8 +79,9 @@ def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
   return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
-def weighted_nms(boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray,
-                 iou_threshold: float = 0.3) -> list[tuple[np.ndarray, np.ndarray, float]]:
+def weighted_nms(
+  boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray, iou_threshold: float = 0.3
+) -> list[tuple[np.ndarray, np.ndarray, float]]:
   """MediaPipe's weighted NMS over one image's candidates; returns [(box [4], keypoints [K, 2], score)]."""
   order = np.argsort(-scores, kind="stable")
   out = []
@@ -101,6 +104,7 @@ def weighted_nms(boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray,
 @dataclasses.dataclass(frozen=True)
 class Detection:
   """A face in original-image pixels: box (x0, y0, x1, y1), 6 keypoints [6, 2] (see KEYPOINT_NAMES), score."""
+
   box: np.ndarray
   keypoints: np.ndarray
   score: float
@@ -133,13 +137,19 @@ def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float, float, f
   side = max(h, w)
   top, left = (side - h) // 2, (side - w) // 2
   square = np.full((side, side, 3), -1.0, np.float32)
-  square[top:top + h, left:left + w] = image
+  square[top : top + h, left : left + w] = image
   x = jax.image.resize(jnp.asarray(square), (size, size, 3), method="linear", antialias=True)
   return np.asarray(x), float(side), float(left), float(top)
 
 
-def detect(raw: Callable[[jax.Array], tuple[jax.Array, jax.Array]], image: np.ndarray, anchors: np.ndarray,
-           input_size: int, min_score: float = 0.5, iou_threshold: float = 0.3) -> list[Detection]:
+def detect(
+  raw: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
+  image: np.ndarray,
+  anchors: np.ndarray,
+  input_size: int,
+  min_score: float = 0.5,
+  iou_threshold: float = 0.3,
+) -> list[Detection]:
   """Faces in one image (uint8 or [-1, 1] float HWC), best first, in the image's pixel coordinates.
 
   `raw(x)` maps [1, S, S, 3] in [-1, 1] to (regressors [1, N, C], logits [1, N]): the detector net.
@@ -150,5 +160,7 @@ def detect(raw: Callable[[jax.Array], tuple[jax.Array, jax.Array]], image: np.nd
   keep = scores >= min_score
   found = weighted_nms(boxes[keep], keypoints[keep], scores[keep], iou_threshold)
   shift = np.array([left, top], np.float32)
-  return [Detection(box=(box.reshape(2, 2) * side - shift).reshape(4), keypoints=kps * side - shift, score=score)
-          for box, kps, score in found]
+  return [
+    Detection(box=(box.reshape(2, 2) * side - shift).reshape(4), keypoints=kps * side - shift, score=score)
+    for box, kps, score in found
+  ]

@@ -29,6 +29,7 @@ class GraphError(tflite.TFLiteFormatError):
 @dataclasses.dataclass
 class Conv:
   """CONV_2D [+ activation]."""
+
   kernel: np.ndarray  # HWIO
   bias: np.ndarray
   stride: int
@@ -50,6 +51,7 @@ class Conv:
 @dataclasses.dataclass
 class Block:
   """A BlazeBlock: depthwise + pointwise + shortcut + activation."""
+
   dw_kernel: np.ndarray  # HW1C
   dw_bias: np.ndarray
   pw_kernel: np.ndarray  # 11IO
@@ -63,8 +65,10 @@ class Block:
     return self.pw_kernel.shape[-1]
 
   def params(self) -> dict[str, Any]:
-    out: dict[str, Any] = {"depthwise": {"kernel": self.dw_kernel, "bias": self.dw_bias},
-                           "pointwise": {"kernel": self.pw_kernel, "bias": self.pw_bias}}
+    out: dict[str, Any] = {
+      "depthwise": {"kernel": self.dw_kernel, "bias": self.dw_bias},
+      "pointwise": {"kernel": self.pw_kernel, "bias": self.pw_bias},
+    }
     if self.activation == "prelu":
       out["act"] = {"alpha": self.alpha}
     return out
@@ -117,8 +121,11 @@ class Walker:
       raise self.error(op, "expected CONV_2D")
     stride = self._check_conv_options(op)
     kernel = self.model.value(op.inputs[1])  # OHWI
-    bias = self.model.value(op.inputs[2]) if len(op.inputs) > 2 and op.inputs[2] >= 0 else np.zeros(
-        kernel.shape[0], np.float32)
+    bias = (
+      self.model.value(op.inputs[2])
+      if len(op.inputs) > 2 and op.inputs[2] >= 0
+      else np.zeros(kernel.shape[0], np.float32)
+    )
     act, alpha, out = self._activation(op.outputs[0], op.options.get("activation", "NONE"), op)
     return Conv(np.transpose(kernel, (1, 2, 3, 0)), bias, stride, op.options["padding"], act, alpha), out
 
@@ -146,8 +153,7 @@ class Walker:
     act, alpha, out = self._activation(add.outputs[0], add.options.get("activation", "NONE"), add)
     dw_kernel = self.model.value(dw.inputs[1])  # 1HWC
     dw_bias = self.model.value(dw.inputs[2])
-    return Block(np.transpose(dw_kernel, (1, 2, 0, 3)), dw_bias, pw_spec.kernel, pw_spec.bias, stride, act,
-                 alpha), out
+    return Block(np.transpose(dw_kernel, (1, 2, 0, 3)), dw_bias, pw_spec.kernel, pw_spec.bias, stride, act, alpha), out
 
   def _check_shortcut(self, add: tflite.Operator, skip: int, source: int, stride: int, out_channels: int) -> None:
     in_channels = self.model.tensor(source).shape[-1]
@@ -164,8 +170,9 @@ class Walker:
     elif out_channels != in_channels:
       raise self.error(add, f"block widens {in_channels} -> {out_channels} channels without a PAD shortcut")
     if stride == 2:
-      if op is None or op.op != "MAX_POOL_2D" or op.options.get("filter") != (2, 2) or \
-          op.options.get("stride") != (2, 2):
+      if (
+        op is None or op.op != "MAX_POOL_2D" or op.options.get("filter") != (2, 2) or op.options.get("stride") != (2, 2)
+      ):
         raise self.error(add, "a stride-2 block needs a 2x2 stride-2 MAX_POOL_2D shortcut")
       tensor = op.inputs[0]
     if tensor != source:

@@ -33,8 +33,17 @@ def _check_activation(activation: str) -> None:
 class ConvAct(nnx.Module):
   """A convolution followed by an optional activation (the stems, the heads' 1x1 reductions and outputs)."""
 
-  def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int, padding: str, activation: str,
-               *, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    in_channels: int,
+    out_channels: int,
+    kernel: int,
+    stride: int,
+    padding: str,
+    activation: str,
+    *,
+    rngs: nnx.Rngs,
+  ):
     _check_activation(activation)
     self.conv = nnx.Conv(in_channels, out_channels, (kernel, kernel), strides=stride, padding=padding, rngs=rngs)
     self.activation = activation
@@ -73,7 +82,7 @@ class DepthwiseConv(nnx.Module):
     out = self.bias[...]
     for i in range(kh):
       for j in range(kw):
-        window = x[:, i:i + (out_h - 1) * s + 1:s, j:j + (out_w - 1) * s + 1:s, :]
+        window = x[:, i : i + (out_h - 1) * s + 1 : s, j : j + (out_w - 1) * s + 1 : s, :]
         out = out + window * kernel[i, j, 0]
     return out
 
@@ -81,8 +90,9 @@ class DepthwiseConv(nnx.Module):
 class BlazeBlock(nnx.Module):
   """Depthwise 3x3 (stride 1 or 2) + pointwise 1x1, plus a pooled / channel-padded shortcut, then activation."""
 
-  def __init__(self, in_channels: int, out_channels: int, stride: int, activation: str, *, rngs: nnx.Rngs,
-               kernel: int = 3):
+  def __init__(
+    self, in_channels: int, out_channels: int, stride: int, activation: str, *, rngs: nnx.Rngs, kernel: int = 3
+  ):
     _check_activation(activation)
     if stride not in (1, 2):
       raise ValueError(f"BlazeBlock stride must be 1 or 2, got {stride}")

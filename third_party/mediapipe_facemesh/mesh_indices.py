@@ -15,8 +15,44 @@ import jax.numpy as jnp
 
 NUM_LANDMARKS = 468
 
-FACE_OVAL_INDICES = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152,
-                     148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
+FACE_OVAL_INDICES = (
+  10,
+  338,
+  297,
+  332,
+  284,
+  251,
+  389,
+  356,
+  454,
+  323,
+  361,
+  288,
+  397,
+  365,
+  379,
+  378,
+  400,
+  377,
+  152,
+  148,
+  176,
+  149,
+  150,
+  136,
+  172,
+  58,
+  132,
+  93,
+  234,
+  127,
+  162,
+  21,
+  54,
+  103,
+  67,
+  109,
+)
 KEEP_INDICES = tuple(i for i in range(NUM_LANDMARKS) if i not in set(FACE_OVAL_INDICES))
 
 # Eye contours, lower lid from the outer corner to the inner one, then the upper lid back.
@@ -35,5 +71,12 @@ def eye_mouth_points(landmarks: jnp.ndarray) -> jnp.ndarray:
   68-point landmarks 36-41), `eye_right` (42-47), `mouth_left` (48) and `mouth_right` (54).
   """
   xy = landmarks[..., :2]
-  return jnp.stack([xy[..., RIGHT_EYE_INDICES, :].mean(-2), xy[..., LEFT_EYE_INDICES, :].mean(-2),
-                    xy[..., MOUTH_INDICES[0], :], xy[..., MOUTH_INDICES[1], :]], axis=-2)
+  return jnp.stack(
+    [
+      xy[..., RIGHT_EYE_INDICES, :].mean(-2),
+      xy[..., LEFT_EYE_INDICES, :].mean(-2),
+      xy[..., MOUTH_INDICES[0], :],
+      xy[..., MOUTH_INDICES[1], :],
+    ],
+    axis=-2,
+  )

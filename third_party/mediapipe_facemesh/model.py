@@ -29,6 +29,7 @@ Blocks = tuple[tuple[int, int], ...]  # (out_channels, stride) per BlazeBlock
 @dataclasses.dataclass(frozen=True)
 class HeadConfig:
   """A head: BlazeBlocks, a 1x1 PReLU reduction, more BlazeBlocks, then a VALID output convolution."""
+
   blocks: Blocks
   reduce_channels: int
   tail_blocks: Blocks
@@ -42,18 +43,39 @@ def _blocks(value: Any) -> Blocks:
 
 
 def _head_from_dict(d: dict[str, Any]) -> HeadConfig:
-  return HeadConfig(_blocks(d["blocks"]), int(d["reduce_channels"]), _blocks(d["tail_blocks"]),
-                    int(d["out_channels"]), int(d["out_kernel"]), int(d.get("out_stride", 1)))
+  return HeadConfig(
+    _blocks(d["blocks"]),
+    int(d["reduce_channels"]),
+    _blocks(d["tail_blocks"]),
+    int(d["out_channels"]),
+    int(d["out_kernel"]),
+    int(d.get("out_stride", 1)),
+  )
 
 
 @dataclasses.dataclass(frozen=True)
 class Config(config_lib.ConfigBase):
   """Sizes of the face mesh; the defaults are those of mediapipe 0.10.21's face_landmark.tflite."""
+
   input_size: int = 192
   stem_channels: int = 16
   stem_kernel: int = 3
-  backbone: Blocks = ((16, 1), (16, 1), (32, 2), (32, 1), (32, 1), (64, 2), (64, 1), (64, 1), (128, 2), (128, 1),
-                      (128, 1), (128, 2), (128, 1), (128, 1))
+  backbone: Blocks = (
+    (16, 1),
+    (16, 1),
+    (32, 2),
+    (32, 1),
+    (32, 1),
+    (64, 2),
+    (64, 1),
+    (64, 1),
+    (128, 2),
+    (128, 1),
+    (128, 1),
+    (128, 2),
+    (128, 1),
+    (128, 1),
+  )
   landmark_head: HeadConfig = HeadConfig(((128, 2), (128, 1), (128, 1)), 32, ((32, 1),), 1404, 3, 3)
   presence_head: HeadConfig = HeadConfig(((128, 2),), 32, ((32, 1),), 1, 3, 3)
 
@@ -61,17 +83,20 @@ class Config(config_lib.ConfigBase):
   def num_landmarks(self) -> int:
     return self.landmark_head.out_channels // 3
 
-
   @classmethod
-  def from_dict(cls, d: dict[str, Any]) -> "Config":
+  def from_dict(cls, d: dict[str, Any]) -> Config:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = set(d) - known
     if unknown:
       raise ValueError(f"unknown face mesh config keys: {sorted(unknown)}")
-    return cls(input_size=int(d["input_size"]), stem_channels=int(d["stem_channels"]),
-               stem_kernel=int(d["stem_kernel"]), backbone=_blocks(d["backbone"]),
-               landmark_head=_head_from_dict(d["landmark_head"]),
-               presence_head=_head_from_dict(d["presence_head"]))
+    return cls(
+      input_size=int(d["input_size"]),
+      stem_channels=int(d["stem_channels"]),
+      stem_kernel=int(d["stem_kernel"]),
+      backbone=_blocks(d["backbone"]),
+      landmark_head=_head_from_dict(d["landmark_head"]),
+      presence_head=_head_from_dict(d["presence_head"]),
+    )
 
 
 def _block_list(in_channels: int, blocks: Blocks, rngs: nnx.Rngs) -> tuple[nnx.List, int]:
@@ -89,8 +114,9 @@ class Head(nnx.Module):
     self.blocks, channels = _block_list(in_channels, config.blocks, rngs)
     self.reduce = layers.ConvAct(channels, config.reduce_channels, 1, 1, "VALID", "prelu", rngs=rngs)
     self.tail, channels = _block_list(config.reduce_channels, config.tail_blocks, rngs)
-    self.out = layers.ConvAct(channels, config.out_channels, config.out_kernel, config.out_stride, "VALID", "none",
-                               rngs=rngs)
+    self.out = layers.ConvAct(
+      channels, config.out_channels, config.out_kernel, config.out_stride, "VALID", "none", rngs=rngs
+    )
 
   def __call__(self, x: jax.Array) -> jax.Array:
     for block in self.blocks:

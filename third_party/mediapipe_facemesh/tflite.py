@@ -31,17 +31,51 @@ class TFLiteFormatError(errors.UserError, ValueError):
 # BuiltinOperator codes of schema.fbs that the MediaPipe face models use, and their neighbours; others read as
 # "BUILTIN_<code>" and are rejected by the converters by name.
 _OP_NAMES = {
-    0: "ADD", 1: "AVERAGE_POOL_2D", 2: "CONCATENATION", 3: "CONV_2D", 4: "DEPTHWISE_CONV_2D", 5: "DEPTH_TO_SPACE",
-    6: "DEQUANTIZE", 9: "FULLY_CONNECTED", 14: "LOGISTIC", 17: "MAX_POOL_2D", 18: "MUL", 19: "RELU",
-    20: "RELU_N1_TO_1", 21: "RELU6", 22: "RESHAPE", 23: "RESIZE_BILINEAR", 25: "SOFTMAX", 28: "TANH", 32: "CUSTOM",
-    34: "PAD", 39: "TRANSPOSE", 40: "MEAN", 41: "SUB", 42: "DIV", 43: "SQUEEZE", 45: "STRIDED_SLICE", 49: "SPLIT",
-    53: "CAST", 54: "PRELU", 55: "MAXIMUM", 57: "MINIMUM", 60: "PADV2",
+  0: "ADD",
+  1: "AVERAGE_POOL_2D",
+  2: "CONCATENATION",
+  3: "CONV_2D",
+  4: "DEPTHWISE_CONV_2D",
+  5: "DEPTH_TO_SPACE",
+  6: "DEQUANTIZE",
+  9: "FULLY_CONNECTED",
+  14: "LOGISTIC",
+  17: "MAX_POOL_2D",
+  18: "MUL",
+  19: "RELU",
+  20: "RELU_N1_TO_1",
+  21: "RELU6",
+  22: "RESHAPE",
+  23: "RESIZE_BILINEAR",
+  25: "SOFTMAX",
+  28: "TANH",
+  32: "CUSTOM",
+  34: "PAD",
+  39: "TRANSPOSE",
+  40: "MEAN",
+  41: "SUB",
+  42: "DIV",
+  43: "SQUEEZE",
+  45: "STRIDED_SLICE",
+  49: "SPLIT",
+  53: "CAST",
+  54: "PRELU",
+  55: "MAXIMUM",
+  57: "MINIMUM",
+  60: "PADV2",
 }
 
 # TensorType enum -> numpy dtype (little-endian, as FlatBuffers store them).
 _DTYPES = {
-    0: np.dtype("<f4"), 1: np.dtype("<f2"), 2: np.dtype("<i4"), 3: np.dtype("u1"), 4: np.dtype("<i8"),
-    6: np.dtype("?"), 7: np.dtype("<i2"), 9: np.dtype("i1"), 10: np.dtype("<f8"),
+  0: np.dtype("<f4"),
+  1: np.dtype("<f2"),
+  2: np.dtype("<i4"),
+  3: np.dtype("u1"),
+  4: np.dtype("<i8"),
+  6: np.dtype("?"),
+  7: np.dtype("<i2"),
+  9: np.dtype("i1"),
+  10: np.dtype("<f8"),
 }
 
 _ACTIVATIONS = {0: "NONE", 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6", 4: "TANH", 5: "SIGN_BIT"}
@@ -51,6 +85,7 @@ _PADDINGS = {0: "SAME", 1: "VALID"}
 @dataclasses.dataclass(frozen=True)
 class Tensor:
   """One tensor of the graph: `buffer` 0 means it is computed at run time (no constant data)."""
+
   index: int
   name: str
   shape: tuple[int, ...]
@@ -61,6 +96,7 @@ class Tensor:
 @dataclasses.dataclass(frozen=True)
 class Operator:
   """One op: its builtin name, tensor indices (-1 = optional input left out) and parsed options."""
+
   index: int
   op: str
   inputs: tuple[int, ...]
@@ -84,7 +120,7 @@ class _Reader:
       raise self.fail(f"read of {size} bytes at offset {pos} past the end of {len(self.data)} bytes")
     return struct.unpack_from(fmt, self.data, pos)[0]
 
-  def table(self, pos: int) -> "_Table":
+  def table(self, pos: int) -> _Table:
     vtable = pos - self.unpack("<i", pos)
     vt_size = self.unpack("<H", vtable)
     if vt_size < 4 or vtable + vt_size > len(self.data):
@@ -113,7 +149,7 @@ class _Table:
     pos = self._field(slot)
     return None if pos is None else pos + self.r.unpack("<I", pos)
 
-  def table(self, slot: int) -> "_Table | None":
+  def table(self, slot: int) -> _Table | None:
     pos = self._indirect(slot)
     return None if pos is None else self.r.table(pos)
 
@@ -131,13 +167,13 @@ class _Table:
     start, length = self._vector(slot, dt.itemsize)
     return np.frombuffer(self.r.data, dtype=dt, count=length, offset=start) if length else np.zeros(0, dt)
 
-  def tables(self, slot: int) -> list["_Table"]:
+  def tables(self, slot: int) -> list[_Table]:
     start, length = self._vector(slot, 4)
     return [self.r.table(start + 4 * i + self.r.unpack("<I", start + 4 * i)) for i in range(length)]
 
   def string(self, slot: int) -> str:
     start, length = self._vector(slot, 1)
-    return bytes(self.r.data[start:start + length]).decode("utf-8", errors="replace")
+    return bytes(self.r.data[start : start + length]).decode("utf-8", errors="replace")
 
 
 def _options(op: str, table: _Table | None) -> dict[str, Any]:
@@ -145,17 +181,27 @@ def _options(op: str, table: _Table | None) -> dict[str, Any]:
   if table is None:
     return {}
   if op == "CONV_2D":
-    return {"padding": _PADDINGS.get(table.scalar(0, "<b")), "stride": (table.scalar(2, "<i"), table.scalar(1, "<i")),
-            "activation": _ACTIVATIONS.get(table.scalar(3, "<b"), "?"),
-            "dilation": (table.scalar(5, "<i", 1), table.scalar(4, "<i", 1))}
+    return {
+      "padding": _PADDINGS.get(table.scalar(0, "<b")),
+      "stride": (table.scalar(2, "<i"), table.scalar(1, "<i")),
+      "activation": _ACTIVATIONS.get(table.scalar(3, "<b"), "?"),
+      "dilation": (table.scalar(5, "<i", 1), table.scalar(4, "<i", 1)),
+    }
   if op == "DEPTHWISE_CONV_2D":
-    return {"padding": _PADDINGS.get(table.scalar(0, "<b")), "stride": (table.scalar(2, "<i"), table.scalar(1, "<i")),
-            "depth_multiplier": table.scalar(3, "<i"), "activation": _ACTIVATIONS.get(table.scalar(4, "<b"), "?"),
-            "dilation": (table.scalar(6, "<i", 1), table.scalar(5, "<i", 1))}
+    return {
+      "padding": _PADDINGS.get(table.scalar(0, "<b")),
+      "stride": (table.scalar(2, "<i"), table.scalar(1, "<i")),
+      "depth_multiplier": table.scalar(3, "<i"),
+      "activation": _ACTIVATIONS.get(table.scalar(4, "<b"), "?"),
+      "dilation": (table.scalar(6, "<i", 1), table.scalar(5, "<i", 1)),
+    }
   if op in ("MAX_POOL_2D", "AVERAGE_POOL_2D"):
-    return {"padding": _PADDINGS.get(table.scalar(0, "<b")), "stride": (table.scalar(2, "<i"), table.scalar(1, "<i")),
-            "filter": (table.scalar(4, "<i"), table.scalar(3, "<i")),
-            "activation": _ACTIVATIONS.get(table.scalar(5, "<b"), "?")}
+    return {
+      "padding": _PADDINGS.get(table.scalar(0, "<b")),
+      "stride": (table.scalar(2, "<i"), table.scalar(1, "<i")),
+      "filter": (table.scalar(4, "<i"), table.scalar(3, "<i")),
+      "activation": _ACTIVATIONS.get(table.scalar(5, "<b"), "?"),
+    }
   if op in ("ADD", "MUL", "SUB"):
     return {"activation": _ACTIVATIONS.get(table.scalar(0, "<b"), "?")}
   if op == "CONCATENATION":
@@ -190,8 +236,9 @@ class Model:
       type_code = t.scalar(1, "<b")
       if type_code not in _DTYPES:
         raise TFLiteFormatError(f"{source}: tensor {i} has unsupported TensorType {type_code}")
-      self.tensors.append(Tensor(i, t.string(3), tuple(int(s) for s in t.array(0, "<i4")), _DTYPES[type_code],
-                                 t.scalar(2, "<I")))
+      self.tensors.append(
+        Tensor(i, t.string(3), tuple(int(s) for s in t.array(0, "<i4")), _DTYPES[type_code], t.scalar(2, "<I"))
+      )
     self.inputs = tuple(int(i) for i in graph.array(1, "<i4"))
     self.outputs = tuple(int(i) for i in graph.array(2, "<i4"))
     self.operators: list[Operator] = []
@@ -221,8 +268,9 @@ class Model:
       raw = self._buffers[t.buffer]
       want = int(np.prod(t.shape, dtype=np.int64)) * t.dtype.itemsize
       if raw.size and raw.size != want:
-        raise TFLiteFormatError(f"{source}: tensor {t.name!r} of shape {t.shape} needs {want} bytes, "
-                                f"its buffer has {raw.size}")
+        raise TFLiteFormatError(
+          f"{source}: tensor {t.name!r} of shape {t.shape} needs {want} bytes, its buffer has {raw.size}"
+        )
     self._producer = {out: op for op in self.operators for out in op.outputs}
     self._consumers: dict[int, list[Operator]] = {}
     for op in self.operators:
@@ -260,12 +308,14 @@ class Model:
       if data is None:
         raise TFLiteFormatError(f"{self.source}: DEQUANTIZE input of {self.tensors[index].name!r} has no data")
       if data.dtype not in (np.dtype("<f2"), np.dtype("<f4")):
-        raise TFLiteFormatError(f"{self.source}: {self.tensors[index].name!r} dequantizes {data.dtype} "
-                                "(only float16 weights are supported)")
+        raise TFLiteFormatError(
+          f"{self.source}: {self.tensors[index].name!r} dequantizes {data.dtype} (only float16 weights are supported)"
+        )
     return np.asarray(data, np.float32)
 
   def summary(self, skip: tuple[str, ...] = ("DEQUANTIZE",)) -> str:
     """One line per op: `index OP inputs -> outputs` with tensor names and shapes (a readable graph listing)."""
+
     def fmt(i: int) -> str:
       t = self.tensors[i]
       return f"{t.name}{list(t.shape)}"
@@ -293,8 +343,10 @@ def read_bytes(path: str | os.PathLike, member: str) -> tuple[bytes, str]:
     try:
       with zipfile.ZipFile(path) as archive:
         if member not in archive.namelist():
-          raise TFLiteFormatError(f"{path}: the archive holds no {member} (is it a mediapipe wheel of a version "
-                                  "that ships this model, such as mediapipe==0.10.21?)")
+          raise TFLiteFormatError(
+            f"{path}: the archive holds no {member} (is it a mediapipe wheel of a version "
+            "that ships this model, such as mediapipe==0.10.21?)"
+          )
         return archive.read(member), f"{path}!{member}"
     except (zipfile.BadZipFile, OSError, EOFError) as e:
       raise TFLiteFormatError(f"{path}: corrupt zip archive while reading {member}: {e}") from e

@@ -12,7 +12,8 @@ is only set on CPU, and only if this jaxlib knows it.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 

@@ -22,15 +22,35 @@ from flax import nnx
 
 from disentangle_jax.third_party.common import converted
 from disentangle_jax.third_party.stylegan1.convert import convert
-from disentangle_jax.third_party.stylegan1.model import Buffer, Config, Generator, const_noise, mix_styles
+from disentangle_jax.third_party.stylegan1.model import Buffer
+from disentangle_jax.third_party.stylegan1.model import Config
+from disentangle_jax.third_party.stylegan1.model import Generator
+from disentangle_jax.third_party.stylegan1.model import const_noise
+from disentangle_jax.third_party.stylegan1.model import mix_styles
 
 NETWORK = "stylegan1"
 Module = Generator
 # rosinality's released FFHQ model `stylegan-256px-new.model` (progressive step 6).
 FFHQ256 = Config(resolution=256)
 
-__all__ = ["Buffer", "Config", "FFHQ256", "Generator", "Module", "NETWORK", "const_noise", "convert", "convert_to",
-           "from_params", "init", "load", "mapping", "mix_styles", "synthesis", "truncate"]
+__all__ = [
+  "Buffer",
+  "Config",
+  "FFHQ256",
+  "Generator",
+  "Module",
+  "NETWORK",
+  "const_noise",
+  "convert",
+  "convert_to",
+  "from_params",
+  "init",
+  "load",
+  "mapping",
+  "mix_styles",
+  "synthesis",
+  "truncate",
+]
 
 
 def from_params(config: Config, params: dict[str, Any], source: str = "params") -> Generator:
@@ -66,21 +86,29 @@ def convert_to(src: str | os.PathLike, dst: str | os.PathLike, resolution: int |
 
 
 @functools.partial(jax.jit, static_argnames=("truncation_psi", "truncation_cutoff"))
-def mapping(generator: Generator, z: jax.Array, truncation_psi: float = 1.0,
-            truncation_cutoff: int | None = None) -> jax.Array:
+def mapping(
+  generator: Generator, z: jax.Array, truncation_psi: float = 1.0, truncation_cutoff: int | None = None
+) -> jax.Array:
   """`generator.mapping`, compiled once per truncation setting and input shape."""
   return generator.mapping(z, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
 
 
 @functools.partial(jax.jit, static_argnames=("truncation_psi", "truncation_cutoff"))
-def truncate(generator: Generator, ws: jax.Array, truncation_psi: float = 1.0,
-             truncation_cutoff: int | None = None) -> jax.Array:
+def truncate(
+  generator: Generator, ws: jax.Array, truncation_psi: float = 1.0, truncation_cutoff: int | None = None
+) -> jax.Array:
   """`generator.truncate`, compiled once per truncation setting and input shape."""
   return generator.truncate(ws, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
 
 
 @functools.partial(jax.jit, static_argnames=("noise_mode", "dtype"))
-def synthesis(generator: Generator, ws: jax.Array, noise_mode: str = "const", rng: jax.Array | None = None,
-              noise: Any = None, dtype: Any = None) -> jax.Array:
+def synthesis(
+  generator: Generator,
+  ws: jax.Array,
+  noise_mode: str = "const",
+  rng: jax.Array | None = None,
+  noise: Any = None,
+  dtype: Any = None,
+) -> jax.Array:
   """`generator.synthesis`, compiled once per noise mode, dtype and input shape."""
   return generator.synthesis(ws, noise_mode=noise_mode, rng=rng, noise=noise, dtype=dtype)

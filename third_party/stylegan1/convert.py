@@ -27,7 +27,8 @@ import math
 import os
 import pathlib
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -84,7 +85,7 @@ def rosinality_expected(n_mlp: int = 8, code_dim: int = 512) -> dict[str, tuple[
 
 
 def rosinality_config(step: int, n_mlp: int = 8, code_dim: int = 512) -> model_lib.Config:
-  return model_lib.Config(resolution=4 * 2 ** step, z_dim=code_dim, w_dim=code_dim, mapping_layers=n_mlp)
+  return model_lib.Config(resolution=4 * 2**step, z_dim=code_dim, w_dim=code_dim, mapping_layers=n_mlp)
 
 
 def rosinality_rules(step: int, n_mlp: int = 8, code_dim: int = 512, lr_mul: float = 0.01) -> list[Rule]:
@@ -132,8 +133,11 @@ def _trained_step(sd: dict[str, Array]) -> int:
   step = 0
   for i in range(_ROSINALITY_BLOCKS):
     p = f"generator.progression.{i}."
-    if any(np.any(v != 0) for k, v in sd.items() if k.startswith(p) and (".noise" in k or k.endswith("conv.bias")
-                                                                         or k.endswith("conv1.0.bias"))):
+    if any(
+      np.any(v != 0)
+      for k, v in sd.items()
+      if k.startswith(p) and (".noise" in k or k.endswith("conv.bias") or k.endswith("conv1.0.bias"))
+    ):
       step = i
   return step
 
@@ -144,13 +148,14 @@ def _step_from_name(path: str) -> int | None:
     return None
   res = int(match.group(1))
   step = int(math.log2(res)) - 2 if res >= 4 else -1
-  if 4 * 2 ** step != res or not 0 <= step < _ROSINALITY_BLOCKS:
+  if 4 * 2**step != res or not 0 <= step < _ROSINALITY_BLOCKS:
     raise ValueError(f"{path}: file name says {res}px, which is not a StyleGAN v1 resolution (4 .. 1024)")
   return step
 
 
-def mean_style(params: dict[str, Any], config: model_lib.Config, seed: int = MEAN_STYLE_SEED,
-               samples: int = MEAN_STYLE_SAMPLES) -> np.ndarray:
+def mean_style(
+  params: dict[str, Any], config: model_lib.Config, seed: int = MEAN_STYLE_SEED, samples: int = MEAN_STYLE_SAMPLES
+) -> np.ndarray:
   """mean over `samples` z ~ N(0, I) of mapping(z), in numpy (float64 accumulation of float32 layers)."""
   z = np.random.default_rng(seed).standard_normal((samples, config.z_dim)).astype(np.float32)
   x = z / np.sqrt(np.mean(z * z, axis=1, keepdims=True) + 1e-8)
@@ -169,13 +174,14 @@ def _with_buffers(params: dict[str, Any], config: model_lib.Config, noise: list[
   return params
 
 
-def from_rosinality(sd: dict[str, Array], step: int | None, source: str,
-                    mean_samples: int = MEAN_STYLE_SAMPLES) -> tuple[model_lib.Config, dict[str, Any]]:
+def from_rosinality(
+  sd: dict[str, Array], step: int | None, source: str, mean_samples: int = MEAN_STYLE_SAMPLES
+) -> tuple[model_lib.Config, dict[str, Any]]:
   """A `StyledGenerator` state_dict (numpy) -> (Config, params) at progressive step `step` (None: trained blocks).
 
   `w_avg` is the mapping's mean over `mean_samples` z from `MEAN_STYLE_SEED`.
   """
-  sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
+  sd = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in sd.items()}
   n_mlp = sum(1 for k in sd if re.fullmatch(r"style\.\d+\.linear\.weight_orig", k))
   first = sd.get("style.1.linear.weight_orig")
   code_dim = int(first.shape[1]) if first is not None and first.ndim == 2 else 512
@@ -201,8 +207,10 @@ def _rosinality_from_checkpoint(obj: Any, path: str, resolution: int | None) -> 
     sd = obj
   else:
     keys = sorted(map(str, obj)) if isinstance(obj, dict) else type(obj).__name__
-    raise ValueError(f"{path}: neither a rosinality training checkpoint (no 'g_running' entry) nor a "
-                     f"StyledGenerator state_dict; top-level keys: {keys}")
+    raise ValueError(
+      f"{path}: neither a rosinality training checkpoint (no 'g_running' entry) nor a "
+      f"StyledGenerator state_dict; top-level keys: {keys}"
+    )
   if not isinstance(sd, dict):
     raise ValueError(f"{path}: 'g_running' is a {type(sd).__name__}, not a state_dict")
   if resolution is not None:
@@ -214,7 +222,7 @@ def _rosinality_from_checkpoint(obj: Any, path: str, resolution: int | None) -> 
 
 def _step_of_resolution(resolution: int, source: str) -> int:
   step = int(math.log2(resolution)) - 2 if resolution >= 4 else -1
-  if resolution < 4 or 4 * 2 ** step != resolution:
+  if resolution < 4 or 4 * 2**step != resolution:
     raise ValueError(f"{source}: resolution {resolution} is not a power of two >= 4")
   return step
 
@@ -230,12 +238,21 @@ def nvlabs_scope(layer: int) -> str:
   return f"G_synthesis/{res}x{res}/{'Conv1' if layer % 2 else 'Conv0_up'}"
 
 
-def nvlabs_config(resolution: int, z_dim: int = 512, w_dim: int = 512, mapping_layers: int = 8,
-                  channel_max: int = 512) -> model_lib.Config:
+def nvlabs_config(
+  resolution: int, z_dim: int = 512, w_dim: int = 512, mapping_layers: int = 8, channel_max: int = 512
+) -> model_lib.Config:
   """The official numerics (eps 1e-8, bias after blur, per-layer stored noise, truncation cutoff 8)."""
-  return model_lib.Config(resolution=resolution, z_dim=z_dim, w_dim=w_dim, mapping_layers=mapping_layers,
-                          channel_max=channel_max, instance_norm_eps=1e-8, bias_after_blur=True,
-                          noise_per_layer=True, truncation_cutoff=8)
+  return model_lib.Config(
+    resolution=resolution,
+    z_dim=z_dim,
+    w_dim=w_dim,
+    mapping_layers=mapping_layers,
+    channel_max=channel_max,
+    instance_norm_eps=1e-8,
+    bias_after_blur=True,
+    noise_per_layer=True,
+    truncation_cutoff=8,
+  )
 
 
 def nvlabs_expected(config: model_lib.Config, with_synthesis_only: bool = False) -> dict[str, tuple[int, ...]]:
@@ -432,8 +449,9 @@ def read_tf_checkpoint(prefix: str) -> dict[str, Array]:
       try:
         weights.append((attr.full_name, np.asarray(reader.get_tensor(attr.checkpoint_key))))
       except Exception as e:  # pylint: disable=broad-except
-        raise torch_pickle.CheckpointFormatError(f"{prefix}: variable {attr.full_name!r} "
-                                                 f"({attr.checkpoint_key}) is unreadable ({e})") from e
+        raise torch_pickle.CheckpointFormatError(
+          f"{prefix}: variable {attr.full_name!r} ({attr.checkpoint_key}) is unreadable ({e})"
+        ) from e
   if not weights:
     raise torch_pickle.CheckpointFormatError(f"{prefix}: no StyleGAN variables (G_synthesis/..., G_mapping/...)")
   return _nvlabs_names(weights, prefix)

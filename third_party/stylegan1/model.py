@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -58,6 +59,7 @@ class Config(config_lib.ConfigBase):
   "bfloat16"; "float64" under `jax_enable_x64` for numerical checks); parameters stay as stored and images come
   out float32 (float64 for "float64").
   """
+
   resolution: int = 256
   z_dim: int = 512
   w_dim: int = 512
@@ -78,8 +80,9 @@ class Config(config_lib.ConfigBase):
     if self.resolution < 4 or log2 != int(log2):
       raise ValueError(f"Config.resolution must be a power of two >= 4, got {self.resolution}")
     if self.compute_dtype not in ("float32", "bfloat16", "float16", "float64"):
-      raise ValueError(f"Config.compute_dtype must be float32, bfloat16, float16 or float64, "
-                       f"got {self.compute_dtype!r}")
+      raise ValueError(
+        f"Config.compute_dtype must be float32, bfloat16, float16 or float64, got {self.compute_dtype!r}"
+      )
 
   @property
   def num_blocks(self) -> int:
@@ -108,17 +111,15 @@ class Config(config_lib.ConfigBase):
     return 4 * 2 ** (layer // 2)
 
   def noise_res(self, index: int) -> int:
-    return self.layer_res(index) if self.noise_per_layer else 4 * 2 ** index
+    return self.layer_res(index) if self.noise_per_layer else 4 * 2**index
 
   def layer_kind(self, layer: int) -> str:
-    """"const" (layer 0), "conv" (second layer of a block), "up" (nearest x2 + conv) or "fused" (transposed conv)."""
+    """Layer kind: "const" (layer 0), "conv" (2nd of a block), "up" (nearest x2 + conv) or "fused" (transposed conv)."""
     if layer == 0:
       return "const"
     if layer % 2:
       return "conv"
     return "fused" if self.layer_res(layer) >= self.fused_up_min_res else "up"
-
-
 
 
 def const_noise(config: Config) -> list[np.ndarray]:
@@ -167,7 +168,7 @@ def _conv_up2(x: jax.Array, w: jax.Array) -> jax.Array:
   k = k.reshape(2, 2, w.shape[2], c_out * 4)
   p = jax.lax.conv_general_dilated(x, k, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
   p = p.reshape(b, h + 1, wd + 1, c_out, 2, 2)
-  rows = [jnp.stack([p[:, ry:ry + h, rx:rx + wd, :, ry, rx] for rx in (0, 1)], axis=3) for ry in (0, 1)]
+  rows = [jnp.stack([p[:, ry : ry + h, rx : rx + wd, :, ry, rx] for rx in (0, 1)], axis=3) for ry in (0, 1)]
   out = jnp.stack(rows, axis=2)  # [b, h, 2, wd, 2, c_out]
   return out.reshape(b, 2 * h, 2 * wd, c_out)
 
@@ -239,7 +240,7 @@ class StyledLayer(nnx.Module):
     w = w.astype(jnp.promote_types(dtype, jnp.float32))
     s = w @ (self.style_w[...] * self.style_scale).astype(w.dtype) + self.style_b[...].astype(w.dtype)
     s = s.astype(dtype)[:, None, None, :]
-    return x * s[..., :self.channels] + s[..., self.channels:]
+    return x * s[..., : self.channels] + s[..., self.channels :]
 
 
 class ToRGB(nnx.Module):
@@ -272,8 +273,9 @@ class Generator(nnx.Module):
 
   # ---------------------------------------------------------------- mapping
 
-  def mapping(self, z: jax.Array, truncation_psi: float | jax.Array = 1.0,
-              truncation_cutoff: int | None = None) -> jax.Array:
+  def mapping(
+    self, z: jax.Array, truncation_psi: float | jax.Array = 1.0, truncation_cutoff: int | None = None
+  ) -> jax.Array:
     """z [B, z_dim] -> ws [B, num_ws, w_dim]: pixel norm, the MLP, then truncation toward `w_avg`.
 
     Truncation applies to the layers below `truncation_cutoff` (default `config.truncation_cutoff`; None: all).
@@ -288,8 +290,9 @@ class Generator(nnx.Module):
     ws = jnp.broadcast_to(x[:, None, :], (x.shape[0], cfg.num_ws, cfg.w_dim))
     return self.truncate(ws, truncation_psi, truncation_cutoff)
 
-  def truncate(self, ws: jax.Array, truncation_psi: float | jax.Array = 1.0,
-               truncation_cutoff: int | None = None) -> jax.Array:
+  def truncate(
+    self, ws: jax.Array, truncation_psi: float | jax.Array = 1.0, truncation_cutoff: int | None = None
+  ) -> jax.Array:
     """`w_avg + psi (w - w_avg)` on the layers below the cutoff; an exact no-op for a Python psi of 1."""
     if isinstance(truncation_psi, (int, float)) and truncation_psi == 1:
       return ws
@@ -307,13 +310,16 @@ class Generator(nnx.Module):
     """The stored "const" noise maps [r, r], one per `config.num_noise`."""
     return [getattr(self, f"noise{i}")[...] for i in range(self.config.num_noise)]
 
-  def _noise(self, batch: int, noise_mode: str, rng: jax.Array | None,
-             noise: Sequence[jax.Array] | None) -> list[jax.Array | None]:
+  def _noise(
+    self, batch: int, noise_mode: str, rng: jax.Array | None, noise: Sequence[jax.Array] | None
+  ) -> list[jax.Array | None]:
     cfg = self.config
     if noise is not None:
       if len(noise) != cfg.num_noise:
-        raise ValueError(f"stylegan1 synthesis takes {cfg.num_noise} noise maps "
-                         f"({'per layer' if cfg.noise_per_layer else 'per block'}), got {len(noise)}")
+        raise ValueError(
+          f"stylegan1 synthesis takes {cfg.num_noise} noise maps "
+          f"({'per layer' if cfg.noise_per_layer else 'per block'}), got {len(noise)}"
+        )
       maps = []
       for i, n in enumerate(noise):
         r = cfg.noise_res(i)
@@ -334,8 +340,14 @@ class Generator(nnx.Module):
       raise ValueError(f"noise_mode must be 'const', 'random' or 'none', got {noise_mode!r}")
     return [maps[l] if cfg.noise_per_layer else maps[l // 2] for l in range(cfg.num_layers)]
 
-  def synthesis(self, ws: jax.Array, noise_mode: str = "const", rng: jax.Array | None = None,
-                noise: Sequence[jax.Array] | None = None, dtype: Any = None) -> jax.Array:
+  def synthesis(
+    self,
+    ws: jax.Array,
+    noise_mode: str = "const",
+    rng: jax.Array | None = None,
+    noise: Sequence[jax.Array] | None = None,
+    dtype: Any = None,
+  ) -> jax.Array:
     """ws [B, num_ws, w_dim] -> images [B, R, R, 3] float32 (raw toRGB output, nominally in [-1, 1]).
 
     Args:
@@ -355,9 +367,16 @@ class Generator(nnx.Module):
       x = getattr(self, f"layer{l}")(x, ws[:, l], noises[l])
     return self.to_rgb(x).astype(jnp.promote_types(dtype, jnp.float32))
 
-  def __call__(self, z: jax.Array, truncation_psi: float | jax.Array = 1.0, truncation_cutoff: int | None = None,
-               noise_mode: str = "const", rng: jax.Array | None = None,
-               noise: Sequence[jax.Array] | None = None, dtype: Any = None) -> jax.Array:
+  def __call__(
+    self,
+    z: jax.Array,
+    truncation_psi: float | jax.Array = 1.0,
+    truncation_cutoff: int | None = None,
+    noise_mode: str = "const",
+    rng: jax.Array | None = None,
+    noise: Sequence[jax.Array] | None = None,
+    dtype: Any = None,
+  ) -> jax.Array:
     """z [B, z_dim] -> images [B, R, R, 3]."""
     ws = self.mapping(z, truncation_psi, truncation_cutoff)
     return self.synthesis(ws, noise_mode=noise_mode, rng=rng, noise=noise, dtype=dtype)

@@ -33,8 +33,23 @@ from disentangle_jax.third_party.stylegan2.model import Generator
 NETWORK = "stylegan2"
 Module = Generator
 
-__all__ = ["Buffer", "Config", "FFHQ256", "Generator", "Module", "NETWORK", "PAPER256", "ROSINALITY256", "convert",
-           "convert_to", "from_params", "init", "load", "mapping", "synthesis"]
+__all__ = [
+  "Buffer",
+  "Config",
+  "FFHQ256",
+  "Generator",
+  "Module",
+  "NETWORK",
+  "PAPER256",
+  "ROSINALITY256",
+  "convert",
+  "convert_to",
+  "from_params",
+  "init",
+  "load",
+  "mapping",
+  "synthesis",
+]
 
 
 def from_params(config: Config, params: dict[str, Any], source: str) -> Generator:
@@ -83,14 +98,21 @@ def convert_to(src: str | os.PathLike, dst: str | os.PathLike, **overrides: Any)
 
 
 @functools.partial(jax.jit, static_argnames=("truncation_psi", "truncation_cutoff"))
-def mapping(generator: Generator, z: jax.Array, truncation_psi: float = 1.0,
-            truncation_cutoff: int | None = None) -> jax.Array:
+def mapping(
+  generator: Generator, z: jax.Array, truncation_psi: float = 1.0, truncation_cutoff: int | None = None
+) -> jax.Array:
   """`generator.mapping`, compiled once per truncation setting and input shape."""
   return generator.mapping(z, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
 
 
 @functools.partial(jax.jit, static_argnames=("noise_mode", "dtype"))
-def synthesis(generator: Generator, ws: jax.Array, noise_mode: str = "const", rng: jax.Array | None = None,
-              noise: Any = None, dtype: Any = None) -> jax.Array:
+def synthesis(
+  generator: Generator,
+  ws: jax.Array,
+  noise_mode: str = "const",
+  rng: jax.Array | None = None,
+  noise: Any = None,
+  dtype: Any = None,
+) -> jax.Array:
   """`generator.synthesis`, compiled once per noise mode, dtype and input shape."""
   return generator.synthesis(ws, noise_mode=noise_mode, rng=rng, noise=noise, dtype=dtype)

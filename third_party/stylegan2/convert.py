@@ -73,25 +73,29 @@ def ada_rules(config: Config) -> list[Rule]:
     if res == 4:
       rules.append(Rule(f"{p}.const", (cout, 4, 4), (f"b{res}", "const"), lambda a: a.transpose(1, 2, 0)))
     rules.append(Rule(f"{p}.resample_filter", (4, 4), None))
-    for conv in (("conv1",) if res == 4 else ("conv0", "conv1")):
+    for conv in ("conv1",) if res == 4 else ("conv0", "conv1"):
       cin = c.channels(res // 2) if conv == "conv0" else cout
       q, path = f"{p}.{conv}", (f"b{res}", conv)
       rules += [
-          Rule(f"{q}.weight", (cout, cin, 3, 3), path + ("weight",), _conv_oikk),
-          Rule(f"{q}.noise_strength", (), path + ("noise_strength",)),
-          Rule(f"{q}.bias", (cout,), path + ("bias",)),
-          Rule(f"{q}.resample_filter", (4, 4), None),
-          Rule(f"{q}.noise_const", (res, res), path + ("noise_const",)),
-          Rule(f"{q}.affine.weight", (cin, c.w_dim), path + ("affine", "weight"), _t),
-          Rule(f"{q}.affine.bias", (cin,), path + ("affine", "bias")),
+        Rule(f"{q}.weight", (cout, cin, 3, 3), path + ("weight",), _conv_oikk),
+        Rule(f"{q}.noise_strength", (), path + ("noise_strength",)),
+        Rule(f"{q}.bias", (cout,), path + ("bias",)),
+        Rule(f"{q}.resample_filter", (4, 4), None),
+        Rule(f"{q}.noise_const", (res, res), path + ("noise_const",)),
+        Rule(f"{q}.affine.weight", (cin, c.w_dim), path + ("affine", "weight"), _t),
+        Rule(f"{q}.affine.bias", (cin,), path + ("affine", "bias")),
       ]
     q, path = f"{p}.torgb", (f"b{res}", "torgb")
     rules += [
-        Rule(f"{q}.weight", (c.img_channels, cout, 1, 1), path + ("weight",),
-             lambda a: a.reshape(a.shape[0], a.shape[1]).transpose()),
-        Rule(f"{q}.bias", (c.img_channels,), path + ("bias",)),
-        Rule(f"{q}.affine.weight", (cout, c.w_dim), path + ("affine", "weight"), _t),
-        Rule(f"{q}.affine.bias", (cout,), path + ("affine", "bias")),
+      Rule(
+        f"{q}.weight",
+        (c.img_channels, cout, 1, 1),
+        path + ("weight",),
+        lambda a: a.reshape(a.shape[0], a.shape[1]).transpose(),
+      ),
+      Rule(f"{q}.bias", (c.img_channels,), path + ("bias",)),
+      Rule(f"{q}.affine.weight", (cout, c.w_dim), path + ("affine", "weight"), _t),
+      Rule(f"{q}.affine.bias", (cout,), path + ("affine", "bias")),
     ]
   return rules
 
@@ -110,12 +114,12 @@ def rosinality_rules(config: Config) -> list[Rule]:
 
   def styled(prefix: str, path: Path, cin: int, cout: int, noise_idx: int, res: int, up: bool) -> list[Rule]:
     out = [
-        Rule(f"{prefix}.conv.weight", (1, cout, cin, 3, 3), path + ("weight",), lambda a: _conv_oikk(a[0])),
-        Rule(f"{prefix}.conv.modulation.weight", (cin, c.w_dim), path + ("affine", "weight"), _t),
-        Rule(f"{prefix}.conv.modulation.bias", (cin,), path + ("affine", "bias")),
-        Rule(f"{prefix}.noise.weight", (1,), path + ("noise_strength",), lambda a: a.reshape(())),
-        Rule(f"{prefix}.activate.bias", (cout,), path + ("bias",)),
-        Rule(f"noises.noise_{noise_idx}", (1, 1, res, res), path + ("noise_const",), lambda a: a.reshape(res, res)),
+      Rule(f"{prefix}.conv.weight", (1, cout, cin, 3, 3), path + ("weight",), lambda a: _conv_oikk(a[0])),
+      Rule(f"{prefix}.conv.modulation.weight", (cin, c.w_dim), path + ("affine", "weight"), _t),
+      Rule(f"{prefix}.conv.modulation.bias", (cin,), path + ("affine", "bias")),
+      Rule(f"{prefix}.noise.weight", (1,), path + ("noise_strength",), lambda a: a.reshape(())),
+      Rule(f"{prefix}.activate.bias", (cout,), path + ("bias",)),
+      Rule(f"noises.noise_{noise_idx}", (1, 1, res, res), path + ("noise_const",), lambda a: a.reshape(res, res)),
     ]
     if up:
       out.insert(1, Rule(f"{prefix}.conv.blur.kernel", (4, 4), None))
@@ -123,11 +127,15 @@ def rosinality_rules(config: Config) -> list[Rule]:
 
   def to_rgb(prefix: str, path: Path, cin: int, up: bool) -> list[Rule]:
     out = [
-        Rule(f"{prefix}.bias", (1, c.img_channels, 1, 1), path + ("bias",), lambda a: a.reshape(-1)),
-        Rule(f"{prefix}.conv.weight", (1, c.img_channels, cin, 1, 1), path + ("weight",),
-             lambda a: a.reshape(a.shape[1], a.shape[2]).transpose()),
-        Rule(f"{prefix}.conv.modulation.weight", (cin, c.w_dim), path + ("affine", "weight"), _t),
-        Rule(f"{prefix}.conv.modulation.bias", (cin,), path + ("affine", "bias")),
+      Rule(f"{prefix}.bias", (1, c.img_channels, 1, 1), path + ("bias",), lambda a: a.reshape(-1)),
+      Rule(
+        f"{prefix}.conv.weight",
+        (1, c.img_channels, cin, 1, 1),
+        path + ("weight",),
+        lambda a: a.reshape(a.shape[1], a.shape[2]).transpose(),
+      ),
+      Rule(f"{prefix}.conv.modulation.weight", (cin, c.w_dim), path + ("affine", "weight"), _t),
+      Rule(f"{prefix}.conv.modulation.bias", (cin,), path + ("affine", "bias")),
     ]
     if up:
       out.append(Rule(f"{prefix}.upsample.kernel", (4, 4), None))
@@ -195,11 +203,15 @@ def infer_ada_config(sd: dict[str, Any], source: str, **overrides: Any) -> Confi
   channels = {res: int(_need(sd, f"synthesis.b{res}.conv1.weight", source).shape[0]) for res in resolutions}
   base, cmax = _channel_table(channels, source)
   fields = dict(
-      resolution=max(resolutions),
-      z_dim=int(_need(sd, "mapping.fc0.weight", source).shape[1]),
-      w_dim=int(_need(sd, f"mapping.fc{max(layers_)}.weight", source).shape[0]),
-      mapping_layers=max(layers_) + 1, channel_base=base, channel_max=cmax, conv_clamp=DEFAULT_ADA_CONV_CLAMP,
-      img_channels=int(_need(sd, f"synthesis.b{max(resolutions)}.torgb.weight", source).shape[0]))
+    resolution=max(resolutions),
+    z_dim=int(_need(sd, "mapping.fc0.weight", source).shape[1]),
+    w_dim=int(_need(sd, f"mapping.fc{max(layers_)}.weight", source).shape[0]),
+    mapping_layers=max(layers_) + 1,
+    channel_base=base,
+    channel_max=cmax,
+    conv_clamp=DEFAULT_ADA_CONV_CLAMP,
+    img_channels=int(_need(sd, f"synthesis.b{max(resolutions)}.torgb.weight", source).shape[0]),
+  )
   fields.update(overrides)
   return Config(**fields)
 
@@ -216,9 +228,16 @@ def infer_rosinality_config(sd: dict[str, Any], source: str, **overrides: Any) -
     channels[8 * 2**j] = int(_need(sd, f"convs.{2 * j + 1}.conv.weight", source).shape[1])
   base, cmax = _channel_table(channels, source)
   style_dim = int(_need(sd, "style.1.weight", source).shape[1])
-  fields = dict(resolution=resolution, z_dim=style_dim, w_dim=style_dim, mapping_layers=len(layers_),
-                channel_base=base, channel_max=cmax, conv_clamp=None,
-                img_channels=int(_need(sd, "to_rgb1.conv.weight", source).shape[1]))
+  fields = dict(
+    resolution=resolution,
+    z_dim=style_dim,
+    w_dim=style_dim,
+    mapping_layers=len(layers_),
+    channel_base=base,
+    channel_max=cmax,
+    conv_clamp=None,
+    img_channels=int(_need(sd, "to_rgb1.conv.weight", source).shape[1]),
+  )
   fields.update(overrides)
   return Config(**fields)
 
@@ -251,12 +270,12 @@ class _SnapshotUnpickler(torch_pickle.SafeUnpickler):
   """Reads stylegan2-ada-pytorch network pickles without `torch_utils`, `dnnlib` or the pickled source code."""
 
   extra_globals = {
-      ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_persistent_obj,
-      ("dnnlib.util", "EasyDict"): _EasyDict,
-      ("dnnlib", "EasyDict"): _EasyDict,
-      # Protocol-2 pickles name builtins by their Python 2 module (a module's `_non_persistent_buffers_set`).
-      ("__builtin__", "set"): set,
-      ("__builtin__", "frozenset"): frozenset,
+    ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_persistent_obj,
+    ("dnnlib.util", "EasyDict"): _EasyDict,
+    ("dnnlib", "EasyDict"): _EasyDict,
+    # Protocol-2 pickles name builtins by their Python 2 module (a module's `_non_persistent_buffers_set`).
+    ("__builtin__", "set"): set,
+    ("__builtin__", "frozenset"): frozenset,
   }
 
 
@@ -326,8 +345,10 @@ def _layout_of(sd: dict[str, Any], path: str) -> str:
   if any(k.startswith("style.") for k in sd):
     return "rosinality"
   raise state_dict_lib.CheckpointMismatchError(
-      f"{path} (neither a stylegan2-ada nor a rosinality generator)",
-      missing=["mapping.fc0.weight (ada) or style.1.weight (rosinality)"], unexpected=sorted(sd)[:20])
+    f"{path} (neither a stylegan2-ada nor a rosinality generator)",
+    missing=["mapping.fc0.weight (ada) or style.1.weight (rosinality)"],
+    unexpected=sorted(sd)[:20],
+  )
 
 
 # ------------------------------------------------------------------------------------------------- public
@@ -355,8 +376,9 @@ def convert(path: str | os.PathLike, *, latent_avg_seed: int = 0, **overrides: A
   if "latent_avg" in extra:
     avg = extra["latent_avg"].reshape(-1)
     if avg.shape != (config.w_dim,):
-      raise state_dict_lib.CheckpointMismatchError(path, misshaped=[("latent_avg", extra["latent_avg"].shape,
-                                                                     (config.w_dim,))])
+      raise state_dict_lib.CheckpointMismatchError(
+        path, misshaped=[("latent_avg", extra["latent_avg"].shape, (config.w_dim,))]
+      )
   else:
     avg = mean_w(config, params, latent_avg_seed)
   params["mapping_net"]["w_avg"] = np.asarray(avg, np.float32)
@@ -373,6 +395,8 @@ def mean_w(config: Config, params: dict[str, Any], seed: int, samples: int = LAT
   for i in range(config.mapping_layers):
     fc = params["mapping_net"][f"fc{i}"]
     weight = np.asarray(fc["weight"], np.float64)
-    x = x @ (weight * (config.lr_multiplier / math.sqrt(weight.shape[0]))) + np.asarray(fc["bias"]) * config.lr_multiplier
+    x = (
+      x @ (weight * (config.lr_multiplier / math.sqrt(weight.shape[0]))) + np.asarray(fc["bias"]) * config.lr_multiplier
+    )
     x = np.where(x >= 0, x, 0.2 * x) * math.sqrt(2.0)
   return np.mean(x, axis=0).astype(np.float32)

@@ -83,8 +83,9 @@ def conv2d(x: jax.Array, weight: jax.Array, up: bool = False, groups: int = 1) -
   """
   if not up:
     k = weight.shape[0]
-    return jax.lax.conv_general_dilated(x, weight, (1, 1), [(k // 2, k // 2)] * 2, dimension_numbers=_DIMS,
-                                        feature_group_count=groups)
+    return jax.lax.conv_general_dilated(
+      x, weight, (1, 1), [(k // 2, k // 2)] * 2, dimension_numbers=_DIMS, feature_group_count=groups
+    )
   b, h, w, _ = x.shape
   cout = weight.shape[-1]
   if groups == 1 and h <= PHASE_SPLIT_MAX_SIZE:
@@ -94,8 +95,9 @@ def conv2d(x: jax.Array, weight: jax.Array, up: bool = False, groups: int = 1) -
     cin_g = kernel.shape[2]
     cout_g = cout // groups
     kernel = kernel.reshape(2, 2, cin_g, 4, groups, cout_g).transpose(0, 1, 2, 4, 3, 5).reshape(2, 2, cin_g, -1)
-  y = jax.lax.conv_general_dilated(x, kernel, (1, 1), [(1, 1), (1, 1)], dimension_numbers=_DIMS,
-                                   feature_group_count=groups)  # [B, H+1, W+1, (G) 4 O]
+  y = jax.lax.conv_general_dilated(
+    x, kernel, (1, 1), [(1, 1), (1, 1)], dimension_numbers=_DIMS, feature_group_count=groups
+  )  # [B, H+1, W+1, (G) 4 O]
   if groups > 1:
     y = y.reshape(b, h + 1, w + 1, groups, 4, cout_g).transpose(0, 1, 2, 4, 3, 5)
   y = y.reshape(b, h + 1, w + 1, 2, 2, cout)  # y[2m + r] = Y[m, r] on each axis, m in [0, H]
@@ -147,8 +149,9 @@ def _fir_phases(y: jax.Array, axis: int, phase_axis: int) -> jax.Array:
   return jnp.stack([z0, z1], axis=phase_axis).astype(y.dtype)
 
 
-def modulated_conv2d(x: jax.Array, weight: jax.Array, styles: jax.Array, *, demodulate: bool = True,
-                     up: bool = False, fused: bool = False) -> jax.Array:
+def modulated_conv2d(
+  x: jax.Array, weight: jax.Array, styles: jax.Array, *, demodulate: bool = True, up: bool = False, fused: bool = False
+) -> jax.Array:
   """StyleGAN2's modulated convolution of NHWC `x` ([B, H, W, I]) with HWIO `weight` and per-sample `styles` [B, I].
 
   The weight is scaled per input channel by the style and, with `demodulate`, each output channel is renormalised

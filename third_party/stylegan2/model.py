@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -26,7 +27,6 @@ import numpy as np
 from flax import nnx
 
 from disentangle_jax.third_party.common import config as config_lib
-
 from disentangle_jax.third_party.stylegan2 import layers
 
 NOISE_MODES = ("const", "random", "none")
@@ -97,12 +97,12 @@ class Config(config_lib.ConfigBase):
     return tuple(out)
 
 
-
-
-PAPER256 = Config(resolution=256, z_dim=512, w_dim=512, mapping_layers=8, channel_base=16384, channel_max=512,
-                  conv_clamp=256.0)
-ROSINALITY256 = Config(resolution=256, z_dim=512, w_dim=512, mapping_layers=8, channel_base=32768, channel_max=512,
-                       conv_clamp=None)
+PAPER256 = Config(
+  resolution=256, z_dim=512, w_dim=512, mapping_layers=8, channel_base=16384, channel_max=512, conv_clamp=256.0
+)
+ROSINALITY256 = Config(
+  resolution=256, z_dim=512, w_dim=512, mapping_layers=8, channel_base=32768, channel_max=512, conv_clamp=None
+)
 FFHQ256 = PAPER256
 
 
@@ -113,8 +113,7 @@ def _normal(rngs: nnx.Rngs, shape: Sequence[int], scale: float = 1.0) -> jax.Arr
 class Dense(nnx.Module):
   """Fully connected layer with equalised lr: y = x @ (w * lr_mul / sqrt(in)) + b * lr_mul."""
 
-  def __init__(self, din: int, dout: int, *, lr_multiplier: float = 1.0, bias_init: float = 0.0,
-               rngs: nnx.Rngs):
+  def __init__(self, din: int, dout: int, *, lr_multiplier: float = 1.0, bias_init: float = 0.0, rngs: nnx.Rngs):
     self.weight = nnx.Param(_normal(rngs, (din, dout), 1.0 / lr_multiplier))
     self.bias = nnx.Param(jnp.full((dout,), bias_init, jnp.float32))
     self.weight_gain = lr_multiplier / math.sqrt(din)
@@ -145,8 +144,18 @@ class Mapping(nnx.Module):
 class SynthesisLayer(nnx.Module):
   """Modulated 3x3 conv (optionally 2x up-sampling), noise, bias, lrelu * sqrt(2), clamp."""
 
-  def __init__(self, cin: int, cout: int, w_dim: int, resolution: int, *, up: bool, conv_clamp: float | None,
-               fused: bool, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    cin: int,
+    cout: int,
+    w_dim: int,
+    resolution: int,
+    *,
+    up: bool,
+    conv_clamp: float | None,
+    fused: bool,
+    rngs: nnx.Rngs,
+  ):
     self.affine = Dense(w_dim, cin, bias_init=1.0, rngs=rngs)
     self.weight = nnx.Param(_normal(rngs, (3, 3, cin, cout)))
     self.bias = nnx.Param(jnp.zeros((cout,), jnp.float32))
@@ -157,8 +166,9 @@ class SynthesisLayer(nnx.Module):
 
   def __call__(self, x: jax.Array, w: jax.Array, noise: jax.Array | None) -> jax.Array:
     styles = self.affine(w)
-    x = layers.modulated_conv2d(x, self.weight[...] * self.weight_gain, styles, demodulate=True, up=self.up,
-                                fused=self.fused)
+    x = layers.modulated_conv2d(
+      x, self.weight[...] * self.weight_gain, styles, demodulate=True, up=self.up, fused=self.fused
+    )
     if noise is not None:
       x = x + (noise * self.noise_strength[...]).astype(x.dtype)
     x = layers.lrelu_gain(x + self.bias[...].astype(x.dtype))
@@ -214,8 +224,9 @@ class Generator(nnx.Module):
     for res in config.block_resolutions:
       setattr(self, f"b{res}", SynthesisBlock(config, res, rngs=rngs))
 
-  def mapping(self, z: jax.Array, truncation_psi: float | jax.Array = 1.0,
-              truncation_cutoff: int | None = None) -> jax.Array:
+  def mapping(
+    self, z: jax.Array, truncation_psi: float | jax.Array = 1.0, truncation_cutoff: int | None = None
+  ) -> jax.Array:
     """z [B, z_dim] -> ws [B, num_ws, w_dim]; truncation lerps the first `truncation_cutoff` ws (all if None)."""
     c = self.config
     if z.ndim != 2 or z.shape[1] != c.z_dim:
@@ -231,8 +242,14 @@ class Generator(nnx.Module):
     keep = (jnp.arange(c.num_ws) < truncation_cutoff)[None, :, None]
     return jnp.where(keep, truncated, ws)
 
-  def synthesis(self, ws: jax.Array, noise_mode: str = "const", rng: jax.Array | None = None,
-                noise: Sequence[jax.Array] | None = None, dtype: Any = None) -> jax.Array:
+  def synthesis(
+    self,
+    ws: jax.Array,
+    noise_mode: str = "const",
+    rng: jax.Array | None = None,
+    noise: Sequence[jax.Array] | None = None,
+    dtype: Any = None,
+  ) -> jax.Array:
     """ws [B, num_ws, w_dim] -> image [B, H, W, img_channels] float32 (roughly [-1, 1] for trained weights).
 
     Args:
@@ -268,19 +285,28 @@ class Generator(nnx.Module):
       img = y if img is None else layers.upsample_2x(img) + y
     return img
 
-  def __call__(self, z: jax.Array, truncation_psi: float | jax.Array = 1.0, truncation_cutoff: int | None = None,
-               noise_mode: str = "const", rng: jax.Array | None = None, dtype: Any = None) -> jax.Array:
+  def __call__(
+    self,
+    z: jax.Array,
+    truncation_psi: float | jax.Array = 1.0,
+    truncation_cutoff: int | None = None,
+    noise_mode: str = "const",
+    rng: jax.Array | None = None,
+    dtype: Any = None,
+  ) -> jax.Array:
     ws = self.mapping(z, truncation_psi, truncation_cutoff)
     return self.synthesis(ws, noise_mode=noise_mode, rng=rng, dtype=dtype)
 
-  def _noises(self, batch: int, noise_mode: str, rng: jax.Array | None,
-              noise: Sequence[jax.Array] | None) -> list[jax.Array | None]:
+  def _noises(
+    self, batch: int, noise_mode: str, rng: jax.Array | None, noise: Sequence[jax.Array] | None
+  ) -> list[jax.Array | None]:
     """Per-layer noise, [B or 1, res, res, 1] each (before the layer's strength), or None."""
     layers_ = self.config.noise_layers
     if noise is not None:
       if len(noise) != len(layers_):
-        raise ValueError(f"noise: expected {len(layers_)} arrays (one per layer {[n for n, _ in layers_]}), "
-                         f"got {len(noise)}")
+        raise ValueError(
+          f"noise: expected {len(layers_)} arrays (one per layer {[n for n, _ in layers_]}), got {len(noise)}"
+        )
       out = []
       for (name, res), n in zip(layers_, noise):
         n = jnp.asarray(n, jnp.float32)
@@ -289,8 +315,10 @@ class Generator(nnx.Module):
         if n.ndim == 4 and n.shape[-1] == 1:
           n = n[..., 0]
         if n.ndim != 3 or n.shape[1:] != (res, res) or n.shape[0] not in (1, batch):
-          raise ValueError(f"noise for layer {name}: expected shape [{res}, {res}], [B, {res}, {res}] or "
-                           f"[B, {res}, {res}, 1] with B={batch}, got {np.shape(n)}")
+          raise ValueError(
+            f"noise for layer {name}: expected shape [{res}, {res}], [B, {res}, {res}] or "
+            f"[B, {res}, {res}, 1] with B={batch}, got {np.shape(n)}"
+          )
         out.append(n[..., None])
       return out
     if noise_mode not in NOISE_MODES:

@@ -1,5 +1,7 @@
 """E_id: the VGGFace2 ResNet-50 identity encoder (frozen), its converters and loaders.
 
+Usage:
+
     from disentangle_jax.third_party import vggface2
     e_id = vggface2.load("weights/vggface2_resnet50")              # converted dir, .pkl, .pth, .npz, .h5 -> ResNet
     emb = vggface2.embed(e_id, images)                               # float32 NHWC in [-1, 1] -> [B, 2048], unit norm
@@ -18,14 +20,37 @@ from flax import nnx
 from disentangle_jax import trees
 from disentangle_jax.third_party.common import converted
 from disentangle_jax.third_party.common import torch_layout
-from disentangle_jax.third_party.vggface2.convert import NETWORK, convert, expected_state_dict, rename
-from disentangle_jax.third_party.vggface2.model import FULL, Config, ResNet
-from disentangle_jax.third_party.vggface2.preprocess import MEAN_BGR, caffe_normalize, preprocess
+from disentangle_jax.third_party.vggface2.convert import NETWORK
+from disentangle_jax.third_party.vggface2.convert import convert
+from disentangle_jax.third_party.vggface2.convert import expected_state_dict
+from disentangle_jax.third_party.vggface2.convert import rename
+from disentangle_jax.third_party.vggface2.model import FULL
+from disentangle_jax.third_party.vggface2.model import Config
+from disentangle_jax.third_party.vggface2.model import ResNet
+from disentangle_jax.third_party.vggface2.preprocess import MEAN_BGR
+from disentangle_jax.third_party.vggface2.preprocess import caffe_normalize
+from disentangle_jax.third_party.vggface2.preprocess import preprocess
 
 Module = ResNet
 
-__all__ = ["Config", "FULL", "MEAN_BGR", "Module", "NETWORK", "ResNet", "caffe_normalize", "convert", "convert_to",
-           "embed", "expected_state_dict", "features", "init", "load", "preprocess", "to_numpy_state_dict"]
+__all__ = [
+  "Config",
+  "FULL",
+  "MEAN_BGR",
+  "Module",
+  "NETWORK",
+  "ResNet",
+  "caffe_normalize",
+  "convert",
+  "convert_to",
+  "embed",
+  "expected_state_dict",
+  "features",
+  "init",
+  "load",
+  "preprocess",
+  "to_numpy_state_dict",
+]
 
 
 def init(config: Config, seed: int) -> ResNet:

@@ -34,12 +34,13 @@ def rename(module_path: tuple[str, ...]) -> str:
   names = {"downsample_conv": "downsample.0", "downsample_bn": "downsample.1", "proj": "dim_proj"}
   parts = []
   for p in module_path:
-    parts.append(p[len("block"):] if p.startswith("block") and p[5:].isdigit() else names.get(p, p))
+    parts.append(p[len("block") :] if p.startswith("block") and p[5:].isdigit() else names.get(p, p))
   return ".".join(parts)
 
 
-def infer_config(state_dict: dict[str, np.ndarray], source: str, input_size: int = 224,
-                 flavor: str = "caffe") -> model_lib.Config:
+def infer_config(
+  state_dict: dict[str, np.ndarray], source: str, input_size: int = 224, flavor: str = "caffe"
+) -> model_lib.Config:
   """The `Config` a state_dict was saved from: width from `conv1`, blocks per stage, classifier and head sizes."""
   if "conv1.weight" not in state_dict:
     raise CheckpointMismatchError(source, missing=["conv1.weight"])
@@ -50,19 +51,20 @@ def infer_config(state_dict: dict[str, np.ndarray], source: str, input_size: int
     if m:
       blocks.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
   if not blocks or sorted(blocks) != list(range(1, len(blocks) + 1)):
-    raise CheckpointMismatchError(source, missing=[f"layer{s}.0.conv1.weight" for s in range(1, 5)
-                                                   if s not in blocks])
+    raise CheckpointMismatchError(source, missing=[f"layer{s}.0.conv1.weight" for s in range(1, 5) if s not in blocks])
   layers = []
   for s in sorted(blocks):
     n = max(blocks[s]) + 1
     if sorted(blocks[s]) != list(range(n)):
-      raise CheckpointMismatchError(source, missing=[f"layer{s}.{i}.conv1.weight" for i in range(n)
-                                                     if i not in blocks[s]])
+      raise CheckpointMismatchError(
+        source, missing=[f"layer{s}.{i}.conv1.weight" for i in range(n) if i not in blocks[s]]
+      )
     layers.append(n)
   num_classes = int(np.shape(state_dict["fc.weight"])[0]) if "fc.weight" in state_dict else 0
   proj_dim = int(np.shape(state_dict["dim_proj.weight"])[0]) if "dim_proj.weight" in state_dict else 0
-  return model_lib.Config(width=width, layers=tuple(layers), num_classes=num_classes, proj_dim=proj_dim,
-                          input_size=input_size, flavor=flavor)
+  return model_lib.Config(
+    width=width, layers=tuple(layers), num_classes=num_classes, proj_dim=proj_dim, input_size=input_size, flavor=flavor
+  )
 
 
 def rules(config: model_lib.Config) -> list[keymap.Rule]:
@@ -75,8 +77,9 @@ def expected_state_dict(config: model_lib.Config) -> dict[str, tuple[int, ...]]:
   return keymap.expected(rules(config))
 
 
-def params_from_state_dict(state_dict: dict[str, np.ndarray], source: str, input_size: int = 224,
-                           flavor: str = "caffe") -> tuple[model_lib.Config, dict[str, Any]]:
+def params_from_state_dict(
+  state_dict: dict[str, np.ndarray], source: str, input_size: int = 224, flavor: str = "caffe"
+) -> tuple[model_lib.Config, dict[str, Any]]:
   """(config, Flax params) from an upstream state_dict, checked key by key and shape by shape."""
   config = infer_config(state_dict, source, input_size, flavor)
   return config, keymap.apply(state_dict, rules(config), source, ignore=("num_batches_tracked",))

@@ -17,7 +17,6 @@ randomly initialised from an explicit seed.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -45,6 +44,7 @@ class Config(config_lib.ConfigBase):
     flavor: "caffe" (cydonia999's PyTorch port of the Caffe model) or "keras" (WeidiXie's Keras model: TF "same"
       stem padding, floor-mode max-pool, BatchNorm eps 1e-3, and a bias-free classifier on the `proj` output).
   """
+
   width: int = 64
   layers: tuple[int, ...] = (3, 4, 6, 3)
   num_classes: int = 0
@@ -69,8 +69,6 @@ class Config(config_lib.ConfigBase):
   def feature_dim(self) -> int:
     """Size of the pooled feature: the last stage's output channels (2048 at full size)."""
     return self.width * 2 ** (len(self.layers) - 1) * EXPANSION
-
-
 
 
 FULL = Config()
@@ -125,8 +123,9 @@ class ResNet(nnx.Module):
     eps = BN_EPS[config.flavor]
     keras = config.flavor == "keras"
     if keras:  # TF "same" padding: (2, 3) at even input sizes, where PyTorch pads (3, 3)
-      self.conv1 = nnx.Conv(3, w, (7, 7), strides=(2, 2), padding="SAME", use_bias=False,
-                            kernel_init=layers.he_normal, rngs=rngs)
+      self.conv1 = nnx.Conv(
+        3, w, (7, 7), strides=(2, 2), padding="SAME", use_bias=False, kernel_init=layers.he_normal, rngs=rngs
+      )
     else:
       self.conv1 = layers.conv(3, w, 7, stride=2, padding=3, rngs=rngs)
     self.bn1 = layers.BatchNorm(w, eps)

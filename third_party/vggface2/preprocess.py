@@ -39,11 +39,11 @@ def preprocess(images: jax.Array, input_size: int = NATIVE_SIZE) -> jax.Array:
     raise ValueError(f"expected NHWC RGB images, got shape {images.shape}")
   _, h, w, _ = images.shape
   x = (images.astype(jnp.promote_types(images.dtype, jnp.float32)) + 1.0) * 127.5
-  x = x[:, int(0.1 * h):int(0.9 * h), int(0.1 * w):int(0.9 * w), :]
+  x = x[:, int(0.1 * h) : int(0.9 * h), int(0.1 * w) : int(0.9 * w), :]
   size = resize_size(input_size)
   x = jax.image.resize(x, (x.shape[0], size, size, 3), method="bilinear", antialias=False)
   start = (size - input_size) // 2
-  x = x[:, start:start + input_size, start:start + input_size, :]
+  x = x[:, start : start + input_size, start : start + input_size, :]
   return caffe_normalize(x)
 
 
@@ -52,12 +52,12 @@ def reference_preprocess(images: np.ndarray, input_size: int = NATIVE_SIZE) -> n
   images = np.asarray(images, np.float64)
   _, h, w, _ = images.shape
   x = (images + 1.0) * 127.5
-  x = x[:, int(0.1 * h):int(0.9 * h), int(0.1 * w):int(0.9 * w), :]
+  x = x[:, int(0.1 * h) : int(0.9 * h), int(0.1 * w) : int(0.9 * w), :]
   size = resize_size(input_size)
   x = np.einsum("oh,bhwc->bowc", _bilinear_matrix(x.shape[1], size), x)
   x = np.einsum("ow,bhwc->bhoc", _bilinear_matrix(x.shape[2], size), x)
   start = (size - input_size) // 2
-  x = x[:, start:start + input_size, start:start + input_size, ::-1]
+  x = x[:, start : start + input_size, start : start + input_size, ::-1]
   return x - np.asarray(MEAN_BGR)
 
 
