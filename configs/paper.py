@@ -108,6 +108,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.image_every = 2_000
   c.eval_every = 10_000
   c.eval_batches = 50
+  c.score_pairs = 256  # held-out pairs of the toy world's exact score (generator.kind='toy' only)
   c.checkpoint_every = 5_000
   c.keep_checkpoints = 3
 

@@ -27,6 +27,7 @@ from disentangle_jax import errors
 POSITIVE_INTS = (
   "per_device_batch_size",
   "eval_batches",
+  "score_pairs",
   "keep_checkpoints",
   "data.num_train",
   "data.num_validation",

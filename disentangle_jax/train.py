@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import signal
 import threading
@@ -36,10 +37,14 @@ from disentangle_jax import checkpoints
 from disentangle_jax import config_check
 from disentangle_jax import errors
 from disentangle_jax import evaluate as evaluate_lib
+from disentangle_jax import inference
 from disentangle_jax import model as model_lib
 from disentangle_jax import train_step as step_lib
 from disentangle_jax import trees
 from disentangle_jax import workdir_lock
+from disentangle_jax.toy import score as toy_score
+
+SCORE_FILE = "score.json"  # the toy world's exact score, written at the last step
 
 
 @dataclasses.dataclass
@@ -50,6 +55,7 @@ class Result:
   history: dict[int, dict[str, float]]
   evaluations: dict[int, dict[str, float]]
   preempted: bool = False
+  score: dict[str, float] | None = None  # the toy world's exact score at the last step (`toy/score.py`)
 
 
 class NonFiniteLossError(errors.UserError, FloatingPointError):
@@ -66,6 +72,20 @@ def _flat_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
     ".".join(path): v if isinstance(v, (int, float, str, bool)) else str(v)
     for path, v in trees.flatten(config.to_dict()).items()
   }
+
+
+def _toy_score(config: ml_collections.ConfigDict, model: model_lib.Model, workdir: str) -> dict[str, float]:
+  """The toy world's exact score of `model` on held-out pairs, also written to `<workdir>/score.json`."""
+  result = toy_score.score(
+    inference.InferenceModel(config, model),
+    num_pairs=int(config.score_pairs),
+    truncation_psi=float(config.data.truncation_psi),
+  )
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, SCORE_FILE), "w") as f:
+      json.dump(result, f, indent=2, sort_keys=True)
+  logging.info("toy score: %s", ", ".join(f"{k} {v:.3f}" for k, v in sorted(result.items())))
+  return result
 
 
 def data_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
@@ -300,6 +320,16 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> Result:
           scores = evaluate_lib.evaluate(eval_step, state, frozen_state, validation)
         writer.write_scalars(done, {f"eval/{k}": v for k, v in scores.items()})
         result.evaluations[done] = scores
+      if done == num_steps and config.generator.kind == "toy":
+        with progress.timed("score"):
+          result.score = _toy_score(
+            config,
+            model_lib.Model(
+              spec, nnx.merge(graphs.frozen, frozen_state), evaluate_lib.trainable_from_state(graphs, state)
+            ),
+            workdir,
+          )
+        writer.write_scalars(done, {f"score/{k}": v for k, v in result.score.items()})
       stop = preemption.reached(done)
       if done % int(config.checkpoint_every) == 0 or done == num_steps or stop:
         save(done)
