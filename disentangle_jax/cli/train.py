@@ -75,5 +75,8 @@ def main(argv: Sequence[str]) -> int:
       EXIT_PREEMPTED,
     )
     return EXIT_PREEMPTED
-  logging.info("train: finished at step %d in %s", result.step, _WORKDIR.value)
+  score = (
+    "" if result.score is None else "; score " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(result.score.items()))
+  )
+  logging.info("train: finished at step %d in %s%s", result.step, _WORKDIR.value, score)
   return 0
