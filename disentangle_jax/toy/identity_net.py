@@ -49,7 +49,7 @@ class Config(config_lib.ConfigBase):
   """
 
   input_size: int = 32
-  widths: tuple[int, ...] = (16, 32, 32)
+  widths: tuple[int, ...] = (8, 16, 32)
   hidden: int = 128
   embed_dim: int = 32
 

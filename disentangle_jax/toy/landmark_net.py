@@ -48,7 +48,7 @@ class Config(config_lib.ConfigBase):
   """
 
   input_size: int = 32
-  widths: tuple[int, ...] = (16, 32, 32)
+  widths: tuple[int, ...] = (8, 16, 32)
   hidden: int = 128
 
   def __post_init__(self):
