@@ -62,9 +62,9 @@ UNIT_INTERVAL = ("optim.b1", "optim.b2")
 WIDTHS = ("mapper.hidden", "discriminator.hidden")
 CHOICES = {
   "generator.kind": ("stylegan2", "stylegan1", "toy"),
-  "id_encoder.kind": ("vggface2",),
+  "id_encoder.kind": ("vggface2", "toy"),
   "attr_encoder.kind": ("inception_v3",),
-  "landmarks.kind": ("fan", "facemesh", "mediapipe_facemesh"),
+  "landmarks.kind": ("fan", "facemesh", "mediapipe_facemesh", "toy"),
   "generator.noise_mode": ("const", "random", "none"),
   "compute.frozen_dtype": ("float32", "bfloat16"),
 }

@@ -17,11 +17,15 @@ import ml_collections
 from flax import nnx
 
 GENERATORS = ("stylegan2", "stylegan1", "toy")
-ID_ENCODERS = ("vggface2",)
-LANDMARK_NETS = ("fan", "mediapipe_facemesh")
+ID_ENCODERS = ("vggface2", "toy")
+LANDMARK_NETS = ("fan", "mediapipe_facemesh", "toy")
 _ALIASES = {"facemesh": "mediapipe_facemesh"}
 # Kinds that are our own code rather than ports, by role: the module that follows the third_party contract.
-_OWN = {"generator": {"toy": "disentangle_jax.toy.generator"}}
+_OWN = {
+  "generator": {"toy": "disentangle_jax.toy.generator"},
+  "identity encoder": {"toy": "disentangle_jax.toy.identity_net"},
+  "landmark net": {"toy": "disentangle_jax.toy.landmark_net"},
+}
 
 
 def _package(kind: str, allowed: tuple[str, ...], role: str) -> Any:

@@ -19,10 +19,12 @@ drawing them one at a time makes a graph whose backward pass takes XLA several t
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 # (name, low, high): the factor's range in the units the renderer uses.
 IDENTITY = (
@@ -158,6 +160,110 @@ class _Shapes:
     return image
 
 
+def _factors(identity: jax.Array, attribute: jax.Array) -> dict[str, jax.Array]:
+  """Factor columns by name, each [B, 1, 1] (broadcasting over image rows and columns)."""
+  f = {name: identity[:, i, None, None] for i, name in enumerate(IDENTITY_NAMES)}
+  f.update({name: attribute[:, i, None, None] for i, name in enumerate(ATTRIBUTE_NAMES)})
+  return f
+
+
+def _place(
+  f: dict[str, jax.Array], azimuth: jax.Array | float, elevation: jax.Array | float, depth: float = 1.0
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+  """A point on the head ellipsoid -> (x, y, x foreshortening, y foreshortening) in the image.
+
+  `depth` > 1 lifts the point off the surface (the nose tip), so it swings further with yaw.
+  """
+  a, b = f["face_width"], f["face_height"]
+  az, el = azimuth + f["yaw"], elevation + f["pitch"]
+  return (
+    a * depth * jnp.sin(az) * jnp.cos(el),
+    _HEAD_Y + b * jnp.sin(el),
+    jnp.maximum(jnp.cos(az), 0.05),
+    jnp.maximum(jnp.cos(el), 0.05),
+  )
+
+
+def _eye(f: dict[str, jax.Array], side: float) -> tuple[jax.Array, ...]:
+  """(eye x, eye y, white semi-axes rx, ry, x and y foreshortening, pupil x): the gaze follows the head."""
+  ex, ey, fx, fy = _place(f, side * f["eye_spacing"], _EYE_ELEVATION)
+  return ex, ey, 0.115 * fx, 0.062 * fy, fx, fy, ex + 0.015 * jnp.sin(f["yaw"])
+
+
+_BROW_BEND = -0.03  # the brow's ends sit this much lower than its middle line (an arch)
+
+
+def _brow(f: dict[str, jax.Array], side: float) -> tuple[jax.Array, ...]:
+  """(brow x, brow y, semi-axes rx, ry)."""
+  bx, by, bfx, bfy = _place(f, side * f["eye_spacing"] * 1.05, _BROW_ELEVATION - 0.2 * f["brow_raise"])
+  return bx, by, 0.12 * bfx, 0.03 * bfy
+
+
+def _nose(f: dict[str, jax.Array]) -> tuple[jax.Array, ...]:
+  """(tip x, tip y, x and y foreshortening): the tip lifted off the surface so it swings with yaw."""
+  return _place(f, 0.0, _NOSE_ELEVATION * f["nose_length"], depth=1.12)
+
+
+def _mouth(f: dict[str, jax.Array]) -> tuple[jax.Array, ...]:
+  """(x, y, opening half width, opening half height, bend, lift, lips rx, lips ry, lips bend)."""
+  mx, my, mfx, mfy = _place(f, 0.0, _MOUTH_ELEVATION)
+  half_width = 0.30 * f["face_width"] * mfx
+  opening = (0.006 + 0.085 * f["mouth_open"]) * mfy
+  bend, lift = 0.07 * f["smile"], -0.021 * f["smile"]
+  lips_rx = half_width + 0.015
+  return mx, my, half_width, opening, bend, lift, lips_rx, opening + 0.028, bend * (lips_rx / half_width) ** 2
+
+
+_JAW_POINTS = 9
+KEYPOINT_NAMES = (
+  *(f"jaw_{i}" for i in range(_JAW_POINTS)),
+  *(f"{side}_{part}" for side in ("left", "right") for part in ("pupil", "eye_outer", "eye_inner")),
+  *(f"{side}_brow_{end}" for side in ("left", "right") for end in ("outer", "inner")),
+  "nose_tip",
+  "mouth_left",
+  "mouth_right",
+  "mouth_top",
+  "mouth_bottom",
+  "mouth_centre",
+)
+NUM_KEYPOINTS = len(KEYPOINT_NAMES)
+JAW_INDICES = tuple(range(_JAW_POINTS))  # the face outline: fixed by the identity alone, dropped by the landmark loss
+
+
+def keypoints(identity: jax.Array, attribute: jax.Array, resolution: int) -> jax.Array:
+  """The exact image positions of points `render` draws: [B, NUM_KEYPOINTS, 2] pixel (x, y), in `KEYPOINT_NAMES`.
+
+  Pixel (i, j)'s centre is the point (i, j), so x runs from -0.5 to resolution - 0.5 across the image. "left" is the
+  image's left. The points come from the same geometry the drawing uses (yaw and pitch move features over the head
+  ellipsoid and foreshorten them): eye points are the pupil centre and the ends of the eye white, brow points the
+  ends of the arched brow, mouth points the lips' ends, top and bottom and the middle of the opening. The jaw points
+  lie on the lower half of the face ellipse, from the image's right side through the chin to its left side.
+
+  Args:
+    identity: [B, len(IDENTITY)] in the units of `IDENTITY`.
+    attribute: [B, len(ATTRIBUTE)] in the units of `ATTRIBUTE`.
+    resolution: the image side in pixels.
+  """
+  f = _factors(identity, attribute)
+  a, b = f["face_width"], f["face_height"]  # [B, 1, 1], like every coordinate below
+  points = [(a * math.cos(t), _HEAD_Y + b * math.sin(t)) for t in np.linspace(0.0, np.pi, _JAW_POINTS)]
+  for side in (-1.0, 1.0):
+    ex, ey, rx, _, _, _, gx = _eye(f, side)
+    points += [(gx, ey), (ex + side * rx, ey), (ex - side * rx, ey)]
+  for side in (-1.0, 1.0):
+    bx, by, brx, _ = _brow(f, side)
+    points += [(bx + side * brx, by - _BROW_BEND), (bx - side * brx, by - _BROW_BEND)]
+  nx, ny, _, _ = _nose(f)
+  points.append((nx, ny))
+  mx, my, _, _, _, lift, lips_rx, lips_ry, lips_bend = _mouth(f)
+  corner_y = my - lips_bend - lift
+  points += [(mx - lips_rx, corner_y), (mx + lips_rx, corner_y), (mx, my - lips_ry - lift), (mx, my + lips_ry - lift)]
+  points.append((mx, my - lift))
+  batch = identity.shape[0]
+  xy = jnp.stack([jnp.stack([jnp.broadcast_to(c, (batch, 1, 1))[:, 0, 0] for c in p], -1) for p in points], 1)
+  return (xy + 1.0) * (0.5 * resolution) - 0.5
+
+
 def render(identity: jax.Array, attribute: jax.Array, resolution: int) -> jax.Array:
   """Factors -> image [B, resolution, resolution, 3] float32 in [-1, 1].
 
@@ -166,8 +272,7 @@ def render(identity: jax.Array, attribute: jax.Array, resolution: int) -> jax.Ar
     attribute: [B, len(ATTRIBUTE)] in the units of `ATTRIBUTE`.
     resolution: the image side in pixels.
   """
-  f = {name: identity[:, i, None, None] for i, name in enumerate(IDENTITY_NAMES)}
-  f.update({name: attribute[:, i, None, None] for i, name in enumerate(ATTRIBUTE_NAMES)})
+  f = _factors(identity, attribute)
   soft = 1.0 / resolution  # half a pixel in [-1, 1] units
   coords = (jnp.arange(resolution, dtype=jnp.float32) + 0.5) / resolution * 2.0 - 1.0
   x, y = coords[None, None, :], coords[None, :, None]  # [1, 1, W], [1, H, 1]
@@ -176,21 +281,6 @@ def render(identity: jax.Array, attribute: jax.Array, resolution: int) -> jax.Ar
   a, b = f["face_width"], f["face_height"]
   cx, cy = jnp.zeros_like(a), jnp.full_like(a, _HEAD_Y)
   yaw, pitch = f["yaw"], f["pitch"]
-
-  def place(
-    azimuth: jax.Array | float, elevation: jax.Array | float, depth: float = 1.0
-  ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    """A point on the head ellipsoid -> (x, y, x foreshortening, y foreshortening) in the image.
-
-    `depth` > 1 lifts the point off the surface (the nose tip), so it swings further with yaw.
-    """
-    az, el = azimuth + yaw, elevation + pitch
-    return (
-      cx + a * depth * jnp.sin(az) * jnp.cos(el),
-      cy + b * jnp.sin(el),
-      jnp.maximum(jnp.cos(az), 0.05),
-      jnp.maximum(jnp.cos(el), 0.05),
-    )
 
   # Lambert shading of the head ellipsoid (also used beyond its outline, where it is clamped).
   light = jnp.concatenate([jnp.sin(f["light_azimuth"]), jnp.full_like(a, -0.45), jnp.cos(f["light_azimuth"])], -1)
@@ -219,7 +309,7 @@ def render(identity: jax.Array, attribute: jax.Array, resolution: int) -> jax.Ar
   shapes.add(hair, back_cx, hair_cy + 0.1 * b * vol, hair_rx, hair_ry, ambient=0.6, lit=0.4)
   shapes.add(skin, cx, cy + 0.95 * b, 0.48 * a, 0.45, ambient=0.72)
   for side in (-1.0, 1.0):  # ears at the sides of the head, hidden behind the face
-    ex, ey, _, _ = place(side * 1.45, 0.0)
+    ex, ey, _, _ = _place(f, side * 1.45, 0.0)
     shapes.add(skin, ex, ey, 0.09 * a, 0.16 * b, ambient=0.85)
   face = shapes.add(skin, cx, cy, a, b, ambient=0.0, lit=1.0)
   # Fringe: the hair ellipse above a hairline that curves down at the temples, and follows the nod.
@@ -237,19 +327,17 @@ def render(identity: jax.Array, attribute: jax.Array, resolution: int) -> jax.Ar
 
   # Eyes: a lid shadow, the white, the iris and pupil (clipped to the white), gaze following the head; eyebrows.
   for side in (-1.0, 1.0):
-    ex, ey, fx, fy = place(side * f["eye_spacing"], _EYE_ELEVATION)
-    rx, ry = 0.115 * fx, 0.062 * fy
+    ex, ey, rx, ry, fx, _, gx = _eye(f, side)
     shapes.add(skin, ex, ey - 0.004, rx + 0.012, ry + 0.012, ambient=0.0, lit=0.6)
     white = shapes.add(EYE_WHITE, ex, ey, rx, ry, ambient=0.75, lit=0.25)
-    gx = ex + 0.015 * jnp.sin(yaw)
     shapes.add(iris, gx, ey, 0.056 * fx, 0.056, clip=white)
     shapes.add(PUPIL, gx, ey, 0.022 * fx, 0.022, clip=white)
-    bx, by, bfx, bfy = place(side * f["eye_spacing"] * 1.05, _BROW_ELEVATION - 0.2 * f["brow_raise"])
-    shapes.add(hair * 0.35 + 0.03, bx, by, 0.12 * bfx, 0.03 * bfy, bend=-0.03, clip=face)
+    bx, by, brx, bry = _brow(f, side)
+    shapes.add(hair * 0.35 + 0.03, bx, by, brx, bry, bend=_BROW_BEND, clip=face)
 
   # Nose: a shadow on the side away from the light, the tip lifted off the surface so it swings with yaw.
   length = f["nose_length"]
-  nx, ny, nfx, nfy = place(0.0, _NOSE_ELEVATION * length, depth=1.12)
+  nx, ny, nfx, nfy = _nose(f)
   shadow_dx = -0.03 * jnp.sin(f["light_azimuth"])
   shapes.add(
     skin, nx + shadow_dx, ny - 0.06 * length, 0.04 * nfx, 0.12 * length * nfy, ambient=0.0, lit=0.62, clip=face
@@ -259,23 +347,8 @@ def render(identity: jax.Array, attribute: jax.Array, resolution: int) -> jax.Ar
     shapes.add(skin, nx + side * 0.026 * nfx, ny + 0.022 * nfy, 0.013 * nfx, 0.009 * nfy, ambient=0.35, clip=face)
 
   # Mouth: lips, the opening, teeth along its top; `smile` bends the whole mouth (corners up when positive).
-  mx, my, mfx, mfy = place(0.0, _MOUTH_ELEVATION)
-  half_width = 0.30 * a * mfx
-  opening = (0.006 + 0.085 * f["mouth_open"]) * mfy
-  bend, lift = 0.07 * f["smile"], -0.021 * f["smile"]
-  lips_rx = half_width + 0.015
-  shapes.add(
-    LIPS,
-    mx,
-    my,
-    lips_rx,
-    opening + 0.028,
-    ambient=0.0,
-    lit=1.0,
-    clip=face,
-    bend=bend * (lips_rx / half_width) ** 2,
-    lift=lift,
-  )
+  mx, my, half_width, opening, bend, lift, lips_rx, lips_ry, lips_bend = _mouth(f)
+  shapes.add(LIPS, mx, my, lips_rx, lips_ry, ambient=0.0, lit=1.0, clip=face, bend=lips_bend, lift=lift)
   shapes.add(MOUTH, mx, my, half_width, opening, clip=face, bend=bend, lift=lift)
   # The same ellipse as the opening (so not clipped to it again), above a line near its top.
   shapes.add(TEETH, mx, my, half_width, opening, clip=face, bend=bend, lift=lift, cut=my - 0.35 * opening)
