@@ -42,9 +42,11 @@ from disentangle_jax import model as model_lib
 from disentangle_jax import train_step as step_lib
 from disentangle_jax import trees
 from disentangle_jax import workdir_lock
+from disentangle_jax.toy import prepare as toy_prepare
 from disentangle_jax.toy import score as toy_score
 
 SCORE_FILE = "score.json"  # the toy world's exact score, written at the last step
+PREPARED_DIR = "prepared"  # the toy world's trained E_id and landmark net (converted weights)
 
 
 @dataclasses.dataclass
@@ -218,7 +220,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Resul
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   with workdir_lock.WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
-    return _train(config, workdir)
+    return _train(_prepared(config, workdir), workdir)
+
+
+def _prepared(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
+  """`config` with the toy world's E_id and landmark net trained once into `<workdir>/prepared` (or reused)."""
+  sections = ("id_encoder", "landmarks")
+  if not any(config[s].kind == "toy" and not config[s].get("weights") for s in sections):
+    return config
+  if jax.process_count() > 1:
+    raise errors.ConfigError(
+      "the toy networks are trained in one process: run `train` once on one host, or set "
+      "id_encoder.weights / landmarks.weights to prepared directories"
+    )
+  logging.info("prepare: the toy world's E_id and landmark net (trained once, then reused from %s)", PREPARED_DIR)
+  return toy_prepare.prepare(config, os.path.join(workdir, PREPARED_DIR))
 
 
 def _train(config: ml_collections.ConfigDict, workdir: str) -> Result:
