@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks import common
+from disentangle_jax import trees
 
 PAPER256_KWARGS = dict(
   z_dim=512,
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     variants = [("", generator)]
     if args.modconv and name == "stylegan2":
       fused_cfg = dataclasses.replace(generator.config, fused_modconv=True)
-      variants.append(("fused", package.from_params(fused_cfg, _pure(generator), "benchmark")))
+      variants.append(("fused", package.from_params(fused_cfg, trees.params_of(generator), "benchmark")))
     for variant, module in variants:
       for dtype in dtypes if not variant else ["float32"]:
         for batch in batches:
@@ -196,12 +197,6 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     with open(args.json, "w") as f:
       json.dump({"device": common.device_summary(), "peak_flops": peak, "rows": rows}, f, indent=2)
   return rows
-
-
-def _pure(module: Any) -> Any:
-  from flax import nnx  # pylint: disable=import-outside-toplevel
-
-  return nnx.to_pure_dict(nnx.state(module))
 
 
 def _torch_version() -> str:

@@ -237,8 +237,7 @@ def landmark_error(g: nnx.Module, network: nnx.Module, seed: int, samples: int =
 
 def _net_config(config: ml_collections.ConfigDict, name: str, config_cls: Any, resolution: int) -> Any:
   """The net's Config from `config[name].arch` (its fields; `input_size` defaults to G's resolution)."""
-  arch = config[name].get("arch") or {}
-  arch = arch.to_dict() if hasattr(arch, "to_dict") else dict(arch)
+  arch = dict(config[name].get("arch", {}))
   try:
     return config_cls.from_dict({"input_size": resolution, **arch})
   except (TypeError, ValueError) as e:
