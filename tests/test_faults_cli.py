@@ -19,6 +19,7 @@ import disentangle_jax
 from disentangle_jax import config_check
 from disentangle_jax import errors
 from disentangle_jax import main
+from disentangle_jax import train as train_lib
 from disentangle_jax.configs import paper
 from disentangle_jax.configs import smoke
 
@@ -74,7 +75,7 @@ def fake_train(monkeypatch):
   """`disentangle_jax.train` replaced by a stand-in recording its calls; `.result` is what it returns."""
   fake = types.ModuleType("disentangle_jax.train")
   fake.calls = []
-  fake.result = types.SimpleNamespace(step=0, preempted=False)
+  fake.result = train_lib.Result(step=0, history={}, evaluations={})
 
   def train_and_evaluate(config, workdir):
     fake.calls.append((config, workdir))
@@ -165,7 +166,7 @@ def test_zero_steps_with_allow_empty_and_the_preemption_status(capsys, fake_trai
   assert code == 0
   ((config, got_workdir),) = fake_train.calls
   assert config.num_steps == 0 and got_workdir == workdir
-  fake_train.result = types.SimpleNamespace(step=7, preempted=True)
+  fake_train.result = train_lib.Result(step=7, history={}, evaluations={}, preempted=True)
   code, _ = run(capsys, "train", f"--workdir={workdir}", "--compilation_cache=")
   from disentangle_jax.cli import train as cli_train  # pylint: disable=import-outside-toplevel
 
