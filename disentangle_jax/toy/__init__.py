@@ -5,3 +5,9 @@ Here every image comes from known factors: `generator` is a differentiable carto
 (config `generator.kind = "toy"`), and `generator.factors(g, w)` reads the identity factors (face shape, skin,
 hair, eyes, nose) and attribute factors (pose, expression, light) of any w exactly. `render` draws the factors.
 """
+
+from disentangle_jax import errors
+
+
+class NotConvertibleError(errors.UserError, ValueError):
+  """A toy network has no upstream checkpoint format: only directories written by this package load."""

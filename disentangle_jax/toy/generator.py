@@ -35,10 +35,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from disentangle_jax import errors
-from disentangle_jax import trees
 from disentangle_jax.third_party.common import config as config_lib
 from disentangle_jax.third_party.common import converted
+from disentangle_jax.toy import NotConvertibleError
 from disentangle_jax.toy import render as render_lib
 from disentangle_jax.toy.render import ATTRIBUTE
 from disentangle_jax.toy.render import ATTRIBUTE_NAMES
@@ -75,10 +74,6 @@ __all__ = [
 
 class Buffer(nnx.Variable):
   """A fixed array derived from the weights (`w_avg`), not a weight itself."""
-
-
-class NotConvertibleError(errors.UserError, ValueError):
-  """The toy generator has no upstream checkpoint format."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -279,7 +274,7 @@ def load(path: str | os.PathLike, **overrides: Any) -> Generator:
   """A directory written by `save` / `convert_to`; `overrides` replace Config fields (e.g. `resolution`)."""
   config, params = converted.read(path, NETWORK, Config, convert)
   config = Config.from_dict({**config.to_dict(), **overrides})
-  return from_params(config, trees.to_numpy(params), str(path))
+  return from_params(config, params, str(path))
 
 
 @functools.partial(jax.jit, static_argnames=("truncation_psi", "truncation_cutoff"))

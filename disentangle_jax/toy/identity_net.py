@@ -21,20 +21,15 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from disentangle_jax import errors
-from disentangle_jax import trees
 from disentangle_jax.third_party.common import config as config_lib
 from disentangle_jax.third_party.common import converted
+from disentangle_jax.toy import NotConvertibleError
 from disentangle_jax.toy import cnn
 
 NETWORK = "toy_identity_encoder"
 HEADS = ("pool", "proj")
 
 __all__ = ["Config", "HEADS", "IdentityEncoder", "Module", "NETWORK", "convert", "convert_to", "embed", "init", "load"]
-
-
-class NotConvertibleError(errors.UserError, ValueError):
-  """The toy identity encoder has no upstream checkpoint format."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +92,7 @@ def convert(src: str | os.PathLike, **_: Any) -> tuple[Config, dict[str, Any]]:
 def load(path: str | os.PathLike) -> IdentityEncoder:
   """A converted directory (written by `toy.prepare` or `convert_to`)."""
   config, params = converted.read(path, NETWORK, Config, convert)
-  return converted.build(IdentityEncoder, config, trees.to_numpy(params), os.fspath(path))
+  return converted.build(IdentityEncoder, config, params, os.fspath(path))
 
 
 def convert_to(src: str | os.PathLike, dst: str | os.PathLike) -> Config:

@@ -19,10 +19,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from disentangle_jax import errors
-from disentangle_jax import trees
 from disentangle_jax.third_party.common import config as config_lib
 from disentangle_jax.third_party.common import converted
+from disentangle_jax.toy import NotConvertibleError
 from disentangle_jax.toy import cnn
 from disentangle_jax.toy import render
 
@@ -31,10 +30,6 @@ NUM_POINTS = render.NUM_KEYPOINTS
 KEEP_INDICES = tuple(i for i in range(NUM_POINTS) if i not in render.JAW_INDICES)
 
 __all__ = ["Config", "KEEP_INDICES", "LandmarkNet", "Module", "NETWORK", "convert", "convert_to", "init", "landmarks"]
-
-
-class NotConvertibleError(errors.UserError, ValueError):
-  """The toy landmark net has no upstream checkpoint format."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +88,7 @@ def convert(src: str | os.PathLike, **_: Any) -> tuple[Config, dict[str, Any]]:
 def load(path: str | os.PathLike) -> LandmarkNet:
   """A converted directory (written by `toy.prepare` or `convert_to`)."""
   config, params = converted.read(path, NETWORK, Config, convert)
-  return converted.build(LandmarkNet, config, trees.to_numpy(params), os.fspath(path))
+  return converted.build(LandmarkNet, config, params, os.fspath(path))
 
 
 def convert_to(src: str | os.PathLike, dst: str | os.PathLike) -> Config:
