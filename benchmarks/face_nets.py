@@ -1,6 +1,7 @@
-r"""Throughput of the face networks at full size: E_id (VGGFace2 ResNet-50), FAN-2D (4 stacks), E_attr (InceptionV3).
+r"""Throughput of the face networks at full size: E_id (VGGFace2 ResNet-50), FAN-2D (4 stacks), E_attr (InceptionV3),
+and the ArcFace IR-SE50 identity metric.
 
-Each network runs its forward pass on a batch of already-sized inputs (224 / 256 / 299) in float32 and in bfloat16
+Each network runs its forward pass on a batch of already-sized inputs (224 / 256 / 299 / 112) in float32 and in bfloat16
 (parameters, statistics and inputs cast), with random weights from a fixed seed (speed does not depend on the
 values). Reported per row: images/s (median of the timed calls), FLOPs per image from XLA's cost analysis of the
 compiled program, and the achieved FLOP/s as a fraction of this run's dense-matmul peak in the same dtype. Given
@@ -9,10 +10,11 @@ the ratio JAX / PyTorch is printed.
 
   python -m benchmarks.face_nets
   python -m benchmarks.face_nets --upstream_vggface2=/tmp/VGGFace2-pytorch --upstream_fan=/tmp/face-alignment \
-      --batch=8 --repeats=5 --json=/tmp/face_nets.json
+      --upstream_arcface=/tmp/InsightFace_Pytorch --batch=8 --repeats=5 --json=/tmp/face_nets.json
 
 Upstream checkouts are passed by path and never committed: cydonia999/VGGFace2-pytorch (`models/resnet.py`),
-1adrianb/face-alignment (`face_alignment/models/fan.py`); torchvision's `inception_v3` is used if importable.
+1adrianb/face-alignment (`face_alignment/models/fan.py`), TreB1eN/InsightFace_Pytorch (`model.py`, whose
+`Backbone(50, 0.6, "ir_se")` ends in the L2 normalisation the JAX row leaves out); torchvision's `inception_v3` is used if importable.
 PyTorch runs with `torch.set_num_threads(os.cpu_count())`, the same core count XLA uses.
 """
 
@@ -45,6 +47,7 @@ def _cast(module: nnx.Module, dtype: Any) -> nnx.Module:
 def _jax_networks(seed: int) -> dict[str, tuple[Callable[[], nnx.Module], Callable[[nnx.Module, jax.Array], Any], int]]:
   """name -> (module factory, forward(module, x), input side)."""
   from disentangle_jax.nets import inception  # pylint: disable=import-outside-toplevel
+  from disentangle_jax.third_party import arcface  # pylint: disable=import-outside-toplevel
   from disentangle_jax.third_party import vggface2  # pylint: disable=import-outside-toplevel
 
   nets = {
@@ -58,6 +61,7 @@ def _jax_networks(seed: int) -> dict[str, tuple[Callable[[], nnx.Module], Callab
       lambda m, x: m.forward(x)["pool"],
       299,
     ),
+    "arcface_ir_se50": (lambda: arcface.Module(arcface.IR_SE50, rngs=nnx.Rngs(seed)), lambda m, x: m.features(x), 112),
   }
   try:
     from disentangle_jax.third_party import fan  # pylint: disable=import-outside-toplevel
@@ -65,7 +69,8 @@ def _jax_networks(seed: int) -> dict[str, tuple[Callable[[], nnx.Module], Callab
     print(f"FAN rows skipped: disentangle_jax.third_party.fan is not importable ({e})")
   else:
     nets["fan2d_4stack"] = (lambda: fan.init(fan.FAN4, seed), lambda m, x: m.heatmaps(x), 256)
-  return {k: nets[k] for k in ("vggface2_resnet50", "fan2d_4stack", "inception_v3") if k in nets}
+  order = ("vggface2_resnet50", "fan2d_4stack", "inception_v3", "arcface_ir_se50")
+  return {k: nets[k] for k in order if k in nets}
 
 
 def _import_file(name: str, path: str) -> Any:
@@ -100,6 +105,9 @@ def _torch_networks(args: argparse.Namespace) -> dict[str, Any]:
   if args.upstream_fan:
     fan_py = _import_file("upstream_fan", os.path.join(args.upstream_fan, "face_alignment", "models", "fan.py"))
     nets["fan2d_4stack"] = fan_py.FAN(4)
+  if args.upstream_arcface:
+    insightface = _import_file("upstream_insightface_model", os.path.join(args.upstream_arcface, "model.py"))
+    nets["arcface_ir_se50"] = insightface.Backbone(50, 0.6, "ir_se")
   # A CUDA torchvision wheel next to a CPU-only torch cannot register its compiled ops; the pure-Python model code
   # does not need them, so (as for the fixtures) these two registration modules are pre-registered empty.
   for stub in ("torchvision._meta_registrations", "torchvision._autograd_registrations"):
@@ -145,6 +153,7 @@ def main() -> None:
   parser.add_argument("--only", default="", help="comma-separated subset of network names")
   parser.add_argument("--upstream_vggface2", default="", help="cydonia999/VGGFace2-pytorch checkout")
   parser.add_argument("--upstream_fan", default="", help="1adrianb/face-alignment checkout")
+  parser.add_argument("--upstream_arcface", default="", help="TreB1eN/InsightFace_Pytorch checkout")
   parser.add_argument(
     "--torch_omp_wait",
     default="auto",

@@ -8,7 +8,10 @@ Launch (after converting the pretrained weights into ./weights, see the README):
 Presets, comma-separated after a colon: `configs/paper.py:generator=stylegan1,landmarks=facemesh,runlocal`
   generator=stylegan2|stylegan1   which frozen generator renders the faces (v1 is the paper's own choice)
   landmarks=fan|facemesh          which frozen landmark net drives the landmark loss
-  id_head=pool|proj               E_id output: the 2048-d pooled feature or the Keras model's 512-d projection
+  id_encoder=vggface2|arcface     E_id: the paper's VGGFace2 ResNet-50, or ArcFace IR-SE50 (512-d; then the
+                                  evaluation's ArcFace identity numbers measure the network trained against)
+  id_head=pool|proj               VGGFace2's output: the 2048-d pooled feature or the Keras model's 512-d projection
+                                  (ArcFace has one 512-d embedding, which both names give)
   runlocal                        a few steps at the full sizes, to check a setup end to end
 """
 
@@ -17,6 +20,9 @@ from __future__ import annotations
 import ml_collections
 
 from disentangle_jax import errors
+
+# Where `disentangle-jax convert <kind> SRC DST` puts each E_id's weights in the README's commands.
+ID_ENCODER_WEIGHTS = {"vggface2": "weights/vggface2_resnet50", "arcface": "weights/arcface_ir_se50"}
 
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
@@ -33,7 +39,9 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The paper config; `arg` selects presets (see the module docstring)."""
-  preset = parse_arg(arg, generator="stylegan2", landmarks="fan", id_head="pool", runlocal=False)
+  preset = parse_arg(arg, generator="stylegan2", landmarks="fan", id_encoder="vggface2", id_head="pool", runlocal=False)
+  if preset.id_encoder not in ID_ENCODER_WEIGHTS:
+    raise errors.ConfigError(f"unknown id_encoder preset {preset.id_encoder!r}; known: {sorted(ID_ENCODER_WEIGHTS)}")
   c = ml_collections.ConfigDict()
   c.seed = 0
 
@@ -46,8 +54,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # Frozen identity encoder E_id.
   c.id_encoder = ml_collections.ConfigDict()
-  c.id_encoder.kind = "vggface2"
-  c.id_encoder.weights = "weights/vggface2_resnet50"
+  c.id_encoder.kind = preset.id_encoder
+  c.id_encoder.weights = ID_ENCODER_WEIGHTS[preset.id_encoder]
   c.id_encoder.head = preset.id_head
   c.id_encoder.arch = ml_collections.ConfigDict()
 

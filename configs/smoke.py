@@ -7,7 +7,7 @@ This is the README's main job:
 It renders its own small dataset with the random generator if absent, then trains a few hundred steps in a few
 minutes, writing TensorBoard metrics, image grids and checkpoints into the workdir. The pictures are not faces
 (no pretrained weights); the losses going down shows the whole method runs.
-Presets as in paper.py: `configs/smoke.py:generator=stylegan1,landmarks=facemesh`.
+Presets as in paper.py: `configs/smoke.py:generator=stylegan1,landmarks=facemesh,id_encoder=arcface`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from disentangle_jax.configs import paper
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  preset = paper.parse_arg(arg, generator="stylegan2", landmarks="fan", id_head="pool")
-  c = paper.get_config(f"generator={preset.generator},landmarks={preset.landmarks},id_head={preset.id_head}")
+  preset = paper.parse_arg(arg, generator="stylegan2", landmarks="fan", id_encoder="vggface2", id_head="pool")
+  c = paper.get_config(",".join(f"{k}={v}" for k, v in preset.items()))
   c.generator.weights = ""  # random init at the sizes below
   if preset.generator == "stylegan2":
     c.generator.arch = ml_collections.ConfigDict(
@@ -30,7 +30,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       dict(resolution=32, z_dim=32, w_dim=32, mapping_layers=2, channel_max=32)
     )
   c.id_encoder.weights = ""
-  c.id_encoder.arch = ml_collections.ConfigDict(dict(width=8, layers=(1, 1, 1, 1), input_size=64, proj_dim=16))
+  if preset.id_encoder == "vggface2":
+    c.id_encoder.arch = ml_collections.ConfigDict(dict(width=8, layers=(1, 1, 1, 1), input_size=64, proj_dim=16))
+  else:  # ArcFace at 16 px: the 32 px faces get the identity crop, as 256 px ones do for the real 112 px network
+    c.id_encoder.arch = ml_collections.ConfigDict(
+      dict(stem_width=8, widths=(8, 16, 24, 32), units=(1, 1, 1, 1), se_reduction=4, embedding_dim=16, input_size=16)
+    )
   c.attr_encoder.weights = ""
   c.attr_encoder.arch = ml_collections.ConfigDict(dict(width_multiplier=0.125, input_size=75))
   c.landmarks.weights = ""

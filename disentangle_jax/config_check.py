@@ -62,7 +62,7 @@ UNIT_INTERVAL = ("optim.b1", "optim.b2")
 WIDTHS = ("mapper.hidden", "discriminator.hidden")
 CHOICES = {
   "generator.kind": ("stylegan2", "stylegan1", "toy"),
-  "id_encoder.kind": ("vggface2", "toy"),
+  "id_encoder.kind": ("vggface2", "arcface", "toy"),
   "attr_encoder.kind": ("inception_v3",),
   "landmarks.kind": ("fan", "facemesh", "mediapipe_facemesh", "toy"),
   "generator.noise_mode": ("const", "random", "none"),

@@ -17,7 +17,7 @@ import ml_collections
 from flax import nnx
 
 GENERATORS = ("stylegan2", "stylegan1", "toy")
-ID_ENCODERS = ("vggface2", "toy")
+ID_ENCODERS = ("vggface2", "arcface", "toy")
 LANDMARK_NETS = ("fan", "mediapipe_facemesh", "toy")
 _ALIASES = {"facemesh": "mediapipe_facemesh"}
 # Kinds that are our own code rather than ports, by role: the module that follows the third_party contract.

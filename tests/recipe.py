@@ -22,6 +22,13 @@ def generated_array(seed: int, index: int, shape: list[int], scale: float) -> np
   return ((draw * 2.0 - 1.0) * (np.sqrt(3.0) * scale)).astype(np.float32)
 
 
+def generated_image(seed: int, index: int, shape: list[int]) -> np.ndarray:
+  """A uint8 batch of uniform noise images: `floor(256 * draw)` of the same seeded PCG64 draw (fixture inputs that
+  are regenerated instead of stored)."""
+  draw = np.random.default_rng([seed, index]).random(tuple(shape))
+  return np.floor(draw * 256.0).astype(np.uint8)
+
+
 def meta(name: str) -> dict:
   """The `<name>_meta.json` of a fixture set."""
   return json.loads((TESTDATA / f"{name}_meta.json").read_text())

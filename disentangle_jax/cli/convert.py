@@ -20,6 +20,7 @@ NETWORKS: dict[str, str] = {
   "stylegan2": "disentangle_jax.third_party.stylegan2",
   "stylegan1": "disentangle_jax.third_party.stylegan1",
   "vggface2": "disentangle_jax.third_party.vggface2",
+  "arcface": "disentangle_jax.third_party.arcface",
   "fan": "disentangle_jax.third_party.fan",
   "mediapipe_facemesh": "disentangle_jax.third_party.mediapipe_facemesh",
   "blazeface": "disentangle_jax.third_party.mediapipe_facemesh",

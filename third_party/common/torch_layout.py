@@ -21,8 +21,15 @@ from flax import nnx
 from disentangle_jax import trees
 from disentangle_jax.third_party.common import keymap
 
-# Flax leaf name -> PyTorch leaf name (BatchNorm scale/mean/var, conv/dense kernel, bias).
-LEAF_NAMES = {"kernel": "weight", "scale": "weight", "bias": "bias", "mean": "running_mean", "var": "running_var"}
+# Flax leaf name -> PyTorch leaf name (BatchNorm scale/mean/var, conv/dense kernel, bias, PReLU slope).
+LEAF_NAMES = {
+  "kernel": "weight",
+  "scale": "weight",
+  "bias": "bias",
+  "mean": "running_mean",
+  "var": "running_var",
+  "slope": "weight",
+}
 
 
 def torch_shape(flax_shape: tuple[int, ...], leaf: str) -> tuple[int, ...]:
