@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from disentangle_jax import config_check
+from disentangle_jax import errors
 from disentangle_jax import model as model_lib
 from disentangle_jax import train_step as step_lib
 from disentangle_jax.cli import convert as convert_cli
@@ -170,6 +172,10 @@ def test_paper_preset_selects_arcface():
   config = paper.get_config("id_encoder=arcface")
   assert (config.id_encoder.kind, config.id_encoder.weights) == ("arcface", "weights/arcface_ir_se50")
   assert paper.get_config().id_encoder.kind == "vggface2"
+  config_check.validate(config)
+  config_check.validate(smoke.get_config("id_encoder=arcface"))
+  with pytest.raises(errors.ConfigError, match="'vgg'"):
+    paper.get_config("id_encoder=vgg")
 
 
 def test_arcface_as_id_encoder_in_the_training_step():
