@@ -192,7 +192,8 @@ class ArcFace(nnx.Module):
 
 
 def crop_box(height: int, width: int) -> tuple[int, int, int, int]:
-  """(top, bottom, left, right) of the identity crop in a `height x width` image: `CROP_256` scaled, rounded."""
+  """(top, bottom, left, right) of the identity crop in a `height x width` image: `CROP_256` scaled by the size over
+  256 and rounded to the nearest pixel (Python's `round`: halves to even); exact at 256, 512 and 1024."""
   top, bottom, left, right = CROP_256
   sy, sx = height / CROP_FRAME, width / CROP_FRAME
   return round(top * sy), round(bottom * sy), round(left * sx), round(right * sx)
