@@ -98,9 +98,7 @@ def reference_statistics(
   """(mu, sigma) of the Inception features of real face images (read and resized to `size`)."""
   from disentangle_jax.apps import images as images_lib  # pylint: disable=import-outside-toplevel
 
-  feats = [
-    features(images_lib.load_images(paths[i : i + batch_size], size)) for i in range(0, len(paths), batch_size)
-  ]
+  feats = [features(images_lib.load_images(paths[i : i + batch_size], size)) for i in range(0, len(paths), batch_size)]
   return statistics(np.concatenate(feats))
 
 
