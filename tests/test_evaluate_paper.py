@@ -227,3 +227,34 @@ def test_swap_pairs_by_name_and_cells(trained, tmp_path):
   assert sorted(p.name for p in (tmp_path / "cells").iterdir()) == ["attr_0", "attr_1", "attr_2"]
   cell = images.read_rgb_uint8(tmp_path / "cells" / "attr_1" / "prediction_0.png")
   assert np.abs(cell.astype(int) - want).max() <= 1  # cell (alice, attribute 1 = alice.jpg)
+
+
+def test_eval_config_fields_default_off_take_overrides_and_are_validated(monkeypatch, capsys, tmp_path):
+  import sys  # pylint: disable=import-outside-toplevel
+  import types  # pylint: disable=import-outside-toplevel
+
+  import disentangle_jax  # pylint: disable=import-outside-toplevel
+  from disentangle_jax import config_check  # pylint: disable=import-outside-toplevel
+  from disentangle_jax import main  # pylint: disable=import-outside-toplevel
+  from disentangle_jax.configs import paper  # pylint: disable=import-outside-toplevel
+
+  c = paper.get_config()
+  assert c.eval.arcface_weights is None and c.eval.fid_weights is None and not periodic.PaperMetrics(c).active
+  c.eval.arcface_weights, c.eval.fid_samples = "", 1
+  assert config_check.problems(c) == [
+    "config.eval.arcface_weights='': must be None (off) or a path",
+    "config.eval.fid_samples=1: must be an integer >= 2 (FID needs a covariance)",
+  ]
+  seen = []
+  fake = types.ModuleType("disentangle_jax.train")
+  fake.train_and_evaluate = lambda config, workdir: (
+    seen.append(config) or types.SimpleNamespace(step=0, preempted=False, score=None)
+  )
+  monkeypatch.setitem(sys.modules, "disentangle_jax.train", fake)
+  monkeypatch.setattr(disentangle_jax, "train", fake, raising=False)
+  with pytest.raises(SystemExit):
+    main.run(
+      ["disentangle-jax", "train", f"--workdir={tmp_path}", "--config.eval.arcface_weights=w/arc.pth",
+       "--config.eval.fid_samples=8"]
+    )  # fmt: skip
+  assert seen and seen[0].eval.arcface_weights == "w/arc.pth" and seen[0].eval.fid_samples == 8
