@@ -120,6 +120,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.checkpoint_every = 5_000
   c.keep_checkpoints = 3
 
+  # The paper metrics by networks the model never trained against (all off by default; weights are paths).
+  # Training's periodic evaluation logs ArcFace similarities and FID on `fid_samples` swaps when the weights are set;
+  # `disentangle-jax evaluate` reads all five (its flags override them).
+  c.eval = ml_collections.ConfigDict()
+  c.eval.arcface_weights = ml_collections.FieldReference(None, field_type=str)  # ArcFace IR-SE50
+  c.eval.fid_weights = ml_collections.FieldReference(None, field_type=str)  # FID InceptionV3 (pt_inception)
+  c.eval.fid_samples = 256  # swaps (and validation images) per periodic FID
+  c.eval.fid_reference = ml_collections.FieldReference(None, field_type=str)  # real faces for `evaluate`'s FID
+  c.eval.pose_landmarks_weights = ml_collections.FieldReference(None, field_type=str)  # the net training did not use
+
   c.compute = ml_collections.ConfigDict()
   c.compute.frozen_dtype = "float32"  # or "bfloat16": E_id, G and the landmark net in bf16
   c.compute.remat_generator = False

@@ -34,6 +34,13 @@ POSITIVE_INTS = (
   "data.examples_per_shard",
   "data.generate_batch_size",
 )
+# Optional weight paths: None (off) or a non-empty path.
+OPTIONAL_PATHS = (
+  "eval.arcface_weights",
+  "eval.fid_weights",
+  "eval.fid_reference",
+  "eval.pose_landmarks_weights",
+)
 # Every-N-steps intervals: `step % every` needs every >= 1.
 INTERVALS = ("log_every", "image_every", "eval_every", "checkpoint_every", "optim.adversarial_every")
 # Weights and rates that scale a term: zero switches it off, negative would reverse it.
@@ -148,6 +155,8 @@ def problems(config: Any, *, allow_empty: bool = False) -> list[str]:
   each(NON_NEGATIVE_INTS, lambda v: v is None or (_is_int(v) and v >= 0), "must be a non-negative integer")
   each(UNIT_INTERVAL, lambda v: _is_real(v) and 0 <= v < 1, "must be in [0, 1)")
   each(("seed",), _is_int, "must be an integer")
+  each(OPTIONAL_PATHS, lambda v: v is None or (isinstance(v, str) and v != ""), "must be None (off) or a path")
+  each(("eval.fid_samples",), lambda v: _is_int(v) and v >= 2, "must be an integer >= 2 (FID needs a covariance)")
   each(
     WIDTHS,
     lambda v: isinstance(v, (tuple, list)) and all(_is_int(w) and w > 0 for w in v),

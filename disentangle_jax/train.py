@@ -42,6 +42,7 @@ from disentangle_jax import model as model_lib
 from disentangle_jax import train_step as step_lib
 from disentangle_jax import trees
 from disentangle_jax import workdir_lock
+from disentangle_jax.metrics import periodic as periodic_metrics
 from disentangle_jax.toy import prepare as toy_prepare
 from disentangle_jax.toy import score as toy_score
 
@@ -293,6 +294,20 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> Result:
     num_steps=int(config.eval_batches),
     mesh=mesh,
   )
+  # ArcFace and FID on a sample, only when config.eval names their weights.
+  paper_metrics = periodic_metrics.PaperMetrics(config)
+  global_batch = int(config.per_device_batch_size) * jax.device_count()
+  paper_batches = None
+  if paper_metrics.active:
+    paper_batches = pipeline_lib.Pipeline(
+      directory,
+      "validation",
+      batch_size=int(config.per_device_batch_size) * jax.local_device_count(),
+      seed=int(config.data.seed) + 1,
+      cross_every=1,
+      num_steps=-(-paper_metrics.samples // global_batch),
+      mesh=mesh,
+    )
 
   # ---- the loop
   buffer = _MetricBuffer(int(config.optim.adversarial_every))
@@ -334,6 +349,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> Result:
       if done % int(config.eval_every) == 0 or done == num_steps:
         with progress.timed("eval"):
           scores = evaluate_lib.evaluate(eval_step, state, frozen_state, validation)
+          if paper_batches is not None:
+            swap_now = lambda ids, attrs: swap(state, frozen_state, ids, attrs)  # noqa: B023 (called right here)
+            scores.update(paper_metrics(swap_now, paper_batches, rows=local_rows))
         writer.write_scalars(done, {f"eval/{k}": v for k, v in scores.items()})
         result.evaluations[done] = scores
       if done == num_steps and config.generator.kind == "toy":

@@ -112,9 +112,16 @@ def _attr_encoder(cfg, seed):
   return TinyAttr(rngs=nnx.Rngs(seed))
 
 
+def _trained_attr_encoder(cfg, arch):
+  """E_attr's abstract shape for loading trained parameters (inference.load of a stand-in run)."""
+  del cfg, arch
+  return nnx.eval_shape(lambda: TinyAttr(rngs=nnx.Rngs(0)))
+
+
 def install(monkeypatch=None) -> None:
   """Routes every network of a config to the stand-ins (through pytest's monkeypatch when given)."""
   patches = [
+    (model_lib, "_trained_attr_encoder", _trained_attr_encoder),
     (frozen_lib, "generator", _generator),
     (frozen_lib, "id_encoder", _id_encoder),
     (frozen_lib, "landmark_net", _landmark_net),

@@ -43,16 +43,26 @@ class Evaluator:
     spec = self.spec
 
     def step(frozen_state, trainable_state, id_images, attr_images):
-      return evaluate_lib.batch_metrics(
-        nnx.merge(frozen_graph, frozen_state), nnx.merge(trainable_graph, trainable_state), spec, id_images, attr_images
-      )
+      frozen, trainable = nnx.merge(frozen_graph, frozen_state), nnx.merge(trainable_graph, trainable_state)
+      metrics = evaluate_lib.batch_metrics(frozen, trainable, spec, id_images, attr_images)
+      # The swap and the reconstruction once more, for the paper metrics' networks: XLA merges the repeats.
+      out = jnp.clip(model_lib.swap(frozen, trainable, spec, id_images, attr_images)[0], -1.0, 1.0)
+      rec = jnp.clip(model_lib.swap(frozen, trainable, spec, id_images, id_images)[0], -1.0, 1.0)
+      return metrics, out, rec
 
     jitted = jax.jit(step)
     self._run = lambda a, b: jitted(frozen_state, trainable_state, jnp.asarray(a), jnp.asarray(b))
 
   def batch(self, id_images: np.ndarray, attr_images: np.ndarray) -> dict[str, np.ndarray]:
     """Per-example metrics [B] of one batch."""
-    return {k: np.asarray(v) for k, v in self._run(id_images, attr_images).items()}
+    return self.outputs(id_images, attr_images)[0]
+
+  def outputs(
+    self, id_images: np.ndarray, attr_images: np.ndarray
+  ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """(per-example metrics [B], swaps [B, R, R, 3], reconstructions of the identity images), images in [-1, 1]."""
+    metrics, out, rec = self._run(id_images, attr_images)
+    return {k: np.asarray(v) for k, v in metrics.items()}, np.asarray(out), np.asarray(rec)
 
   def mean(self, pairs: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray | None]]) -> dict[str, float]:
     """Means over all valid examples of (id_images, attr_images, valid mask or None) batches."""
