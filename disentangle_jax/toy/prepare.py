@@ -51,7 +51,7 @@ from disentangle_jax.toy import identity_net
 from disentangle_jax.toy import landmark_net
 from disentangle_jax.toy import render
 
-VERSION = 1
+VERSION = 2  # 2: the toy G of a seed changed (identity and attributes independent)
 TRAINING_LOG = "training.json"
 
 
