@@ -47,6 +47,7 @@ setuptools.setup(
     "optax>=0.2",
     "orbax-checkpoint>=0.11",
     "pillow",
+    "scipy",  # the matrix square root of the Frechet distance (disentangle_jax/fid.py)
     "tensorboard",
     "tensorflow>=2.16",
     "tensorflow-datasets>=4.9.6",

@@ -1,5 +1,5 @@
 r"""Throughput of the face networks at full size: E_id (VGGFace2 ResNet-50), FAN-2D (4 stacks), E_attr (InceptionV3),
-and the ArcFace IR-SE50 identity metric.
+and the metric networks (ArcFace IR-SE50, FID InceptionV3).
 
 Each network runs its forward pass on a batch of already-sized inputs (224 / 256 / 299 / 112) in float32 and in bfloat16
 (parameters, statistics and inputs cast), with random weights from a fixed seed (speed does not depend on the
@@ -14,7 +14,9 @@ the ratio JAX / PyTorch is printed.
 
 Upstream checkouts are passed by path and never committed: cydonia999/VGGFace2-pytorch (`models/resnet.py`),
 1adrianb/face-alignment (`face_alignment/models/fan.py`), TreB1eN/InsightFace_Pytorch (`model.py`, whose
-`Backbone(50, 0.6, "ir_se")` ends in the L2 normalisation the JAX row leaves out); torchvision's `inception_v3` is used if importable.
+`Backbone(50, 0.6, "ir_se")` ends in the L2 normalisation the JAX row leaves out), mseitzer/pytorch-fid
+(`src/pytorch_fid/inception.py`, `--upstream_pytorch_fid`); torchvision's `inception_v3` is used if importable. The
+FID Inception rows feed 256 px images (our swaps' size), which both sides resize to 299 as part of the measured forward.
 PyTorch runs with `torch.set_num_threads(os.cpu_count())`, the same core count XLA uses.
 """
 
@@ -123,6 +125,36 @@ def _torch_networks(args: argparse.Namespace) -> dict[str, Any]:
   return nets
 
 
+# --- FID InceptionV3 (the metric network) ---------------------------------------------------------------------------
+
+FID_INPUT_SIZE = 256  # our images; pool3 resizes them to 299 on both sides
+
+
+def _fid_inception_jax(seed: int) -> dict[str, tuple[Callable[[], nnx.Module], Callable[..., Any], int]]:
+  from disentangle_jax.third_party import fid_inception  # pylint: disable=import-outside-toplevel
+
+  return {"fid_inception": (lambda: fid_inception.init(fid_inception.FID, seed), lambda m, x: m(x), FID_INPUT_SIZE)}
+
+
+def _fid_inception_torch(checkout: str) -> dict[str, Any]:
+  """pytorch-fid's `InceptionV3()` (pool3 wrapper, resize on), its weight download answered by an uninitialised
+  state_dict of the same keys (speed does not depend on the values)."""
+  if not checkout:
+    return {}
+  try:
+    from torchvision.models import inception_v3  # pylint: disable=import-outside-toplevel
+  except ImportError as e:
+    print(f"pytorch-fid row skipped: {e}")
+    return {}
+
+  upstream = _import_file(
+    "upstream_pytorch_fid_inception", os.path.join(checkout, "src", "pytorch_fid", "inception.py")
+  )
+  blank = inception_v3(weights=None, num_classes=1008, aux_logits=False, init_weights=False).state_dict()
+  upstream.load_state_dict_from_url = lambda *a, **k: blank
+  return {"fid_inception": upstream.InceptionV3().eval()}
+
+
 def _time_jax(factory, forward, size: int, batch: int, dtype, repeats: int) -> dict[str, Any]:
   module = _cast(factory(), dtype)
   x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (batch, size, size, 3)), dtype)
@@ -154,6 +186,7 @@ def main() -> None:
   parser.add_argument("--upstream_vggface2", default="", help="cydonia999/VGGFace2-pytorch checkout")
   parser.add_argument("--upstream_fan", default="", help="1adrianb/face-alignment checkout")
   parser.add_argument("--upstream_arcface", default="", help="TreB1eN/InsightFace_Pytorch checkout")
+  parser.add_argument("--upstream_pytorch_fid", default="", help="mseitzer/pytorch-fid checkout")
   parser.add_argument(
     "--torch_omp_wait",
     default="auto",
@@ -170,9 +203,11 @@ def main() -> None:
   for d, p in peaks.items():
     print(f"dense peak {d.name}: {p / 1e9:.1f} GFLOP/s")
   nets = _jax_networks(args.seed)
+  nets.update(_fid_inception_jax(args.seed))
   if args.only:
     nets = {k: v for k, v in nets.items() if k in args.only.split(",")}
   upstream = _torch_networks(args)
+  upstream.update(_fid_inception_torch(args.upstream_pytorch_fid))
 
   rows = []
   for name, (factory, forward, size) in nets.items():

@@ -7,10 +7,12 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
 
+from disentangle_jax import model as model_lib
 from disentangle_jax.nets import inception
 from disentangle_jax.third_party.common.state_dict import CheckpointMismatchError
 from disentangle_jax.third_party.common.torch_pickle import CheckpointFormatError
@@ -28,16 +30,39 @@ def _atol(output: str) -> float:
   return recipe.meta(SET)["suggested_atol"][output]
 
 
-def test_full_size_parity_with_upstream(tmp_path):
+@pytest.fixture(scope="module")
+def tv_pth(tmp_path_factory) -> str:
+  """The fixture set's state_dict as a torch-format file (what torchvision's ImageNet checkpoint is)."""
+  path = str(tmp_path_factory.mktemp("tv") / "inception_v3.pth")
+  torch_writer.save(recipe.state_dict(SET), path)
+  return path
+
+
+def test_full_size_parity_with_upstream(tv_pth):
   """One batch-2 forward of the full network (loaded from a torch-format file) reproduces torchvision."""
-  path = tmp_path / "inception_v3.pth"
-  torch_writer.save(recipe.state_dict(SET), str(path))
-  module = inception.load(str(path))
+  module = inception.load(tv_pth)
   assert module.config == inception.Config(num_classes=1000, input_norm="minus_one_one")
   io = recipe.io(SET)
   out = jax.jit(lambda m, x: m.forward(x))(module, jnp.asarray(io["input"].transpose(0, 2, 3, 1)))
   np.testing.assert_allclose(np.asarray(out["pool"]), io["pool_features"], rtol=0, atol=_atol("pool_features"))
   np.testing.assert_allclose(np.asarray(out["logits"]), io["logits"], rtol=0, atol=_atol("logits"))
+
+
+def test_imagenet_start_sees_what_torchvision_feeds_its_imagenet_weights(tv_pth):
+  """torchvision runs its ImageNet InceptionV3 with `transform_input=True`: fed ImageNet mean/std-normalised
+  images, it maps them back to the [-1, 1] the (Google-trained) weights expect. E_attr built from that state_dict
+  as the training model builds it, and called as `model.encode` calls it on the same images in [-1, 1], gives that
+  model's features (fixture: tests/make_inception_transform_fixtures.py). Fed ImageNet-normalised pixels instead,
+  it would give the `transform_input=False` features, 5.9 away."""
+  cfg = ml_collections.ConfigDict({"kind": "inception_v3", "weights": tv_pth, "arch": {}})
+  e_attr = model_lib.attr_encoder(cfg, seed=0)
+  assert e_attr.config.input_norm == "minus_one_one" and e_attr.fc is None
+  io = recipe.io(SET)
+  want = recipe.io(f"{SET}_transform")["pool_features"]
+  assert np.max(np.abs(want - io["pool_features"])) > 100 * _atol("pool_features")  # the fixture tells them apart
+  images = jnp.asarray(io["image_rgb_uint8"].astype(np.float32) / 127.5 - 1.0)
+  got = np.asarray(jax.jit(lambda m, x: m(x.astype(jnp.float32)))(e_attr, images))
+  np.testing.assert_allclose(got, want, rtol=0, atol=_atol("pool_features"))
 
 
 def test_preprocess_reproduces_fixture_input():

@@ -25,6 +25,7 @@ NETWORKS: dict[str, str] = {
   "mediapipe_facemesh": "disentangle_jax.third_party.mediapipe_facemesh",
   "blazeface": "disentangle_jax.third_party.mediapipe_facemesh",
   "inception_v3": "disentangle_jax.nets.inception",
+  "fid_inception": "disentangle_jax.third_party.fid_inception",
   "official": "disentangle_jax.export",  # SRC: a folder of the original TF2 release's weights; DST: an export
 }
 

@@ -12,6 +12,10 @@ would make an embedding depend on which images share its batch. Frozen statistic
 function of each image, so E_attr trains as a per-sample map (from ImageNet statistics when initialised from
 torchvision weights; from 0 / 1, with He-initialised convolutions keeping unit activation scale, at random init).
 
+The FID InceptionV3 (`third_party/fid_inception`, pytorch-fid's `pt_inception-2015-12-05` weights) is this module
+with the 2015 TF graph's conventions, which are Config fields like the Keras original's: one InceptionV3 in the
+project, whatever the weights' origin.
+
 `width_multiplier` scales every convolution's output channels to `max(1, round(c * width_multiplier))` (the smoke
 config uses 0.125); the feature size is the sum of the last block's four branches (2048 at 1.0, 256 at 0.125).
 """
@@ -45,6 +49,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MIN_INPUT_SIZE = 75  # the smallest input whose feature maps survive every valid-padded stride-2 layer
 INPUT_NORMS = ("imagenet", "minus_one_one")
+LAST_BLOCK_POOLS = ("avg", "max")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +66,10 @@ class Config(config_lib.ConfigBase):
       behind `transform_input=True`). The converters set it from the weights' origin.
     bn_scale: BatchNorm has a trained scale (torchvision); False is Keras' `scale=False` (scale fixed at 1).
     pool_count_include_pad: the blocks' 3x3 average pools divide by 9 at the border (torchvision); False divides
-      by the pixels inside the image (Keras' `padding="same"` pooling).
+      by the pixels inside the image (Keras' `padding="same"` pooling, and the TF graph the FID Inception ports).
+    last_block_pool: the 3x3 pool in front of Mixed_7c's pool branch: "avg" (torchvision, Keras) or "max" (the FID
+      Inception, pt_inception-2015-12-05: Google's 2015 graph max-pools there, zero-free padding as PyTorch's
+      `max_pool2d(x, 3, 1, padding=1)`; its weights were trained with it).
   """
 
   width_multiplier: float = 1.0
@@ -70,6 +78,7 @@ class Config(config_lib.ConfigBase):
   input_norm: str = "imagenet"
   bn_scale: bool = True
   pool_count_include_pad: bool = True
+  last_block_pool: str = "avg"
 
   def __post_init__(self):
     if not self.width_multiplier > 0:
@@ -80,6 +89,8 @@ class Config(config_lib.ConfigBase):
       raise ValueError(f"num_classes must be >= 0, got {self.num_classes}")
     if self.input_norm not in INPUT_NORMS:
       raise ValueError(f"input_norm must be one of {INPUT_NORMS}, got {self.input_norm!r}")
+    if self.last_block_pool not in LAST_BLOCK_POOLS:
+      raise ValueError(f"last_block_pool must be one of {LAST_BLOCK_POOLS}, got {self.last_block_pool!r}")
 
   def channels(self, c: int) -> int:
     return max(1, int(round(c * self.width_multiplier)))
@@ -193,11 +204,12 @@ class InceptionD(nnx.Module):
 
 
 class InceptionE(nnx.Module):
-  """8x8 block with expanded 1x3 / 3x1 branches."""
+  """8x8 block with expanded 1x3 / 3x1 branches; `pool` is the pool branch's 3x3 pooling ("avg" or "max")."""
 
-  def __init__(self, cin: int, c: Config, *, rngs: nnx.Rngs):
+  def __init__(self, cin: int, c: Config, *, pool: str = "avg", rngs: nnx.Rngs):
     ch = c.channels
     self.count_include_pad = c.pool_count_include_pad
+    self.pool = pool
     self.branch1x1 = BasicConv(cin, ch(320), 1, bn_scale=c.bn_scale, rngs=rngs)
     self.branch3x3_1 = BasicConv(cin, ch(384), 1, bn_scale=c.bn_scale, rngs=rngs)
     self.branch3x3_2a = BasicConv(ch(384), ch(384), (1, 3), padding=(0, 1), bn_scale=c.bn_scale, rngs=rngs)
@@ -215,7 +227,11 @@ class InceptionE(nnx.Module):
     b3 = jnp.concatenate([self.branch3x3_2a(b3), self.branch3x3_2b(b3)], axis=-1)
     bd = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
     bd = jnp.concatenate([self.branch3x3dbl_3a(bd), self.branch3x3dbl_3b(bd)], axis=-1)
-    bp = self.branch_pool(layers.avg_pool_3x3_same(x, self.count_include_pad))
+    if self.pool == "max":
+      pooled = layers.max_pool_3x3_same(x)
+    else:
+      pooled = layers.avg_pool_3x3_same(x, self.count_include_pad)
+    bp = self.branch_pool(pooled)
     return jnp.concatenate([b1, b3, bd, bp], axis=-1)
 
 
@@ -240,7 +256,7 @@ class Inception(nnx.Module):
     self.Mixed_6e = InceptionC(self.Mixed_6d.out_features, 192, config, rngs=rngs)
     self.Mixed_7a = InceptionD(self.Mixed_6e.out_features, config, rngs=rngs)
     self.Mixed_7b = InceptionE(self.Mixed_7a.out_features, config, rngs=rngs)
-    self.Mixed_7c = InceptionE(self.Mixed_7b.out_features, config, rngs=rngs)
+    self.Mixed_7c = InceptionE(self.Mixed_7b.out_features, config, pool=config.last_block_pool, rngs=rngs)
     assert self.Mixed_7c.out_features == config.feature_dim
     self.fc = nnx.Linear(config.feature_dim, config.num_classes, rngs=rngs) if config.num_classes else None
 
@@ -443,7 +459,7 @@ def convert_to(src: str | os.PathLike, dst: str | os.PathLike) -> None:
   converted.write(dst, NETWORK, converted.build(Inception, config, params, os.fspath(src)), src)
 
 
-_CONVENTIONS = ("input_norm", "bn_scale", "pool_count_include_pad")
+_CONVENTIONS = ("input_norm", "bn_scale", "pool_count_include_pad", "last_block_pool")
 
 
 def conventions(path: str | os.PathLike) -> dict[str, Any]:

@@ -152,3 +152,9 @@ def avg_pool_3x3_same(x: jax.Array, count_include_pad: bool = True) -> jax.Array
   ones = jnp.ones((1, h, w, 1), x.dtype)
   counts = jax.lax.reduce_window(ones, 0.0, jax.lax.add, (1, 3, 3, 1), (1, 1, 1, 1), pads)
   return summed / counts
+
+
+def max_pool_3x3_same(x: jax.Array) -> jax.Array:
+  """3x3, stride-1 max pooling with one pixel of padding that never wins (PyTorch's `max_pool2d(x, 3, 1, padding=1)`)."""
+  pads = [(0, 0), (1, 1), (1, 1), (0, 0)]
+  return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 1, 1, 1), pads)
