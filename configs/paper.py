@@ -64,6 +64,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.attr_encoder.kind = "inception_v3"
   c.attr_encoder.weights = "weights/inception_v3_imagenet"
   c.attr_encoder.arch = ml_collections.ConfigDict()
+  c.attr_encoder.toy_start = False  # toy world only: `prepare` trains the start point (configs/toy.py)
 
   # Frozen landmark network for the landmark loss.
   c.landmarks = ml_collections.ConfigDict()

@@ -4,7 +4,8 @@ r"""The toy world on a CPU: the method trained end to end where its success is m
 
 G is the toy face renderer (`disentangle_jax/toy/`), whose identity and attribute factors are known for every w.
 E_id and the landmark net are small CNNs trained on it once, by the run's `prepare` step, and cached in
-`<workdir>/prepared`; E_attr is the InceptionV3 port at a small width, as in the smoke config. At the last step
+`<workdir>/prepared`; E_attr is the InceptionV3 port at a small width, as in the smoke config, and its start point
+is trained by the same step (regressing every factor, identity included: the analog of the paper's ImageNet start). At the last step
 the run reads the factors of M's output on held-out pairs and writes the score (`score.json`, TensorBoard
 `score/*`, the final log line): identity and attribute R^2 and closer-source accuracy, reconstruction PSNR.
 """
@@ -25,11 +26,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.id_encoder.kind = "toy"  # trained by `prepare` (identity factors, invariant to the attributes)
   c.id_encoder.weights = ""
   c.id_encoder.arch = ml_collections.ConfigDict()
+  # E_attr starts where `prepare` leaves it (InceptionV3 regressing every factor), as the paper's starts from ImageNet.
+  c.attr_encoder.toy_start = True
   c.landmarks.kind = "toy"  # trained by `prepare` (the renderer's own keypoints)
   c.landmarks.weights = ""
   c.landmarks.arch = ml_collections.ConfigDict()
   # The toy nets' landmarks are in 32-px pixels (a few pixels of error, not the paper's hundreds at 160 px).
   c.loss.landmarks = 0.05
+  # Reconstruction at the identity loss's weight (the paper's 0.02 is tuned to real faces): measured, the score's
+  # identity accuracy 0.79 -> 0.88 and attribute R^2 -0.49 -> -0.01 at 400 steps.
+  c.loss.reconstruction = 1.0
   c.loss.mask_sigma = 80.0
   c.optim.lr = 1e-3  # a few hundred steps, not the paper's hundreds of thousands
   c.per_device_batch_size = 8

@@ -155,6 +155,9 @@ def problems(config: Any, *, allow_empty: bool = False) -> list[str]:
   each(NON_NEGATIVE_INTS, lambda v: v is None or (_is_int(v) and v >= 0), "must be a non-negative integer")
   each(UNIT_INTERVAL, lambda v: _is_real(v) and 0 <= v < 1, "must be in [0, 1)")
   each(("seed",), _is_int, "must be an integer")
+  each(("attr_encoder.toy_start",), lambda v: isinstance(v, bool), "must be True or False")
+  if _lookup(config, "attr_encoder.toy_start") is True and _lookup(config, "generator.kind") != "toy":
+    bad("attr_encoder.toy_start", True, "E_attr's toy start is trained on the toy generator; set generator.kind='toy'")
   each(OPTIONAL_PATHS, lambda v: v is None or (isinstance(v, str) and v != ""), "must be None (off) or a path")
   each(("eval.fid_samples",), lambda v: _is_int(v) and v >= 2, "must be an integer >= 2 (FID needs a covariance)")
   each(

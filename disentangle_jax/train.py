@@ -225,16 +225,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Resul
 
 
 def _prepared(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
-  """`config` with the toy world's E_id and landmark net trained once into `<workdir>/prepared` (or reused)."""
-  sections = ("id_encoder", "landmarks")
-  if not any(config[s].kind == "toy" and not config[s].get("weights") for s in sections):
+  """`config` with the toy world's networks (`toy_prepare.needs_preparing`) trained once into
+  `<workdir>/prepared` (or reused)."""
+  names = toy_prepare.needs_preparing(config)
+  if not names:
     return config
   if jax.process_count() > 1:
     raise errors.ConfigError(
-      "the toy networks are trained in one process: run `train` once on one host, or set "
-      "id_encoder.weights / landmarks.weights to prepared directories"
+      f"the toy world's {', '.join(names)} are trained in one process: run `train` once on one host, or set "
+      "their weights to prepared directories"
     )
-  logging.info("prepare: the toy world's E_id and landmark net (trained once, then reused from %s)", PREPARED_DIR)
+  logging.info("prepare: the toy world's %s (trained once, then reused from %s)", ", ".join(names), PREPARED_DIR)
   return toy_prepare.prepare(config, os.path.join(workdir, PREPARED_DIR))
 
 

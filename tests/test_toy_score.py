@@ -84,8 +84,8 @@ def test_the_score_refuses_another_generator():
 
 
 def test_a_toy_run_prepares_its_nets_and_writes_its_score(tmp_path, monkeypatch):
-  """`train` on configs/toy.py: prepare trains the toy E_id and landmark net into the workdir, the last step
-  scores the model into score.json, and the workdir's config names the prepared nets."""
+  """`train` on configs/toy.py: prepare trains the toy E_id, landmark net and E_attr's start into the workdir, the
+  last step scores the model into score.json, and the workdir's config names the prepared nets."""
   import functools  # pylint: disable=import-outside-toplevel
   import json  # pylint: disable=import-outside-toplevel
 
@@ -95,7 +95,9 @@ def test_a_toy_run_prepares_its_nets_and_writes_its_score(tmp_path, monkeypatch)
 
   brief = prepare.Training(steps=3, batch_size=4, learning_rate=1e-3)
   monkeypatch.setattr(
-    train.toy_prepare, "prepare", functools.partial(prepare.prepare, id_training=brief, landmark_training=brief)
+    train.toy_prepare,
+    "prepare",
+    functools.partial(prepare.prepare, id_training=brief, landmark_training=brief, attr_training=brief),
   )
   config = toy.get_config()
   config.num_steps = config.eval_every = config.checkpoint_every = config.log_every = config.image_every = 2
@@ -108,7 +110,7 @@ def test_a_toy_run_prepares_its_nets_and_writes_its_score(tmp_path, monkeypatch)
   assert written == result.score and written["pairs"] == 8
   assert all(np.isfinite(v) for v in written.values())
   prepared = sorted(p.name.split("-")[0] for p in (tmp_path / train.PREPARED_DIR).iterdir())
-  assert prepared == ["id_encoder", "landmarks"]
+  assert prepared == ["attr_encoder", "id_encoder", "landmarks"]
   recorded = json.loads((tmp_path / "config.json").read_text())  # what `disentangle_jax.load(workdir)` builds from
-  assert recorded["id_encoder"]["weights"].startswith(str(tmp_path / train.PREPARED_DIR))
-  assert recorded["landmarks"]["weights"].startswith(str(tmp_path / train.PREPARED_DIR))
+  for section in ("id_encoder", "landmarks", "attr_encoder"):
+    assert recorded[section]["weights"].startswith(str(tmp_path / train.PREPARED_DIR)), section

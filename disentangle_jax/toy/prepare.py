@@ -45,6 +45,7 @@ from flax import nnx
 from disentangle_jax import errors
 from disentangle_jax import frozen
 from disentangle_jax import model
+from disentangle_jax.nets import inception
 from disentangle_jax.third_party.common import config as config_lib
 from disentangle_jax.third_party.common import converted
 from disentangle_jax.toy import identity_net
@@ -82,6 +83,7 @@ class Training(config_lib.ConfigBase):
 
 ID_TRAINING = Training(steps=200, batch_size=32, learning_rate=2e-3)
 LANDMARK_TRAINING = Training(steps=300, batch_size=64, learning_rate=2e-3)
+ATTR_TRAINING = Training(steps=300, batch_size=32, learning_rate=2e-3)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -94,10 +96,11 @@ def sample_factors(g: nnx.Module, key: jax.Array, batch: int) -> dict[str, jax.A
   return g.factors(g.mapping(z)[:, 0])
 
 
-def _identity_targets(identity: jax.Array) -> jax.Array:
-  low = jnp.asarray([lo for _, lo, _ in render.IDENTITY], jnp.float32)
-  high = jnp.asarray([hi for _, _, hi in render.IDENTITY], jnp.float32)
-  return (identity - low) / (high - low) * 2.0 - 1.0
+def _unit_range(values: jax.Array, table: tuple[tuple[str, float, float], ...]) -> jax.Array:
+  """Factors in their render units -> [-1, 1] over each factor's range."""
+  low = jnp.asarray([lo for _, lo, _ in table], jnp.float32)
+  high = jnp.asarray([hi for _, _, hi in table], jnp.float32)
+  return (values - low) / (high - low) * 2.0 - 1.0
 
 
 def _fit(
@@ -154,7 +157,7 @@ def train_identity_encoder(
       jnp.concatenate([identity, identity]), jnp.concatenate([f1["attribute"], f2["attribute"]]), resolution
     )
     e = net.embed(views)
-    target = _identity_targets(identity)
+    target = _unit_range(identity, render.IDENTITY)
     regression = jnp.mean(jnp.square(e @ head["w"] + head["b"] - jnp.concatenate([target, target])))
     logits = e[:batch] @ e[batch:].T / temperature
     labels = jnp.arange(batch)
@@ -163,6 +166,36 @@ def train_identity_encoder(
       + optax.softmax_cross_entropy_with_integer_labels(logits.T, labels).mean()
     )
     return nce + regression
+
+  return _fit(network, head, loss_fn, training, seed)
+
+
+def train_attr_encoder(
+  g: nnx.Module, net_config: inception.Config, training: Training, seed: int
+) -> tuple[inception.Inception, list[float]]:
+  """E_attr's start point in the toy world, the analog of the paper's ImageNet start: InceptionV3 with a linear
+  head (training only) regressing every factor of G's samples, identity and attributes alike.
+
+  Like ImageNet features, the result describes the whole image and says nothing of which factors are attributes:
+  the method still has to learn to take identity from E_id and the rest from E_attr.
+  """
+  network = inception.init(net_config, seed)
+  rng = np.random.default_rng(seed)
+  count = len(render.IDENTITY) + len(render.ATTRIBUTE)
+  dim = jax.eval_shape(network, jax.ShapeDtypeStruct((1, 8, 8, 3), jnp.float32)).shape[-1]
+  head = {
+    "w": jnp.asarray(rng.normal(0.0, 1.0 / np.sqrt(dim), (dim, count)), jnp.float32),
+    "b": jnp.zeros((count,), jnp.float32),
+  }
+  batch, resolution = int(training.batch_size), int(g.config.resolution)
+
+  def loss_fn(net, head, key):
+    f = sample_factors(g, key, batch)
+    images = render.render(f["identity"], f["attribute"], resolution)
+    target = jnp.concatenate(
+      [_unit_range(f["identity"], render.IDENTITY), _unit_range(f["attribute"], render.ATTRIBUTE)], axis=-1
+    )
+    return jnp.mean(jnp.square(net(images) @ head["w"] + head["b"] - target))
 
   return _fit(network, head, loss_fn, training, seed)
 
@@ -235,11 +268,11 @@ def landmark_error(g: nnx.Module, network: nnx.Module, seed: int, samples: int =
 # The cache
 
 
-def _net_config(config: ml_collections.ConfigDict, name: str, config_cls: Any, resolution: int) -> Any:
-  """The net's Config from `config[name].arch` (its fields; `input_size` defaults to G's resolution)."""
+def _net_config(config: ml_collections.ConfigDict, name: str, config_cls: Any, resolution: int | None) -> Any:
+  """The net's Config from `config[name].arch` (its fields; `input_size` defaults to `resolution` if given)."""
   arch = dict(config[name].get("arch", {}))
   try:
-    return config_cls.from_dict({"input_size": resolution, **arch})
+    return config_cls.from_dict({**({"input_size": resolution} if resolution else {}), **arch})
   except (TypeError, ValueError) as e:
     raise errors.ConfigError(f"config.{name}.arch={arch!r}: {e}") from e
 
@@ -283,46 +316,59 @@ def _cached(
   return final
 
 
+def needs_preparing(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The config sections `prepare` trains: toy E_id / landmark net without weights, and E_attr with `toy_start`."""
+  names = [
+    name for name in ("id_encoder", "landmarks") if config[name].kind == "toy" and not config[name].get("weights")
+  ]
+  if config.attr_encoder.get("toy_start") and not config.attr_encoder.get("weights"):
+    names.append("attr_encoder")
+  return tuple(names)
+
+
 def prepare(
   config: ml_collections.ConfigDict,
   cache_dir: str | os.PathLike,
   *,
   id_training: Training = ID_TRAINING,
   landmark_training: Training = LANDMARK_TRAINING,
+  attr_training: Training = ATTR_TRAINING,
 ) -> ml_collections.ConfigDict:
-  """A copy of `config` whose toy E_id and landmark net point at trained weights (trained now, or cached).
+  """A copy of `config` whose toy-world networks point at trained weights (trained now, or cached).
 
-  Each of `config.id_encoder` and `config.landmarks` with `kind == "toy"` and an empty `weights` is trained on the
-  config's toy generator (`frozen.generator(config.generator, config.seed + SEED_OFFSETS["generator"])`), from
-  seed `config.seed + SEED_OFFSETS[section]`, at the sizes in its `arch` (`identity_net.Config` /
-  `landmark_net.Config` fields; empty: the defaults at G's resolution), and its `weights` set to the cached
-  directory. Other sections are left as they are.
+  Trained, each on the config's toy generator (`frozen.generator(config.generator, config.seed +
+  SEED_OFFSETS["generator"])`) from seed `config.seed + SEED_OFFSETS[section]`:
+  - `config.id_encoder` and `config.landmarks` with `kind == "toy"` and empty `weights`, at the sizes in their
+    `arch` (`identity_net.Config` / `landmark_net.Config` fields; empty: the defaults at G's resolution);
+  - `config.attr_encoder` with `toy_start` set and empty `weights`: E_attr's start point (`train_attr_encoder`),
+    at the InceptionV3 sizes in its `arch`.
+  Each section's `weights` is set to the cached directory; other sections are left as they are.
 
   Raises:
-    errors.ConfigError: a toy section with a generator that is not the toy one, or a bad `arch`.
+    errors.ConfigError: a section to prepare with a generator that is not the toy one, or a bad `arch`.
   """
   config = ml_collections.ConfigDict(config.to_dict())
-  jobs = [
-    (name, cls, training, trainer, network_name)
-    for name, cls, training, trainer, network_name in (
-      ("id_encoder", identity_net.Config, id_training, "train_identity_encoder", identity_net.NETWORK),
-      ("landmarks", landmark_net.Config, landmark_training, "train_landmark_net", landmark_net.NETWORK),
-    )
-    if config[name].kind == "toy" and not config[name].get("weights")
-  ]
-  if not jobs:
+  known = {
+    "id_encoder": (identity_net.Config, id_training, train_identity_encoder, identity_net.NETWORK),
+    "landmarks": (landmark_net.Config, landmark_training, train_landmark_net, landmark_net.NETWORK),
+    "attr_encoder": (inception.Config, attr_training, train_attr_encoder, inception.NETWORK),
+  }
+  names = needs_preparing(config)
+  if not names:
     return config
   if config.generator.kind != "toy":
     raise errors.ConfigError(
-      f"config.generator.kind={config.generator.kind!r}: the toy {' and '.join(j[0] for j in jobs)} "
+      f"config.generator.kind={config.generator.kind!r}: the toy-world {' and '.join(names)} "
       "learn from the toy generator's ground truth; set generator.kind='toy'"
     )
   g_seed = int(config.seed) + model.SEED_OFFSETS["generator"]
   g = frozen.generator(config.generator, g_seed)
   resolution = int(g.config.resolution)
   cache_dir = pathlib.Path(cache_dir)
-  for name, cls, training, trainer, network_name in jobs:
-    net_config = _net_config(config, name, cls, resolution)
+  for name in names:
+    cls, training, trainer, network_name = known[name]
+    # The toy nets default to G's resolution; InceptionV3 has its own input size (at least 75).
+    net_config = _net_config(config, name, cls, None if name == "attr_encoder" else resolution)
     seed = int(config.seed) + model.SEED_OFFSETS[name]
     payload = {
       "version": VERSION,
@@ -335,9 +381,10 @@ def prepare(
     }
 
     def train(trainer=trainer, net_config=net_config, training=training, seed=seed):
-      return globals()[trainer](g, net_config, training, seed)
+      return trainer(g, net_config, training, seed)
 
     path = _cached(cache_dir, name, payload, network_name, train)
     config[name].weights = str(path.absolute())
-    config[name].arch = ml_collections.ConfigDict()
+    if name != "attr_encoder":  # E_attr keeps its arch: `model.attr_encoder` loads at its input size
+      config[name].arch = ml_collections.ConfigDict()
   return config
