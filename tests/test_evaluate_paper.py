@@ -32,7 +32,7 @@ from tests import standins
 
 WEIGHTS = "metric_weights"
 FID_SAMPLES = 8
-BATCH = 4  # evaluate's --batch_size here
+BATCH = 8  # evaluate's --batch_size: the batch the training evaluation measured, so their programs are shared
 PAPER_KEYS = {
   "arcface/id_to_out",
   "arcface/attr_to_out",
