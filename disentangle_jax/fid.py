@@ -128,6 +128,13 @@ def frechet_distance(mu1: Any, sigma1: Any, mu2: Any, sigma2: Any, eps: float = 
   return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(root))
 
 
+def distance(features: Any, reference: Any) -> float:
+  """FID of features [N, D] against reference features [M, D], or against their (mu, sigma) as a tuple: the
+  `statistics` of each side, then `frechet_distance`. For callers that hold features rather than statistics."""
+  mu_ref, sigma_ref = reference if isinstance(reference, tuple) else statistics(reference)
+  return frechet_distance(*statistics(features), mu_ref, sigma_ref)
+
+
 # --- statistics of images -----------------------------------------------------------------------------------------
 
 

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import importlib
 import json
 import pathlib
 import shutil
-import tempfile
 
 import numpy as np
 import pytest
@@ -17,6 +14,7 @@ from PIL import Image
 
 from disentangle_jax.apps import images
 from disentangle_jax.apps import media
+from tests import cached_runs
 
 # ---------------------------------------------------------------------------------------------------------------
 # Image IO.
@@ -130,20 +128,6 @@ def test_animation_rejects_unknown_suffix(tmp_path):
 
 SMOKE_STEPS = 200
 SMOKE_TRAIN_IMAGES = 8
-_ROOT = pathlib.Path(__file__).resolve().parents[1]
-# What the trained result depends on: the training code, the networks, the smoke config.
-_TRAINING_SOURCES = (
-  "disentangle_jax/model.py",
-  "disentangle_jax/train.py",
-  "disentangle_jax/train_step.py",
-  "disentangle_jax/losses.py",
-  "disentangle_jax/frozen.py",
-  "disentangle_jax/evaluate.py",
-  "disentangle_jax/nets",
-  "disentangle_jax/data",
-  "third_party",
-  "configs",
-)
 
 
 def smoke_config():
@@ -174,42 +158,10 @@ def smoke_config():
   return c
 
 
-def _source_hash() -> str:
-  import jax  # pylint: disable=import-outside-toplevel
-
-  h = hashlib.sha256(f"{jax.__version__} {jax.device_count()} {smoke_config()}".encode())
-  for name in _TRAINING_SOURCES:
-    p = _ROOT / name
-    for f in sorted(p.rglob("*.py")) if p.is_dir() else [p]:
-      if f.is_file():
-        h.update(str(f.relative_to(_ROOT)).encode())
-        h.update(f.read_bytes())
-  return h.hexdigest()[:16]
-
-
 @pytest.fixture(scope="session")
 def smoke_run():
   """(workdir, the training's evaluation at its last step) of a smoke model trained SMOKE_STEPS steps."""
-  import fcntl  # pylint: disable=import-outside-toplevel
-
-  from disentangle_jax import train  # pylint: disable=import-outside-toplevel
-
-  cache = pathlib.Path(tempfile.gettempdir()) / "disentangle_jax_test_cache" / f"smoke-{_source_hash()}"
-  done = cache / "test_result.json"
-  cache.parent.mkdir(parents=True, exist_ok=True)
-  with open(cache.parent / "smoke.lock", "w") as lock:  # pytest-xdist workers wait for one training
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    if not done.is_file():
-      shutil.rmtree(cache, ignore_errors=True)
-      for stale in cache.parent.glob("smoke-*"):  # models of older source versions
-        shutil.rmtree(stale, ignore_errors=True)
-      scratch = pathlib.Path(tempfile.mkdtemp(prefix="training-", dir=cache.parent))
-      result = train.train_and_evaluate(smoke_config(), str(scratch))
-      (scratch / "test_result.json").write_text(
-        json.dumps({"step": result.step, "evaluation": result.evaluations[result.step]})
-      )
-      scratch.rename(cache)
-  return cache, json.loads(done.read_text())
+  return cached_runs.trained("smoke", lambda workdir: smoke_config())
 
 
 @pytest.fixture(scope="session")
@@ -222,15 +174,7 @@ def smoke_model(smoke_run):
 @pytest.fixture
 def cached_load(monkeypatch, smoke_run, smoke_model):
   """Commands load the session's model instead of rebuilding it (loading itself is tested separately)."""
-  from disentangle_jax import inference  # pylint: disable=import-outside-toplevel
-
-  real = inference.load
-
-  @functools.wraps(real)
-  def load(path):
-    return smoke_model if pathlib.Path(path).absolute() == smoke_run[0].absolute() else real(path)
-
-  monkeypatch.setattr(inference, "load", load)
+  cached_runs.serve(monkeypatch, smoke_run[0], smoke_model)
   return smoke_run[0]
 
 

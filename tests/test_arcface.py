@@ -19,6 +19,7 @@ from disentangle_jax.configs import paper
 from disentangle_jax.configs import smoke
 from disentangle_jax.third_party import arcface
 from disentangle_jax.third_party.common.state_dict import CheckpointMismatchError
+from tests import metric_weights
 from tests import recipe
 from tests import torch_writer
 
@@ -39,21 +40,9 @@ def _atol(output: str) -> float:
   return recipe.meta(SET)["suggested_atol"][output]
 
 
-def _random_state_dict(config: arcface.Config, seed: int) -> dict[str, np.ndarray]:
-  """An upstream-named state_dict of random weights drawn with numpy: tests of tiny networks go through the
-  converter and never pay for compiling JAX's random initialisers (seconds per network on a loaded CPU)."""
-  out = {}
-  for index, (key, shape) in enumerate(arcface.expected_state_dict(config).items()):
-    fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
-    out[key] = recipe.generated_array(seed, index, list(shape), 1.0 / np.sqrt(fan_in) if len(shape) > 1 else 0.2)
-    if key.endswith("running_var") or (key.endswith(".weight") and len(shape) == 1):
-      out[key] = np.abs(out[key]) + 0.5  # variances and BatchNorm / PReLU scales positive
-  return out
-
-
 def _random_net(tmp_path, config: arcface.Config, seed: int) -> arcface.ArcFace:
   path = tmp_path / f"random_{seed}.npz"
-  np.savez(path, **_random_state_dict(config, seed))
+  np.savez(path, **metric_weights.arcface_state_dict(config, seed))
   return arcface.load(path)
 
 
@@ -149,7 +138,7 @@ def test_input_and_head_errors(tmp_path):
 
 
 def _tiny_state_dict() -> dict[str, np.ndarray]:
-  return _random_state_dict(arcface.Config(**{**TINY.to_dict(), "input_size": 32}), seed=2)
+  return metric_weights.arcface_state_dict(arcface.Config(**{**TINY.to_dict(), "input_size": 32}), seed=2)
 
 
 def test_wrong_checkpoint_names_the_bad_key(tmp_path):

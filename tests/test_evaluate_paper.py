@@ -1,84 +1,86 @@
 """`disentangle-jax evaluate`'s paper table, training's ArcFace / FID logging, and `swap --pairs` / `--cells`.
 
-Everything runs on a stand-in model trained two steps (`tests/standins.py`) with fake metric networks put in through
-the injection point `metrics.nets.FACTORIES`: fixed random projections for ArcFace and the FID Inception, a face
-mesh template posed by each image's brightness for the landmark net, and the textbook Frechet distance.
+The model is a stand-in (`tests/standins.py`) trained two steps once per source version (`tests/cached_runs.py`);
+its config names a tiny random-weight ArcFace and FID Inception, written to disk the way their converters read them
+(`tests/metric_weights.py`), so its training logged both. Pose and expression are measured by the face mesh with
+the mediapipe wheel's real weights, which with BlazeFace also align the real photos (`skimage.data`'s astronaut and
+cameraman) through `--align` (conftest's `wheel`).
 """
 
 from __future__ import annotations
 
+import copy
 import importlib
 import json
 import pathlib
 import shutil
 
+import jax
+import ml_collections
 import numpy as np
 import pytest
-import scipy.linalg
 from absl import app as absl_app
 
+from disentangle_jax import fid
 from disentangle_jax.apps import images
 from disentangle_jax.metrics import identity
 from disentangle_jax.metrics import nets
 from disentangle_jax.metrics import periodic
-from disentangle_jax.metrics import pose
-from disentangle_jax.metrics import templates
-from disentangle_jax.third_party.mediapipe_facemesh import mesh_indices
+from tests import cached_runs
+from tests import metric_weights
 from tests import standins
 
-
-def _projection(dim: int, seed: int):
-  def embed(x):
-    flat = np.asarray(x, np.float64).reshape(len(x), -1)
-    return flat @ np.random.RandomState(seed).randn(flat.shape[1], dim)
-
-  return embed
-
-
-def _fake_landmarks(kind: str, path: str) -> nets.Landmarker:
-  del path
-  t = templates.template(kind)
-
-  def points(x):
-    x = np.asarray(x, np.float64)
-    out = []
-    for img in x:
-      p = 1.5 * t @ pose.rotation_from_angles(30.0 * img.mean(), 0.0, 0.0).T + 96.0
-      p[[17, 84, 314], 1] += 8.0 * img[..., 1].std()  # the lower lip, by the image's green spread
-      out.append(p)
-    return np.stack(out)
-
-  return nets.Landmarker(kind, points, 192.0, mesh_indices.KEEP_INDICES)
+WEIGHTS = "metric_weights"
+FID_SAMPLES = 8
+BATCH = 8  # evaluate's --batch_size: the batch the training evaluation measured, so their programs are shared
+PAPER_KEYS = {
+  "arcface/id_to_out",
+  "arcface/attr_to_out",
+  "arcface/id_to_attr",
+  "fid/real",
+  "fid/generator",
+  "pose/error",
+  "pose/yaw",
+  "pose/pitch",
+  "pose/roll",
+  "expression/error",
+  "reconstruction/psnr",
+  "reconstruction/ms_ssim",
+  "similarity/id_to_out",
+}
 
 
-def _frechet(mu1, s1, mu2, s2):
-  covmean = scipy.linalg.sqrtm(s1 @ s2).real
-  return float(np.sum((mu1 - mu2) ** 2) + np.trace(s1 + s2 - 2 * covmean))
-
-
-FAKES = nets.Factories(
-  arcface=lambda path: _projection(8, 1),
-  fid_inception=lambda path: _projection(5, 2),
-  landmarks=_fake_landmarks,
-  fid=lambda: ((lambda f: (f.mean(0), np.cov(f, rowvar=False))), _frechet),
-)
+def paper_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
+  """The stand-in config with ArcFace and FID on a sample in its periodic evaluation (at its last step)."""
+  arc, inception = metric_weights.paths(workdir / WEIGHTS)
+  overrides = {"eval.arcface_weights": arc, "eval.fid_weights": inception, "eval.fid_samples": FID_SAMPLES}
+  return standins.tiny_config(num_steps=2, eval_every=2, **overrides)
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-  """(workdir, training result, the fake weight file) of a stand-in model whose config names metric weights."""
-  from disentangle_jax import train  # pylint: disable=import-outside-toplevel
-
+def paper_run():
+  """(workdir, the training's evaluation) of the stand-in model; stand-ins stay installed for the module."""
   with pytest.MonkeyPatch.context() as mp:
     standins.install(mp)
-    mp.setattr(nets, "FACTORIES", FAKES)
-    root = tmp_path_factory.mktemp("paper")
-    weights = root / "fake_weights.bin"
-    weights.write_bytes(b"fake")
-    overrides = {"eval.arcface_weights": str(weights), "eval.fid_weights": str(weights), "eval.fid_samples": 6}
-    config = standins.tiny_config(num_steps=2, eval_every=2, **overrides)
-    result = train.train_and_evaluate(config, str(root / "run"))
-    yield root / "run", result, weights
+    yield cached_runs.trained(
+      "standin-paper",
+      paper_config,
+      prepare=lambda workdir: metric_weights.write(workdir / WEIGHTS),
+      extra_sources=("tests/standins.py", "tests/metric_weights.py"),
+    )
+
+
+@pytest.fixture(scope="module")
+def paper_model(paper_run):
+  from disentangle_jax import inference  # pylint: disable=import-outside-toplevel
+
+  return inference.load(paper_run[0])
+
+
+@pytest.fixture
+def model_dir(monkeypatch, paper_run, paper_model) -> pathlib.Path:
+  cached_runs.serve(monkeypatch, paper_run[0], paper_model)
+  return paper_run[0]
 
 
 def run_cli(name: str, argv: list[str]) -> None:
@@ -98,85 +100,142 @@ def _faces(directory: pathlib.Path, names: list[str], seed: int) -> list[str]:
   ]
 
 
-def test_training_logs_arcface_and_fid_only_when_configured(trained):
-  _, result, _ = trained
-  scores = result.evaluations[2]
+def _real_photos(directory: pathlib.Path) -> list[str]:
+  """Unaligned photos of real faces from `skimage.data` (no download): the astronaut, her mirror image, and the
+  cameraman (grayscale, stored as RGB)."""
+  import skimage.data  # pylint: disable=import-outside-toplevel
+
+  directory.mkdir(parents=True, exist_ok=True)
+  astronaut, camera = skimage.data.astronaut(), skimage.data.camera()
+  photos = {"astronaut.png": astronaut, "astronaut_mirrored.png": astronaut[:, ::-1], "camera.png": camera[..., None]}
+  return [str(images.write_image(directory / n, np.broadcast_to(p, p.shape[:2] + (3,)))) for n, p in photos.items()]
+
+
+def _mean_id_to_attr(embed, ids: np.ndarray, attrs: np.ndarray) -> float:
+  """The mean ArcFace cosine of the rows of ids and attrs, embedded BATCH rows at a time as `evaluate` embeds them
+  (the last batch padded): the compiled program `evaluate` made is reused."""
+
+  def embedded(x: np.ndarray) -> np.ndarray:
+    padded = np.concatenate([x, np.repeat(x[-1:], -len(x) % BATCH, axis=0)])
+    return np.concatenate([embed(padded[i : i + BATCH]) for i in range(0, len(padded), BATCH)])[: len(x)]
+
+  return float(identity.cosine(embedded(ids), embedded(attrs)).mean())
+
+
+def test_training_logged_arcface_and_fid_with_the_configured_nets(paper_run):
+  workdir, result = paper_run
+  scores = result["evaluation"]
   assert {"arcface/id_to_out", "arcface/attr_to_out", "arcface/id_to_attr", "fid"} <= set(scores)
   assert all(-1 <= scores[f"arcface/{k}"] <= 1 for k in ("id_to_out", "attr_to_out", "id_to_attr"))
   assert np.isfinite(scores["fid"]) and scores["fid"] > 0
+  # id <-> attr does not depend on the model: the configured ArcFace on the sample training drew gives it again.
+  from disentangle_jax.data import pipeline  # pylint: disable=import-outside-toplevel
+
+  config = paper_config(workdir)
+  batch = jax.local_device_count() * int(config.per_device_batch_size)  # as training drew its sample
+  pipe = pipeline.Pipeline(str(workdir / "data"), "validation", batch_size=batch, seed=int(config.data.seed) + 1,
+                           cross_every=1, num_steps=-(-FID_SAMPLES // batch))  # fmt: skip
+  drawn = list(pipe)
+  embed = nets.load_arcface(config.eval.arcface_weights)
+  ids, attrs = (np.clip(np.concatenate([b[k] for b in drawn]), -1, 1)[:FID_SAMPLES] for k in ("id", "attr"))
+  assert scores["arcface/id_to_attr"] == pytest.approx(_mean_id_to_attr(embed, ids, attrs), abs=1e-5)
   assert not periodic.PaperMetrics(standins.tiny_config()).active  # the default config: nothing new runs
 
 
-def test_evaluate_writes_the_paper_table(trained, tmp_path, capsys):
-  workdir, _, weights = trained
-  photos = _faces(tmp_path / "photos", [f"p{i}.png" for i in range(4)], 0)
-  _faces(tmp_path / "real", [f"r{i}.png" for i in range(5)], 1)
-  out = tmp_path / "table.json"
-  with pytest.MonkeyPatch.context() as mp:
-    standins.install(mp)
-    mp.setattr(nets, "FACTORIES", FAKES)
-    run_cli(
-      "evaluate",
-      [
-        f"--model={workdir}",
-        f"--photos={tmp_path / 'photos'}",
-        f"--arcface={weights}",
-        f"--fid_inception={weights}",
-        f"--fid_reference={tmp_path / 'real'}",
-        f"--pose_landmarks={weights}",
-        "--num_pairs=3",
-        "--batch_size=2",
-        f"--out={out}",
-      ],
-    )
+def test_evaluate_writes_the_paper_table_on_the_model_and_aligned_real_photos(
+  model_dir, paper_model, wheel, tmp_path, capsys, monkeypatch
+):
+  from disentangle_jax.apps import align  # pylint: disable=import-outside-toplevel
+  from disentangle_jax.apps import evaluation  # pylint: disable=import-outside-toplevel
+  from disentangle_jax.apps import faces  # pylint: disable=import-outside-toplevel
+  from disentangle_jax.cli import _common  # pylint: disable=import-outside-toplevel
+
+  locate = faces.MediaPipeLocator.from_path(wheel)  # what --align --detector=wheel builds; shared with the check
+  monkeypatch.setattr(_common, "locator", lambda: locate)
+
+  photos = _real_photos(tmp_path / "photos")
+  arc, inception = metric_weights.paths(model_dir / WEIGHTS)
+  out, cache = tmp_path / "table.json", tmp_path / "fid_cache"
+  run_cli(
+    "evaluate",
+    [
+      f"--model={model_dir}",
+      f"--photos={tmp_path / 'photos'}",
+      "--align",
+      f"--detector={wheel}",  # also the face mesh that measures pose (the model trained with FAN)
+      f"--arcface={arc}",
+      f"--fid_inception={inception}",
+      f"--fid_reference={tmp_path / 'photos'}",  # the raw photos, centre-cropped, as the real faces
+      f"--fid_cache={cache}",
+      "--num_pairs=3",
+      f"--batch_size={BATCH}",
+      f"--out={out}",
+    ],
+  )
   result = json.loads(out.read_text())
-  paper = {
-    "arcface/id_to_out",
-    "arcface/attr_to_out",
-    "arcface/id_to_attr",
-    "fid/real",
-    "fid/generator",
-    "pose/error",
-    "pose/yaw",
-    "pose/pitch",
-    "pose/roll",
-    "expression/error",
-    "reconstruction/psnr",
-    "reconstruction/ms_ssim",
-    "similarity/id_to_out",
-  }
   for split in ("validation", "photos"):
-    assert paper <= set(result[split]), paper - set(result[split])
+    assert PAPER_KEYS <= set(result[split]), PAPER_KEYS - set(result[split])
     assert result[split]["examples"] == 3
-    assert result[split]["pose/error"] > 0 and result[split]["fid/real"] > 0
+    for key in PAPER_KEYS:
+      assert np.isfinite(result[split][key]), (split, key)
+    assert result[split]["fid/real"] > 0 and result[split]["pose/error"] >= 0
   assert result["skipped"] == {}
-  # The photos' pairs are photo i -> photo i+1: the fake ArcFace's id <-> attr cosine can be checked by hand.
-  x = images.load_images(photos, standins.RESOLUTION)
-  embed = FAKES.arcface("")
-  expected = identity.cosine(embed(x[:3]), embed(x[1:4])).mean()
-  assert result["photos"]["arcface/id_to_attr"] == pytest.approx(expected, abs=1e-5)
+  assert result["nets"]["pose and expression"] == f"mediapipe_facemesh ({wheel})"
+
+  # ArcFace id <-> attr by hand: the validation split's first 3 cross pairs, and the photos aligned as --align does
+  # (photo i as identity, photo i+1 as attributes).
+  embed = nets.load_arcface(arc)
+  config = paper_model.config
+  ids, attrs, _ = next(evaluation.validation_pairs(str(model_dir / "data"), BATCH, 1, int(config.data.seed) + 1))
+  assert result["validation"]["arcface/id_to_attr"] == pytest.approx(
+    _mean_id_to_attr(embed, ids[:3], attrs[:3]), abs=1e-5
+  )
+  aligned = images.to_model(
+    np.stack(
+      [images.resize(align.align_image(images.read_rgb_uint8(p), locate)[0].image, standins.RESOLUTION) for p in photos]
+    )
+  )
+  want = _mean_id_to_attr(embed, aligned, np.roll(aligned, -1, axis=0))
+  assert result["photos"]["arcface/id_to_attr"] == pytest.approx(want, abs=1e-5)
+
+  # The real faces' statistics were cached under the folder's files and the FID Inception's weights: asked again,
+  # they come from the cache without a pass over the images.
+  (entry,) = cache.glob("stats_*.npz")
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(fid, "statistics_of_images", lambda *a, **k: pytest.fail("recomputed cached statistics"))
+    net = nets.load_fid_inception(inception)
+    mu, _ = fid.folder_statistics(net, tmp_path / "photos", standins.RESOLUTION, BATCH, cache_dir=cache)
+  with np.load(entry) as f:
+    np.testing.assert_array_equal(mu, f["mu"])
+
   table = out.with_suffix(".md").read_text()
   assert "| metric | validation | photos |" in table
-  for label in ("ArcFace similarity id -> out", "FID swaps vs real faces", "pose error", "expression error"):
+  for label in ("ArcFace similarity id -> out", "FID swaps vs real faces", "FID swaps vs generator samples",
+                "pose error", "expression error", "reconstruction PSNR"):  # fmt: skip
     assert label in table
-  assert "ArcFace similarity id -> out" in capsys.readouterr().out
+  printed = capsys.readouterr()
+  assert "ArcFace similarity id -> out" in printed.out
+  assert "photos: [" in printed.err and "FID reference: [" in printed.err  # the progress bars
 
 
-def test_metrics_without_weights_are_skipped_with_the_reason(trained, tmp_path, capsys):
-  workdir, _, weights = trained
+def test_metrics_without_weights_are_skipped_with_the_reason(paper_run, paper_model, monkeypatch, tmp_path, capsys):
+  """The model config's eval section names weights that are gone, and no landmark weights are found."""
+  workdir, _ = paper_run
+  config = ml_collections.ConfigDict(paper_model.config.to_dict())
+  config.eval.arcface_weights, config.eval.fid_weights = str(tmp_path / "gone.npz"), str(tmp_path / "gone")
+  model = copy.copy(paper_model)
+  model.config = config
+  (tmp_path / "model").mkdir()
+  cached_runs.serve(monkeypatch, tmp_path / "model", model)
   out = tmp_path / "t.json"
-  moved = weights.with_suffix(".away")
-  weights.rename(moved)  # the config's eval paths now name a missing file
-  try:
-    with pytest.MonkeyPatch.context() as mp:
-      standins.install(mp)
-      mp.setattr(nets, "FACTORIES", FAKES)
-      run_cli("evaluate", [f"--model={workdir}", "--num_pairs=2", "--batch_size=2", f"--out={out}"])
-  finally:
-    moved.rename(weights)
+  run_cli(
+    "evaluate",
+    [f"--model={tmp_path / 'model'}", f"--data_dir={workdir / 'data'}", f"--detector={tmp_path / 'no_mediapipe'}",
+     "--num_pairs=2", f"--batch_size={BATCH}", f"--out={out}"],
+  )  # fmt: skip
   printed = capsys.readouterr().out
-  assert f"skipping arcface identity: ArcFace weights {weights}: no such file or folder" in printed
-  assert f"skipping FID: FID Inception weights {weights}: no such file or folder" in printed
+  assert f"skipping arcface identity: ArcFace weights {tmp_path / 'gone.npz'}: no such file or folder" in printed
+  assert f"skipping FID: FID Inception weights {tmp_path / 'gone'}: no such file or folder" in printed
   assert "skipping pose and expression: no mediapipe_facemesh landmark weights (pass --pose_landmarks" in printed
   result = json.loads(out.read_text())
   assert set(result["skipped"]) == {nets.ARCFACE, nets.FID, nets.POSE}
@@ -197,31 +256,26 @@ def test_a_port_missing_from_the_installation_is_skipped_not_fatal(tmp_path):
   assert nets.evaluation_landmarks("fan") == "mediapipe_facemesh" and nets.evaluation_landmarks("facemesh") == "fan"
 
 
-def test_swap_pairs_by_name_and_cells(trained, tmp_path):
-  from disentangle_jax import inference  # pylint: disable=import-outside-toplevel
-
-  workdir, _, _ = trained
+def test_swap_pairs_by_name_and_cells(model_dir, paper_model, tmp_path):
   ids = _faces(tmp_path / "ids", ["alice.png", "bob.png"], 2)
   attrs = _faces(tmp_path / "attrs", ["bob.png", "alice.jpg"], 3)
-  with pytest.MonkeyPatch.context() as mp:
-    standins.install(mp)
-    run_cli("swap", [f"--model={workdir}", "--pairs", "--id", str(tmp_path / "ids"), "--attr", str(tmp_path / "attrs"),
-                     f"--out={tmp_path / 'out'}"])  # fmt: skip
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["alice.png", "bob.png"]
-    model = inference.load(workdir)
-    want = images.to_uint8(model.swap(images.load_images([ids[0]], 16), images.load_images([attrs[1]], 16)))[0]
-    got = images.read_rgb_uint8(tmp_path / "out" / "alice.png")
-    assert np.abs(got.astype(int) - want).max() <= 1  # alice's identity with alice's attributes, not bob's
+  run_cli("swap", [f"--model={model_dir}", "--pairs", "--id", str(tmp_path / "ids"), "--attr", str(tmp_path / "attrs"),
+                   f"--out={tmp_path / 'out'}"])  # fmt: skip
+  assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["alice.png", "bob.png"]
+  size = standins.RESOLUTION
+  want = images.to_uint8(paper_model.swap(images.load_images([ids[0]], size), images.load_images([attrs[1]], size)))[0]
+  got = images.read_rgb_uint8(tmp_path / "out" / "alice.png")
+  assert np.abs(got.astype(int) - want).max() <= 1  # alice's identity with alice's attributes, not bob's
 
-    shutil.copy(attrs[0], tmp_path / "attrs" / "carol.png")
-    with pytest.raises(absl_app.UsageError, match=r"unmatched: carol \(attribute .*carol.png has no identity file\)"):
-      run_cli("swap", [f"--model={workdir}", "--pairs", "--id", *ids, "--attr", str(tmp_path / "attrs"),
-                       f"--out={tmp_path / 'out2'}"])  # fmt: skip
+  shutil.copy(attrs[0], tmp_path / "attrs" / "carol.png")
+  with pytest.raises(absl_app.UsageError, match=r"unmatched: carol \(attribute .*carol.png has no identity file\)"):
+    run_cli("swap", [f"--model={model_dir}", "--pairs", "--id", *ids, "--attr", str(tmp_path / "attrs"),
+                     f"--out={tmp_path / 'out2'}"])  # fmt: skip
 
-    third = _faces(tmp_path / "more", ["c.png"], 4)
-    grid = tmp_path / "grid.png"
-    run_cli("swap", [f"--model={workdir}", "--id", *ids, "--attr", *attrs, *third, f"--out={grid}",
-                     f"--cells={tmp_path / 'cells'}"])  # fmt: skip
+  third = _faces(tmp_path / "more", ["c.png"], 4)
+  grid = tmp_path / "grid.png"
+  run_cli("swap", [f"--model={model_dir}", "--id", *ids, "--attr", *attrs, *third, f"--out={grid}",
+                   f"--cells={tmp_path / 'cells'}"])  # fmt: skip
   predictions = sorted((tmp_path / "cells").rglob("prediction_*.png"))
   assert len(predictions) == 2 * 3 and grid.is_file()
   assert sorted(p.name for p in (tmp_path / "cells").iterdir()) == ["attr_0", "attr_1", "attr_2"]

@@ -16,37 +16,18 @@ from flax import nnx
 from PIL import Image
 
 from disentangle_jax import fid
-from disentangle_jax import trees
 from disentangle_jax.cli import convert as convert_cli
 from disentangle_jax.third_party import fid_inception
-from disentangle_jax.third_party.common import converted
 from disentangle_jax.third_party.common.state_dict import CheckpointMismatchError
 from disentangle_jax.third_party.common.torch_pickle import CheckpointFormatError
+from tests import metric_weights
 from tests import recipe
 from tests import torch_writer
 
 SET = "fid_inception"
-# A narrow network at the smallest input: the converter, cache and batching tests need its contract, not its size.
-SMALL = dataclasses.replace(fid_inception.FID, width_multiplier=0.125, input_size=75)
+# The converter, cache and batching tests use a narrow network at the smallest input (`metric_weights.FID_SMALL`,
+# numpy-drawn weights): they need its contract, not its size.
 PROBE = [0, 1, 2, 3, 150, 295, 296, 297, 298]  # as the fixture script records the resized input
-
-
-def _small_net(seed: int) -> fid_inception.Module:
-  """A SMALL network with numpy-drawn weights (He-scaled kernels, BatchNorm near identity): drawing them with JAX,
-  op by op or compiled, takes tens of seconds on a busy 2-core machine; this takes milliseconds."""
-  rng = np.random.default_rng(seed)
-  abstract = nnx.eval_shape(lambda: fid_inception.init(SMALL, seed=0))
-
-  def draw(path: tuple[str, ...], shape: tuple[int, ...]) -> np.ndarray:
-    if path[-1] == "kernel":
-      return rng.normal(0.0, np.sqrt(2.0 / np.prod(shape[:-1])), shape)
-    if path[-1] in ("var", "scale"):
-      return rng.uniform(0.5, 1.5, shape)
-    return rng.normal(0.0, 0.1, shape)
-
-  flat = trees.flatten(nnx.to_pure_dict(nnx.state(abstract)))
-  params = trees.unflatten({p: draw(p, v.shape).astype(np.float32) for p, v in flat.items()})
-  return converted.build(fid_inception.Module, SMALL, params, f"test network {seed}")
 
 
 def _distance_cases() -> tuple[dict, dict]:
@@ -83,7 +64,7 @@ def test_resizing_minus_one_one_images_equals_pytorch_fids_resize_then_rescale()
 
 
 def test_converter_names_the_wrong_network(tmp_path):
-  sd = fid_inception.to_numpy_state_dict(_small_net(0))
+  sd = fid_inception.to_numpy_state_dict(metric_weights.fid_inception_net(0))
   np.savez(tmp_path / "tv.npz", **{**sd, "AuxLogits.fc.weight": np.zeros((1000, 96), np.float32)})
   with pytest.raises(CheckpointFormatError, match=r"tv\.npz.*AuxLogits.*inception_v3"):
     fid_inception.convert(tmp_path / "tv.npz")
@@ -97,13 +78,13 @@ def test_converter_names_the_wrong_network(tmp_path):
 
 def test_cli_convert_round_trip(tmp_path):
   """`disentangle-jax convert fid_inception SRC DST` writes what `load` reads back, variable for variable."""
-  net = _small_net(1)
+  net = metric_weights.fid_inception_net(1)
   sd = fid_inception.to_numpy_state_dict(net)
   sd["Conv2d_1a_3x3.bn.num_batches_tracked"] = np.array(1, np.int64)  # present in torch files, unused
   torch_writer.save(sd, str(tmp_path / "w.pth"))
   convert_cli.main(["convert", "fid_inception", str(tmp_path / "w.pth"), str(tmp_path / "conv")])
   back = fid_inception.load(tmp_path / "conv")
-  assert back.config == dataclasses.replace(SMALL, input_size=299)
+  assert back.config == dataclasses.replace(metric_weights.FID_SMALL, input_size=299)
   jax.tree.map(np.testing.assert_array_equal, nnx.to_pure_dict(nnx.state(back)), nnx.to_pure_dict(nnx.state(net)))
 
 
@@ -115,6 +96,9 @@ def test_frechet_distance_matches_pytorch_fid():
   mu_a, sigma_a = fid.statistics(arrays["small_a"])
   mu_b, sigma_b = fid.statistics(arrays["small_b"])
   np.testing.assert_allclose(fid.frechet_distance(mu_a, sigma_a, mu_b, sigma_b), info["small"]["fid"], rtol=1e-6)
+  # `distance` is the same computation from features (the reference as features or as its statistics).
+  np.testing.assert_allclose(fid.distance(arrays["small_a"], arrays["small_b"]), info["small"]["fid"], rtol=1e-6)
+  assert fid.distance(arrays["small_a"], (mu_b, sigma_b)) == fid.distance(arrays["small_a"], arrays["small_b"])
   assert abs(fid.frechet_distance(mu_a, sigma_a, mu_a, sigma_a) - info["small_same"]["fid"]) < 1e-8
 
 
@@ -180,7 +164,7 @@ def _write_faces(folder, n: int) -> np.ndarray:
 
 
 def test_folder_statistics_batch_padding_and_cache(tmp_path, monkeypatch):
-  net = _small_net(2)
+  net = metric_weights.fid_inception_net(2)
   images = _write_faces(tmp_path / "faces", 5)
   # The same compiled batch-2 program as the pipeline's (rows 0-1, 2-3, 3-4).
   parts = [fid_inception.features(net, jnp.asarray(images[i : i + 2])) for i in (0, 2, 3)]
@@ -206,13 +190,13 @@ def test_folder_statistics_batch_padding_and_cache(tmp_path, monkeypatch):
   # A changed file, other weights or another reading size are other statistics.
   os.utime(tmp_path / "faces" / "03.png", ns=(1, 1))
   fid.folder_statistics(net, tmp_path / "faces", size=16, batch_size=2, cache_dir=cache)
-  fid.folder_statistics(_small_net(3), tmp_path / "faces", size=16, batch_size=2, cache_dir=cache)
+  fid.folder_statistics(metric_weights.fid_inception_net(3), tmp_path / "faces", size=16, batch_size=2, cache_dir=cache)
   fid.folder_statistics(net, tmp_path / "faces", size=8, batch_size=2, cache_dir=cache)
   assert len(computed) == 3 and len(list(cache.glob("stats_*.npz"))) == 4
 
 
 def test_statistics_of_images_takes_single_images_and_batches():
-  net = _small_net(4)
+  net = metric_weights.fid_inception_net(4)
   x = np.random.default_rng(5).uniform(-1, 1, (4, 16, 16, 3)).astype(np.float32)
   by_item = fid.statistics_of_images(net, [x[0], x[1:3], x[3]], batch_size=2)
   whole = fid.statistics(np.concatenate([fid_inception.features(net, jnp.asarray(x[i : i + 2])) for i in (0, 2)]))

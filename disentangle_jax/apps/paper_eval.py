@@ -4,7 +4,8 @@ For every pair (I_id, I_attr) the model's swap `out` and reconstruction `rec = s
 (`evaluation.Evaluator.outputs`, which also gives the E_id metrics training logs), then handed to the independent
 networks of `metrics.nets.MetricNets`:
   arcface/id_to_out, attr_to_out, id_to_attr     cosines of ArcFace embeddings (`metrics.identity`)
-  fid/real                                       FID of the swaps against a folder of real faces
+  fid/real                                       FID of the swaps against a folder of real faces (their statistics
+                                                 computed once per folder and weights: `fid.folder_statistics`)
   fid/generator                                  FID of the swaps against as many of G's own samples
   pose/yaw, pitch, roll, error                   |angle(I_attr) - angle(out)| in degrees, and their mean (`pose`)
   expression/error                               landmark distance after a similarity fit, 256 px (`expression`)
@@ -24,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from disentangle_jax import fid as fid_lib
 from disentangle_jax.metrics import expression
-from disentangle_jax.metrics import fid_score
 from disentangle_jax.metrics import identity
 from disentangle_jax.metrics import nets as nets_lib
 from disentangle_jax.metrics import pose
@@ -36,10 +37,10 @@ GENERATOR_SEED_OFFSET = 7919  # G's samples for FID use their own seed, apart fr
 
 
 class Progress:
-  """A one-line progress bar on stderr: pairs done of the budget, pairs/s and time left."""
+  """A one-line progress bar on stderr: pairs (or other `unit`s) done of the budget, their rate and time left."""
 
-  def __init__(self, total: int, label: str, stream: Any = None, width: int = 30):
-    self.total, self.label, self.width, self.done = max(int(total), 1), label, width, 0
+  def __init__(self, total: int, label: str, stream: Any = None, width: int = 30, unit: str = "pairs"):
+    self.total, self.label, self.width, self.done, self.unit = max(int(total), 1), label, width, 0, unit
     self.stream = stream or sys.stderr
     self.start = time.perf_counter()
 
@@ -72,7 +73,8 @@ def limit(pairs: Pairs, num_pairs: int | None) -> Iterator[tuple[np.ndarray, np.
 
 
 def generator_samples(model: Any, n: int, batch_size: int, seed: int) -> Iterator[np.ndarray]:
-  """Batches of G's own samples (z ~ N(0, I), the dataset's truncation, one w for all style inputs), [-1, 1]."""
+  """Full batches of G's own samples, at least n in all (z ~ N(0, I), the dataset's truncation, one w for all style
+  inputs), in [-1, 1]. Every batch has `batch_size` rows, so the networks that measure them compile once."""
   import jax  # pylint: disable=import-outside-toplevel
   from flax import nnx  # pylint: disable=import-outside-toplevel
 
@@ -89,17 +91,7 @@ def generator_samples(model: Any, n: int, batch_size: int, seed: int) -> Iterato
   key = jax.random.key(seed)
   for start in range(0, n, batch_size):
     images = np.asarray(model.render(mapping(state, jax.random.fold_in(key, start))))
-    yield np.clip(images[: n - start], -1.0, 1.0)
-
-
-def reference_statistics(
-  paths: list[str], features: nets_lib.Embed, statistics: fid_score.Statistics, size: int, batch_size: int
-) -> tuple[np.ndarray, np.ndarray]:
-  """(mu, sigma) of the Inception features of real face images (read and resized to `size`)."""
-  from disentangle_jax.apps import images as images_lib  # pylint: disable=import-outside-toplevel
-
-  feats = [features(images_lib.load_images(paths[i : i + batch_size], size)) for i in range(0, len(paths), batch_size)]
-  return statistics(np.concatenate(feats))
+    yield np.clip(images, -1.0, 1.0)
 
 
 class GeneratorReference:
@@ -159,7 +151,7 @@ def evaluate_split(
       for k, v in sims.items():
         add(f"arcface/{k}", v[mask])
     if nets.inception is not None:
-      swap_features.append(nets.inception(out)[mask])
+      swap_features.append(nets.pool3(out)[mask])
     if nets.landmarks is not None:
       lnd = nets.landmarks
       la, lo = np.asarray(lnd.points(b))[mask], np.asarray(lnd.points(out))[mask]
@@ -182,8 +174,8 @@ def evaluate_split(
       nets.skipped.setdefault(f"{nets_lib.FID} ({label})", f"{label}: FID needs at least 2 pairs, got {len(feats)}")
     else:
       if real_reference is not None:
-        result["fid/real"] = fid_score.fid(feats, real_reference, nets.statistics, nets.frechet)
+        result["fid/real"] = fid_lib.distance(feats, real_reference)
       if generator_features is not None:
-        result["fid/generator"] = fid_score.fid(feats, generator_features(len(feats)), nets.statistics, nets.frechet)
+        result["fid/generator"] = fid_lib.distance(feats, generator_features(len(feats)))
   result["examples"] = count
   return result

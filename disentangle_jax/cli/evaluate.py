@@ -10,7 +10,8 @@ Writes <out>.json and <out>.md (the table; see `apps/report.py`) and TensorBoard
 attr->out, FID of the swaps against --fid_reference and against the generator's own samples, pose and expression
 error measured by the landmark net training did not use, reconstruction PSNR / MS-SSIM, and the E_id metrics
 training logs (`disentangle_jax/evaluate.py`). Each metric whose weights are missing is skipped, with a line
-saying which and why. Weights come from the flags, else from the model config's `eval` section.
+saying which and why. Weights come from the flags, else from the model config's `eval` section. The real faces'
+FID statistics are computed once per folder and FID weights and cached (`fid.folder_statistics`, --fid_cache).
 """
 
 from __future__ import annotations
@@ -37,6 +38,12 @@ flags.DEFINE_integer("num_pairs", None, "at most this many pairs per split (defa
 flags.DEFINE_string("arcface", None, "ArcFace IR-SE50 weights (default: config.eval.arcface_weights)")
 flags.DEFINE_string("fid_inception", None, "FID InceptionV3 weights (default: config.eval.fid_weights)")
 flags.DEFINE_string("fid_reference", None, "a folder of real faces for FID (default: config.eval.fid_reference)")
+flags.DEFINE_string(
+  "fid_cache",
+  None,
+  "where the real faces' FID statistics are cached, per folder and weights (default: $XDG_CACHE_HOME/"
+  "disentangle_jax/fid or ~/.cache/...; '' for no cache)",
+)
 flags.DEFINE_string(
   "pose_landmarks",
   None,
@@ -89,7 +96,9 @@ def _metric_nets(model):
 
 
 def _reference(model, nets):
-  """(mu, sigma) of the real faces for FID, or None with the reason recorded."""
+  """(mu, sigma) of the real faces for FID (from the statistics cache when the folder and weights are unchanged),
+  or None with the reason recorded."""
+  from disentangle_jax import fid  # pylint: disable=import-outside-toplevel
   from disentangle_jax.apps import paper_eval  # pylint: disable=import-outside-toplevel
   from disentangle_jax.data import folder  # pylint: disable=import-outside-toplevel
   from disentangle_jax.metrics import nets as nets_lib  # pylint: disable=import-outside-toplevel
@@ -103,10 +112,20 @@ def _reference(model, nets):
     )
     return None
   try:
-    paths = folder.list_images(where)
+    count = len(folder.list_images(where))
   except FileNotFoundError as e:
     raise app.UsageError(f"--fid_reference: {e}") from e
-  return paper_eval.reference_statistics(paths, nets.inception, nets.statistics, model.resolution, FLAGS.batch_size)
+  bar = paper_eval.Progress(count, "FID reference", unit="images")
+  stats = fid.folder_statistics(
+    nets.inception,
+    where,
+    model.resolution,
+    FLAGS.batch_size,
+    cache_dir=FLAGS.fid_cache,
+    progress=lambda done: bar.update(done - bar.done),
+  )
+  bar.close()
+  return stats
 
 
 def main(argv: Sequence[str]) -> None:
@@ -137,7 +156,7 @@ def main(argv: Sequence[str]) -> None:
   generator = None
   if nets.inception is not None:
     seed = int(model.config.seed) + paper_eval.GENERATOR_SEED_OFFSET
-    generator = paper_eval.GeneratorReference(model, nets.inception, FLAGS.batch_size, seed)
+    generator = paper_eval.GeneratorReference(model, nets.pool3, FLAGS.batch_size, seed)
   splits = {}
   if FLAGS.validation:
     data_dir = _data_dir(model)

@@ -1,15 +1,17 @@
 """The networks behind the paper metrics, built from weight paths; each one missing is recorded as skipped, and why.
 
-Injection point: `FACTORIES`, a `Factories` whose fields turn a weight path into a plain function on images
-(float32 NHWC in [-1, 1]). The defaults import the ported networks lazily, inside the factory, so nothing loads
-until a metric needs it; tests (and users with their own networks) replace the fields:
+Injection point: `FACTORIES`, a `Factories` whose fields turn a weight path into what a metric calls. The defaults
+import the ported networks lazily, inside the factory, so nothing loads until a metric needs it; tests (and users
+with their own networks) replace the fields:
 
     monkeypatch.setattr(nets, "FACTORIES", nets.Factories(arcface=lambda path: my_embed))
 
-  arcface(path) -> embed(images) [B, 512]              `disentangle_jax.third_party.arcface.load(path).embed`
-  fid_inception(path) -> features(images) [B, 2048]    `disentangle_jax.third_party.fid_inception.load(path).features`
-  landmarks(kind, path) -> Landmarker                  the evaluating landmark net (FAN or the face mesh)
-  fid() -> (statistics, frechet_distance)              `disentangle_jax.fid.statistics` / `.frechet_distance`
+  arcface(path) -> embed(images) [B, 512]      `arcface.load(path)`, through its jitted `arcface.embed`
+  fid_inception(path) -> network               `fid_inception.load(path)`: `network.features(images)` [B, 2048];
+                                               the network itself, since `fid.fingerprint` of its weights keys
+                                               the cached statistics of the real faces
+  landmarks(kind, path) -> Landmarker          the evaluating landmark net (FAN or the face mesh)
+Images are float32 NHWC in [-1, 1]. The FID statistics and distance are `disentangle_jax.fid`'s, always.
 
 The evaluating landmark net is the one training did not use (`evaluation_landmarks`): a model trained to match
 FAN's points is judged by the face mesh, and the other way round, so the pose and expression numbers do not come
@@ -24,8 +26,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-
-from disentangle_jax.metrics import fid_score
 
 Embed = Callable[[np.ndarray], np.ndarray]
 
@@ -45,26 +45,17 @@ class Landmarker:
   keep: tuple[int, ...]  # the expression points (jaw / face oval dropped)
 
 
-def _jitted(module: Any, method: Callable[[Any, Any], Any]) -> Embed:
-  """`method(module, images)` as one compiled function of numpy images (the module's state passed as an argument)."""
-  import jax  # pylint: disable=import-outside-toplevel
-  from flax import nnx  # pylint: disable=import-outside-toplevel
-
-  graph, state = nnx.split(module)
-  run = jax.jit(lambda s, x: method(nnx.merge(graph, s), x))
-  return lambda images: np.asarray(run(state, np.asarray(images, np.float32)))
-
-
 def load_arcface(path: str) -> Embed:
   from disentangle_jax.third_party import arcface  # pylint: disable=import-outside-toplevel
 
-  return _jitted(arcface.load(path), lambda net, x: net.embed(x))
+  net = arcface.load(path)
+  return lambda images: np.asarray(arcface.embed(net, np.asarray(images, np.float32)))
 
 
-def load_fid_inception(path: str) -> Embed:
+def load_fid_inception(path: str) -> Any:
   from disentangle_jax.third_party import fid_inception  # pylint: disable=import-outside-toplevel
 
-  return _jitted(fid_inception.load(path), lambda net, x: net.features(x))
+  return fid_inception.load(path)
 
 
 def load_landmarker(kind: str, path: str) -> Landmarker:
@@ -72,17 +63,13 @@ def load_landmarker(kind: str, path: str) -> Landmarker:
     from disentangle_jax.third_party import fan  # pylint: disable=import-outside-toplevel
 
     net = fan.load(path)
-    return Landmarker(kind, _jitted(net, lambda n, x: n.landmarks_hard(x)), net.config.input_size, fan.KEEP_INDICES)
+    points = lambda images: np.asarray(fan.landmarks_hard(net, np.asarray(images, np.float32)))
+    return Landmarker(kind, points, net.config.input_size, fan.KEEP_INDICES)
   from disentangle_jax.third_party import mediapipe_facemesh as mp  # pylint: disable=import-outside-toplevel
 
   net = mp.load(path)
-  return Landmarker(kind, _jitted(net, lambda n, x: n.landmarks(x)), net.config.input_size, mp.KEEP_INDICES)
-
-
-def fid_functions() -> tuple[fid_score.Statistics, fid_score.Frechet]:
-  from disentangle_jax import fid  # pylint: disable=import-outside-toplevel
-
-  return fid.statistics, fid.frechet_distance
+  points = lambda images: np.asarray(mp.landmarks(net, np.asarray(images, np.float32)))
+  return Landmarker(kind, points, net.config.input_size, mp.KEEP_INDICES)
 
 
 @dataclasses.dataclass
@@ -90,9 +77,8 @@ class Factories:
   """What builds each metric network from its weights (see the module docstring)."""
 
   arcface: Callable[[str], Embed] = load_arcface
-  fid_inception: Callable[[str], Embed] = load_fid_inception
+  fid_inception: Callable[[str], Any] = load_fid_inception
   landmarks: Callable[[str, str], Landmarker] = load_landmarker
-  fid: Callable[[], tuple[fid_score.Statistics, fid_score.Frechet]] = fid_functions
 
 
 FACTORIES = Factories()
@@ -103,11 +89,13 @@ class MetricNets:
   """The metric networks that could be built; `skipped` maps each metric group left out to the reason."""
 
   arcface: Embed | None = None
-  inception: Embed | None = None
-  statistics: fid_score.Statistics | None = None
-  frechet: fid_score.Frechet | None = None
+  inception: Any | None = None  # a FID Inception: `features(images)`, weights for `fid.fingerprint`
   landmarks: Landmarker | None = None
   skipped: dict[str, str] = dataclasses.field(default_factory=dict)
+
+  def pool3(self, images: np.ndarray) -> np.ndarray:
+    """The FID Inception's pool3 features [B, 2048] of images (float32 NHWC in [-1, 1]) as numpy."""
+    return np.asarray(self.inception.features(np.asarray(images, np.float32)))
 
 
 def evaluation_landmarks(training_kind: str) -> str:
@@ -159,7 +147,6 @@ def build(
     nets.arcface = f.arcface(arcface)
 
   def make_fid():
-    nets.statistics, nets.frechet = f.fid()
     nets.inception = f.fid_inception(fid_inception)
 
   def make_landmarks():

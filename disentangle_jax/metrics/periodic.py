@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from disentangle_jax.metrics import fid_score
+from disentangle_jax import fid as fid_lib
 from disentangle_jax.metrics import identity
 from disentangle_jax.metrics import nets as nets_lib
 
@@ -65,12 +65,10 @@ class PaperMetrics:
         for k, v in identity.similarities(embed(ids), embed(attrs), embed(out)).items():
           sims.setdefault(k, []).append(v)
       if self.nets.inception is not None:
-        out_feats.append(self.nets.inception(out))
-        real_feats.append(self.nets.inception(ids))
+        out_feats.append(self.nets.pool3(out))
+        real_feats.append(self.nets.pool3(ids))
       seen += take
     result = {f"arcface/{k}": float(np.mean(np.concatenate(v))) for k, v in sims.items()}
     if out_feats and seen >= 2:
-      result["fid"] = fid_score.fid(
-        np.concatenate(out_feats), np.concatenate(real_feats), self.nets.statistics, self.nets.frechet
-      )
+      result["fid"] = fid_lib.distance(np.concatenate(out_feats), np.concatenate(real_feats))
     return result
