@@ -286,29 +286,26 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> Result:
   batches = pipeline_lib.train_pipeline(
     config, mesh, start_step=start, data_dir=directory, num_steps=max(0, num_steps - start)
   )
-  validation = pipeline_lib.Pipeline(
-    directory,
-    "validation",
-    batch_size=int(config.per_device_batch_size) * jax.local_device_count(),
-    seed=int(config.data.seed) + 1,
-    cross_every=1,
-    num_steps=int(config.eval_batches),
-    mesh=mesh,
-  )
-  # ArcFace and FID on a sample, only when config.eval names their weights.
-  paper_metrics = periodic_metrics.PaperMetrics(config)
-  global_batch = int(config.per_device_batch_size) * jax.device_count()
-  paper_batches = None
-  if paper_metrics.active:
-    paper_batches = pipeline_lib.Pipeline(
+
+  def validation_pipeline(num_batches: int) -> pipeline_lib.Pipeline:
+    """Cross pairs of the validation split, the same ones at every evaluation."""
+    return pipeline_lib.Pipeline(
       directory,
       "validation",
       batch_size=int(config.per_device_batch_size) * jax.local_device_count(),
       seed=int(config.data.seed) + 1,
       cross_every=1,
-      num_steps=-(-paper_metrics.samples // global_batch),
+      num_steps=num_batches,
       mesh=mesh,
     )
+
+  validation = validation_pipeline(int(config.eval_batches))
+  # ArcFace and FID on a sample, only when config.eval names their weights.
+  paper_metrics = periodic_metrics.PaperMetrics(config)
+  global_batch = int(config.per_device_batch_size) * jax.device_count()
+  paper_batches = None
+  if paper_metrics.active:
+    paper_batches = validation_pipeline(-(-paper_metrics.samples // global_batch))
 
   # ---- the loop
   buffer = _MetricBuffer(int(config.optim.adversarial_every))
