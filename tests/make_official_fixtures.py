@@ -190,7 +190,9 @@ LANDMARK_CELL = 32  # the landmark stand-in averages 32x32 cells of its 160 px i
 def _set_seeded(model, network: str) -> None:
   """The seeded arrays of the recorded layout `network`, set layer by layer in order (names are not compared:
   Keras numbers its auto-named layers per process)."""
-  drawn = [w for _, w in official_weights.arrays(official_weights.layout(network), official_weights.SEEDS[network]) if w]
+  drawn = [
+    w for _, w in official_weights.arrays(official_weights.layout(network), official_weights.SEEDS[network]) if w
+  ]
   layers = [layer for layer in model.layers if layer.weights]
   assert len(layers) == len(drawn), (network, len(layers), len(drawn))
   for layer, weights in zip(layers, drawn):
@@ -243,7 +245,7 @@ def _landmarks_standin(tmp: pathlib.Path) -> pathlib.Path:
   features = (160 // LANDMARK_CELL) ** 2 * 3
   lay = {"attrs": {}, "layers": [["landmarks", [["landmarks/kernel:0", [features, 136]], ["landmarks/bias:0", [136]]]]]}
   (OUT / f"{network}_layout.json").write_text(json.dumps(lay, indent=0))
-  (_, ((_, kernel), (_, bias))), = official_weights.arrays(lay, official_weights.SEEDS[network])
+  ((_, ((_, kernel), (_, bias))),) = official_weights.arrays(lay, official_weights.SEEDS[network])
 
   class Landmarks(tf.Module):
     def __init__(self):
@@ -305,9 +307,23 @@ def training_steps(mods, tmp: pathlib.Path) -> None:
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
   args = types.SimpleNamespace(
-    train=True, load_checkpoint=None, resolution=256, batch_size=BATCH, W_D_loss=True, unified=False, gp=True,
-    id_loss=True, landmarks_loss=True, pixel_loss=True, pixel_mask_type="gaussian", pixel_loss_type="mix",
-    cross_frequency=3, const_noise=True, face_detection=False, debug=False, images_results=tmp / "images",
+    train=True,
+    load_checkpoint=None,
+    resolution=256,
+    batch_size=BATCH,
+    W_D_loss=True,
+    unified=False,
+    gp=True,
+    id_loss=True,
+    landmarks_loss=True,
+    pixel_loss=True,
+    pixel_mask_type="gaussian",
+    pixel_loss_type="mix",
+    cross_frequency=3,
+    const_noise=True,
+    face_detection=False,
+    debug=False,
+    images_results=tmp / "images",
   )  # arglib.py's defaults (train.py: TrainArgs), batch 2 instead of 6
   args.images_results.mkdir()
   mods["attr_encoder"].InceptionV3 = functools.partial(mods["attr_encoder"].InceptionV3, weights=None)
