@@ -410,7 +410,9 @@ class BestCheckpoints:
       try:
         self.state.update(json.loads(self.path.read_text()))
       except (OSError, ValueError) as e:
-        raise CheckpointError(f"{self.path}: unreadable ({e}); delete it to start the best-checkpoint records again")
+        raise CheckpointError(
+          f"{self.path}: unreadable ({e}); delete it to start the best-checkpoint records again"
+        ) from None
     self._savers: dict[str, Saver] = {}
 
   def _saver(self, metric: str) -> Saver:
