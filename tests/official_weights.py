@@ -126,7 +126,8 @@ def step_images(small: np.ndarray, size: int = 256) -> np.ndarray:
   """uint8 [N, size, size, 3] from the fixture's stored uint8 thumbnails [N, s, s, 3] (G's renders, 4x4-averaged):
   linear upsampling in float64, rounded. numpy alone, so the same bytes anywhere."""
   up = _upsample(size, small.shape[1])
-  smooth = np.einsum("yi,bijc,xj->byxc", up, small.astype(np.float64), up)
+  # Weights are multiples of 1/8, so every sum is exact in float64 whatever the order of the two products.
+  smooth = np.einsum("xj,byjc->byxc", up, np.einsum("yi,bijc->byjc", up, small.astype(np.float64)))
   return np.clip(np.round(smooth), 0, 255).astype(np.uint8)
 
 
