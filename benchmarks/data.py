@@ -59,7 +59,7 @@ def bench_generation(tmp: str) -> dict[str, float]:
   mesh = _mesh()
   n = len(mesh.devices.flat)
   batch = -(-_GEN_BATCH.value // n) * n
-  config = paper.get_config()
+  config = paper.get_config("generator=stylegan2,id_head=pool")
   render = generate.make_renderer(g, g.config, mesh, 0, config.data.truncation_psi, config.data.truncation_cutoff)
   seeds = np.arange(batch)
   timing = common.time_fn(lambda: common.block(render(seeds)), warmup=1, repeats=2)

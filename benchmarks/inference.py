@@ -28,7 +28,7 @@ def paper_model(seed: int = 0, frozen_dtype: str = "float32"):
   from disentangle_jax import inference  # pylint: disable=import-outside-toplevel
   from disentangle_jax.configs import paper  # pylint: disable=import-outside-toplevel
 
-  config = paper.get_config()
+  config = paper.get_config("generator=stylegan2,id_head=pool")
   config.seed = seed
   for section in ("generator", "id_encoder", "attr_encoder", "landmarks"):
     config[section].weights = ""

@@ -52,7 +52,7 @@ def make_config(name: str, per_device_batch: int) -> ml_collections.ConfigDict:
   if name == "smoke":
     config = smoke.get_config()
   elif name == "paper":
-    config = paper.get_config()
+    config = paper.get_config("generator=stylegan2,id_head=pool")
     for section in (config.generator, config.id_encoder, config.attr_encoder, config.landmarks):
       section.weights = ""
       section.arch = ml_collections.ConfigDict()  # each network's default Config: its full, released size

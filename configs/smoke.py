@@ -43,6 +43,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.landmarks.arch = ml_collections.ConfigDict(dict(num_modules=1, width=16, input_size=64))
   else:
     c.landmarks.weights = "weights/mediapipe_facemesh"  # real weights: the net is small enough for a CPU
+  # The official code's batch- and unit-specific semantics (configs/paper.py) are left out here: the L1 term is
+  # the batch mean, landmarks are in the net's own pixels, Adam is optax's, images render from the stored w, the
+  # cross step is the last of three, and no best checkpoints are kept (the toy world tunes its weights on these).
+  c.landmarks.units_px = 0
+  c.loss.l1_reduction = "mean"
+  c.optim.adam = "optax"
+  c.data.render_from = "w"
+  del c.data["cross_phase"]
+  c.keep_best_checkpoints = 0
   c.mapper.hidden = (64, 64, 32)
   c.discriminator.hidden = (32, 16, 8)
   c.loss.mask_sigma = 80.0

@@ -5,6 +5,9 @@ A training workdir holds
     config.json                        the run's config (written on a fresh start)
     checkpoints/<step>/default/        an Orbax `CheckpointManager` checkpoint of the train state (one item)
     checkpoints/<step>/manifest.json   a fingerprint per array of that state, written once the save was read back
+    best/identity/<step>/              the state of the evaluation with the best identity preservation so far
+    best/landmarks/<step>/             ... with the lowest landmark error so far (both as checkpoints/<step>/)
+    best/state.json                    the best values so far and the early-stop count (`BestCheckpoints`)
     corrupt_checkpoints/<step>/        checkpoints that failed to read, moved aside by the trainer (never deleted)
 
 Why a manifest: a checkpoint can be damaged after it was written (a full disk, a truncated copy, a flipped bit), and
@@ -15,8 +18,8 @@ fingerprints of what it read, so a checkpoint that no longer matches is detected
 used instead, with a warning naming the bad one. A checkpoint without a manifest (a kill between the write and its
 verification) is used if it reads completely.
 
-Only this module knows the layout: `train` saves and resumes through `Saver` and `restore_train_state`, inference
-and export read through `restore_inference`.
+Only this module knows the layout: `train` saves and resumes through `Saver`, `BestCheckpoints` and
+`restore_train_state`, inference and export read through `restore_inference` (`best=` picks a best checkpoint).
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ from disentangle_jax import trees
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
 CORRUPT_DIR = "corrupt_checkpoints"
+BEST_DIR = "best"
+BEST_STATE = "state.json"
 ITEM = "default"  # the folder of a `CheckpointManager` checkpoint's single item
 MANIFEST = "manifest.json"
 INFERENCE_NETS = ("attr_encoder", "mapper")
@@ -58,15 +63,23 @@ def checkpoint_dir(workdir: str | os.PathLike) -> pathlib.Path:
   return pathlib.Path(workdir) / CHECKPOINT_DIR
 
 
+def best_dir(workdir: str | os.PathLike, metric: str) -> pathlib.Path:
+  """Where the best checkpoints by `metric` ("identity" or "landmarks") live: `<workdir>/best/<metric>`."""
+  if metric not in BestCheckpoints.METRICS:
+    raise CheckpointError(f"no best checkpoints by {metric!r}; choose one of {sorted(BestCheckpoints.METRICS)}")
+  return pathlib.Path(workdir) / BEST_DIR / metric
+
+
 def is_workdir(path: str | os.PathLike) -> bool:
   """True if `path` looks like a training workdir (a checkpoints folder or a saved config)."""
   path = pathlib.Path(path)
   return (path / CHECKPOINT_DIR).is_dir() or (path / CONFIG_FILE).is_file()
 
 
-def steps(workdir: str | os.PathLike) -> list[int]:
-  """Steps with a finished checkpoint in `workdir`, ascending (Orbax's temporary folders are not finished)."""
-  directory = checkpoint_dir(workdir)
+def steps(workdir: str | os.PathLike, directory: str | os.PathLike | None = None) -> list[int]:
+  """Steps with a finished checkpoint in `workdir` (or in `directory`, e.g. a `best_dir`), ascending (Orbax's
+  temporary folders are not finished)."""
+  directory = checkpoint_dir(workdir) if directory is None else pathlib.Path(directory)
   if not directory.is_dir():
     return []
   return sorted(int(c.name) for c in directory.iterdir() if c.is_dir() and c.name.isdigit())
@@ -176,13 +189,16 @@ def _restore_newest(
   require_all: bool,
   quarantine: bool,
   step: int | None = None,
+  directory: pathlib.Path | None = None,
 ) -> tuple[int, Any] | None:
   """(step, tree) of the newest checkpoint that reads completely and matches its manifest; None if none exists.
 
   `read(item_dir)` restores one checkpoint. A bad one is reported with a warning naming it and, with `quarantine`,
   moved into `corrupt_checkpoints/` so that the run can save that step again (nothing is ever deleted).
+  `directory` (default `checkpoints/`) is where the checkpoints are.
   """
-  available = steps(workdir)
+  directory = checkpoint_dir(workdir) if directory is None else directory
+  available = steps(workdir, directory)
   if step is not None:
     if step not in available:
       raise CheckpointError(f"{pathlib.Path(workdir)}: no checkpoint of step {step}; have {available}")
@@ -191,7 +207,7 @@ def _restore_newest(
     return None
   problems = []
   for candidate in reversed(available):
-    step_dir = checkpoint_dir(workdir) / str(candidate)
+    step_dir = directory / str(candidate)
     try:
       item = step_dir / ITEM
       if not item.is_dir():
@@ -211,9 +227,9 @@ def _restore_newest(
         _quarantine(workdir, step_dir)
       continue
     if problems:
-      logging.warning("using the checkpoint of step %d in %s instead", candidate, checkpoint_dir(workdir))
+      logging.warning("using the checkpoint of step %d in %s instead", candidate, directory)
     return candidate, tree
-  raise CheckpointError(f"{checkpoint_dir(workdir)}: no checkpoint reads completely ({'; '.join(problems)})")
+  raise CheckpointError(f"{directory}: no checkpoint reads completely ({'; '.join(problems)})")
 
 
 def _quarantine(workdir: str | os.PathLike, step_dir: pathlib.Path) -> None:
@@ -247,12 +263,13 @@ def restore_train_state(workdir: str | os.PathLike, abstract_state: Any) -> tupl
 
 
 def restore_inference(
-  workdir: str | os.PathLike, step: int | None = None
+  workdir: str | os.PathLike, step: int | None = None, best: str | None = None
 ) -> tuple[ml_collections.ConfigDict, dict[str, Any], int]:
   """(config, {"attr_encoder": pure dict, "mapper": pure dict}, step) of the newest usable checkpoint (or `step`).
 
   Reads only the parameters and constants of E_attr and M (Orbax partial restore: the optimiser state, three to
   four times the parameters, is never read). Nothing is moved: loading a model never changes the workdir.
+  `best` ("identity" or "landmarks") reads the newest of the best checkpoints by that evaluation metric instead.
   """
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
 
@@ -278,7 +295,10 @@ def restore_inference(
         ),
       )
 
-  found = _restore_newest(workdir, read, require_all=False, quarantine=False, step=step)
+  directory = None if best is None else best_dir(workdir, best)
+  found = _restore_newest(workdir, read, require_all=False, quarantine=False, step=step, directory=directory)
+  if found is None and best is not None:
+    raise CheckpointError(f"{directory}: no best checkpoint yet (they are written after evaluations)")
   if found is None:
     raise CheckpointError(
       f"{checkpoint_dir(workdir)}: no checkpoint yet (train first, or wait for the first save "
@@ -310,13 +330,14 @@ class Saver:
   moved aside); the previous one is untouched.
   """
 
-  def __init__(self, workdir: str | os.PathLike, keep: int):
+  def __init__(self, workdir: str | os.PathLike, keep: int, directory: str | os.PathLike | None = None):
     import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
 
     self._ocp = ocp
     self.workdir = pathlib.Path(workdir)
+    self.directory = checkpoint_dir(workdir) if directory is None else pathlib.Path(directory)
     self._manager = ocp.CheckpointManager(
-      checkpoint_dir(workdir), options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+      self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
     )
     self._pending: list[tuple[int, Any, Any]] = []  # (step, device fingerprints, abstract state)
 
@@ -334,7 +355,7 @@ class Saver:
     self._manager.wait_until_finished()
     pending, self._pending = self._pending, []
     for step, prints, abstract in pending:
-      step_dir = checkpoint_dir(self.workdir) / str(step)
+      step_dir = self.directory / str(step)
       if not step_dir.is_dir():  # already rotated out by max_to_keep
         continue
       expected = _by_path(prints)
@@ -364,3 +385,65 @@ class Saver:
     finally:
       self._manager.wait_until_finished()
       self._manager.close()
+
+
+class BestCheckpoints:
+  """The original's checkpoint policy at evaluations (`trainer.py`, `Trainer.test`), beside the latest checkpoints.
+
+  After each evaluation: the train state is saved into `best/identity/<step>` when identity preservation,
+  |mean cos(E_id(I_id), E_id(output))| on the validation pairs (`similarity/id_to_out`), is higher than at every
+  earlier evaluation, and into `best/landmarks/<step>` when the landmark error (`landmarks/mse`) is lower. The
+  early-stop count follows the original to the letter: a new landmark best resets it to 0, then it is reset again
+  by a new identity best or else incremented (so a landmark-only improvement leaves it at 1); `update` returns True
+  once it exceeds `patience` (the original's `--not_improved_exit`; 0 here means never). The best values and the
+  count survive a restart (`best/state.json`). Each directory keeps its `keep` newest bests (Orbax's `max_to_keep`;
+  the latest checkpoints' rotation never touches them).
+  """
+
+  METRICS = {"identity": "similarity/id_to_out", "landmarks": "landmarks/mse"}
+
+  def __init__(self, workdir: str | os.PathLike, keep: int, patience: int = 0):
+    self.workdir, self.keep, self.patience = pathlib.Path(workdir), int(keep), int(patience)
+    self.path = self.workdir / BEST_DIR / BEST_STATE
+    self.state = {"identity": None, "landmarks": None, "not_improved": 0, "steps": {}}
+    if self.path.is_file():
+      try:
+        self.state.update(json.loads(self.path.read_text()))
+      except (OSError, ValueError) as e:
+        raise CheckpointError(
+          f"{self.path}: unreadable ({e}); delete it to start the best-checkpoint records again"
+        ) from None
+    self._savers: dict[str, Saver] = {}
+
+  def _saver(self, metric: str) -> Saver:
+    if metric not in self._savers:
+      self._savers[metric] = Saver(self.workdir, self.keep, best_dir(self.workdir, metric))
+    return self._savers[metric]
+
+  def update(self, step: int, scores: dict[str, float], state: Any) -> bool:
+    """Saves `state` where `scores` (one evaluation's means) set a new best; True when training should stop."""
+    if self.keep <= 0:
+      return False
+    identity = abs(float(scores[self.METRICS["identity"]]))
+    landmarks = float(scores[self.METRICS["landmarks"]])
+    best = self.state
+    if best["landmarks"] is None or landmarks < best["landmarks"]:
+      best["not_improved"], best["landmarks"] = 0, landmarks
+      best["steps"]["landmarks"] = step
+      self._saver("landmarks").save(step, state)
+    if best["identity"] is None or identity > best["identity"]:
+      best["not_improved"], best["identity"] = 0, identity
+      best["steps"]["identity"] = step
+      self._saver("identity").save(step, state)
+    else:
+      best["not_improved"] += 1
+    if jax.process_index() == 0:
+      self.path.parent.mkdir(parents=True, exist_ok=True)
+      tmp = self.path.with_suffix(".tmp")
+      tmp.write_text(json.dumps(best, indent=1, sort_keys=True))
+      os.replace(tmp, self.path)
+    return self.patience > 0 and best["not_improved"] > self.patience
+
+  def close(self) -> None:
+    for saver in self._savers.values():
+      saver.close()

@@ -56,13 +56,22 @@ NON_NEGATIVE = (
   "optim.adversarial_lr_scale",
   "optim.discriminator_lr_scale",
   "optim.eps",
+  "landmarks.units_px",
   "mapper.negative_slope",
   "discriminator.negative_slope",
 )
 # Positive reals: the width of the inverse-Gaussian L1 mask divides the distances.
 POSITIVE_REALS = ("loss.mask_sigma",)
 # Non-negative integers: 0 has a meaning (data.cross_every: never cross; data.seed: numpy refuses negative seeds).
-NON_NEGATIVE_INTS = ("data.cross_every", "data.seed", "data.shuffle_buffer", "data.truncation_cutoff")
+NON_NEGATIVE_INTS = (
+  "data.cross_every",
+  "data.cross_phase",
+  "data.seed",
+  "data.shuffle_buffer",
+  "data.truncation_cutoff",
+  "keep_best_checkpoints",  # 0: no best checkpoints
+  "early_stop_evaluations",  # 0: never stop early
+)
 # Adam's decay rates: at 1 the bias correction divides by zero.
 UNIT_INTERVAL = ("optim.b1", "optim.b2")
 # Layer widths of the trained MLPs: each a positive integer.
@@ -74,6 +83,9 @@ CHOICES = {
   "landmarks.kind": ("fan", "facemesh", "mediapipe_facemesh", "toy"),
   "generator.noise_mode": ("const", "random", "none"),
   "compute.frozen_dtype": ("float32", "bfloat16"),
+  "loss.l1_reduction": ("mean", "sum"),
+  "optim.adam": ("keras", "optax"),
+  "data.render_from": ("w", "ws"),
 }
 
 _MISSING = object()
@@ -167,6 +179,9 @@ def problems(config: Any, *, allow_empty: bool = False) -> list[str]:
   )
   for key, allowed in CHOICES.items():
     each((key,), lambda v, allowed=allowed: v in allowed, f"must be one of {', '.join(allowed)}")
+  phase, every = _lookup(config, "data.cross_phase"), _lookup(config, "data.cross_every")
+  if _is_int(phase) and _is_int(every) and every > 0 and not phase < every:
+    bad("data.cross_phase", phase, f"must be below data.cross_every={every} (the cross step's place in each group)")
   if allow_empty:
     each(("num_steps",), lambda v: _is_int(v) and v >= 0, "must be a non-negative integer")
   else:

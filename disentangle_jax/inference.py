@@ -203,9 +203,10 @@ def build(
 # Loading
 
 
-def load(path: str | os.PathLike) -> InferenceModel:
-  """An exported model directory (`disentangle-jax export`), a training workdir (its latest checkpoint), or a folder
-  of the original TF2 release's weights (`official.read`)."""
+def load(path: str | os.PathLike, best: str | None = None) -> InferenceModel:
+  """An exported model directory (`disentangle-jax export`), a training workdir (its latest checkpoint, or with
+  `best="identity"` / `"landmarks"` its best checkpoint by that evaluation metric), or a folder of the original TF2
+  release's weights (`official.read`)."""
   path = pathlib.Path(path)
   if not path.exists():
     raise FileNotFoundError(f"{path}: no such model directory (pass an exported model or a training workdir)")
@@ -215,7 +216,7 @@ def load(path: str | os.PathLike) -> InferenceModel:
     return load_export(path)
   if checkpoints.is_workdir(path):
     try:
-      config, trained, step = checkpoints.restore_inference(path)
+      config, trained, step = checkpoints.restore_inference(path, best=best)
     except checkpoints.CheckpointError as e:
       raise ModelLoadError(str(e)) from None
     model = build(config, trained, source=f"{path} (step {step})", step=step)

@@ -46,6 +46,7 @@ class Spec:
   noise_mode: str = "const"
   frozen_dtype: str = "float32"
   remat_generator: bool = False
+  landmark_scale: float = 1.0  # landmark net pixels -> the loss's units (`config.landmarks.units_px`)
 
 
 class Frozen(nnx.Module):
@@ -90,8 +91,25 @@ def embed_identity(frozen: Frozen, spec: Spec, images: jax.Array) -> jax.Array:
 
 
 def detect_landmarks(frozen: Frozen, spec: Spec, images: jax.Array) -> jax.Array:
-  """The landmark net's points [B, P, 2 or 3] in its input pixels, float32."""
-  return frozen.landmarks.landmarks(_frozen_in(spec, images)).astype(jnp.float32)
+  """The landmark net's points [B, P, 2 or 3], float32, in its input pixels times `spec.landmark_scale` (the
+  units the landmark loss and the evaluation work in; see `landmark_scale`)."""
+  points = frozen.landmarks.landmarks(_frozen_in(spec, images)).astype(jnp.float32)
+  return points if spec.landmark_scale == 1.0 else points * spec.landmark_scale
+
+
+def landmark_scale(cfg: ml_collections.ConfigDict, net: nnx.Module | None, resolution: int) -> float:
+  """`config.landmarks.units_px` / the net's input side: coordinates in a `units_px`-wide frame of the image.
+
+  The original's landmark regressor reports (x, y) in its 160 px input (`model/landmarks.py`: images resized to 160,
+  outputs x 160), and its loss weight 0.001 is in those units. FAN reports pixels of its 256 px input, so the same
+  squared error is (256 / 160)^2 = 2.56x larger; with `units_px = 160` every coordinate is scaled by 160 / 256
+  before the loss (and the evaluation), which keeps the original's weight. 0 or absent: the net's own pixels.
+  """
+  units = float(cfg.get("units_px", 0) or 0)
+  if not units or net is None:
+    return 1.0
+  native = getattr(getattr(net, "config", None), "input_size", None) or resolution
+  return units / float(native)
 
 
 def render(frozen: Frozen, spec: Spec, w: jax.Array) -> jax.Array:
@@ -262,6 +280,7 @@ def build(
     noise_mode=str(config.generator.get("noise_mode", "const")),
     frozen_dtype=str(compute.frozen_dtype),
     remat_generator=bool(compute.remat_generator),
+    landmark_scale=landmark_scale(config.landmarks, lnd, res),
   )
   return Model(spec, frozen, Trainable(e_attr, m, d))
 

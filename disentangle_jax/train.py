@@ -59,6 +59,7 @@ class Result:
   evaluations: dict[int, dict[str, float]]
   preempted: bool = False
   score: dict[str, float] | None = None  # the toy world's exact score at the last step (`toy/score.py`)
+  stopped_early: bool = False  # `early_stop_evaluations` evaluations in a row without a new best
 
 
 class NonFiniteLossError(errors.UserError, FloatingPointError):
@@ -267,6 +268,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> Result:
     latest, state = resumed
     logging.info("resumed from the checkpoint of step %d", latest)
   saver = checkpoints.Saver(workdir, keep=int(config.keep_checkpoints))
+  best = checkpoints.BestCheckpoints(
+    workdir, keep=int(config.get("keep_best_checkpoints", 0)), patience=int(config.get("early_stop_evaluations", 0))
+  )
   start = int(jax.device_get(state.step))
   if start == 0 and jax.process_index() == 0:
     writer.write_hparams(_flat_hparams(config))
@@ -352,6 +356,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> Result:
             scores.update(paper_metrics(swap_now, paper_batches, rows=local_rows))
         writer.write_scalars(done, {f"eval/{k}": v for k, v in scores.items()})
         result.evaluations[done] = scores
+        result.stopped_early = best.update(done, scores, state)
       if done == num_steps and config.generator.kind == "toy":
         with progress.timed("score"):
           result.score = _toy_score(
@@ -363,14 +368,18 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> Result:
           )
         writer.write_scalars(done, {f"score/{k}": v for k, v in result.score.items()})
       stop = preemption.reached(done)
-      if done % int(config.checkpoint_every) == 0 or done == num_steps or stop:
+      if done % int(config.checkpoint_every) == 0 or done == num_steps or stop or result.stopped_early:
         save(done)
+      if result.stopped_early:
+        logging.warning("no new best in %s evaluations: stopping at step %d", config.early_stop_evaluations, done)
+        break
       if stop:
         result.preempted = True
         logging.warning("preempted: checkpoint of step %d saved in %s; stopping", done, workdir)
         break
   except NonFiniteLossError as e:
     saver.close()
+    best.close()
     where = f"step {last_saved}" if last_saved is not None else "none yet"
     raise NonFiniteLossError(
       f"{e}; training stopped, the newest checkpoint ({where}) in "
@@ -379,5 +388,6 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> Result:
   finally:
     preemption.close()
     saver.close()
+    best.close()
     writer.flush()
   return result

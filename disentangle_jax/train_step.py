@@ -96,9 +96,16 @@ class LossWeights:
   ms_ssim: float  # MS-SSIM's share of the reconstruction loss
   l1: float  # masked L1's share of the reconstruction loss
   mask_sigma: float  # the inverse-Gaussian L1 mask's width, in pixels at 256 px
+  l1_scale: float = 1.0  # the per-image L1 mean times this: the per-device batch size for a sum (`l1_reduction`)
 
   @classmethod
-  def from_config(cls, loss_cfg: ml_collections.ConfigDict) -> LossWeights:
+  def from_config(cls, loss_cfg: ml_collections.ConfigDict, per_device_batch_size: int = 1) -> LossWeights:
+    """`loss.l1_reduction` "mean" (default) averages the masked L1 over the batch like every other term; "sum" is
+    the original's Keras `MeanAbsoluteError(Reduction.SUM)`: a sum over each device's batch (the original's whole
+    batch of 6 on its one GPU), averaged over devices, i.e. `per_device_batch_size` x the mean."""
+    reduction = str(loss_cfg.get("l1_reduction", "mean"))
+    if reduction not in ("mean", "sum"):
+      raise ValueError(f"config.loss.l1_reduction must be 'mean' or 'sum', got {reduction!r}")
     return cls(
       identity=float(loss_cfg.identity),
       landmarks=float(loss_cfg.landmarks),
@@ -108,6 +115,7 @@ class LossWeights:
       ms_ssim=float(loss_cfg.ms_ssim_weight),
       l1=float(loss_cfg.l1_weight),
       mask_sigma=float(loss_cfg.mask_sigma),
+      l1_scale=float(per_device_batch_size) if reduction == "sum" else 1.0,
     )
 
 
@@ -119,15 +127,55 @@ class Optimizers:
   learning_rates: dict[str, float]
 
 
+def keras_adam(
+  learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-7
+) -> optax.GradientTransformation:
+  """Adam as Keras computes it (tf.keras `Adam`, TF 2.0's `ResourceApplyAdam` and tf_keras 2.21 alike):
+
+      m += (g - m) (1 - b1);  v += (g^2 - v) (1 - b2)
+      update = -lr sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)
+
+  i.e. `m_hat / (sqrt(v_hat) + eps / sqrt(1 - b2^t))`: Keras adds eps to the *uncorrected* sqrt(v), so its
+  effective epsilon starts sqrt(1000) ~ 32x larger than optax's (`optax.adam` adds eps to sqrt(v_hat); its
+  `eps_root` sits under the root and cannot express this). It matters where gradients are near eps (the first
+  steps, small loss terms). The state is optax's `ScaleByAdamState` (count, mu, nu).
+  """
+
+  def init(params):
+    zeros = lambda p: jnp.zeros_like(p)  # noqa: E731
+    return optax.ScaleByAdamState(
+      count=jnp.zeros([], jnp.int32), mu=jax.tree.map(zeros, params), nu=jax.tree.map(zeros, params)
+    )
+
+  def update(grads, state, params=None):
+    del params
+    mu = jax.tree.map(lambda m, g: m + (g - m) * (1.0 - b1), state.mu, grads)
+    nu = jax.tree.map(lambda v, g: v + (jnp.square(g) - v) * (1.0 - b2), state.nu, grads)
+    count = optax.safe_increment(state.count)
+    t = count.astype(jnp.float32)
+    alpha = learning_rate * jnp.sqrt(1.0 - jnp.power(jnp.float32(b2), t)) / (1.0 - jnp.power(jnp.float32(b1), t))
+    updates = jax.tree.map(lambda m, v: -(m * alpha.astype(m.dtype)) / (jnp.sqrt(v) + eps), mu, nu)
+    return updates, optax.ScaleByAdamState(count=count, mu=mu, nu=nu)
+
+  return optax.GradientTransformation(init, update)
+
+
 def make_optimizers(optim: ml_collections.ConfigDict) -> Optimizers:
-  """The original's three Adam groups (`optim.eps` 1e-7: Keras' default, which the original used)."""
+  """The original's three Adam groups (`optim.eps` 1e-7: Keras' default, which the original used).
+
+  `optim.adam` picks the update rule: "keras" (the original's, `keras_adam`) or "optax" (`optax.adam`, default).
+  """
   eps = float(optim.eps)
   lrs = {
     "main": float(optim.lr),
     "adversarial": float(optim.lr) * float(optim.adversarial_lr_scale),
     "discriminator": float(optim.lr) * float(optim.discriminator_lr_scale),
   }
-  adam = lambda lr: optax.adam(lr, b1=float(optim.b1), b2=float(optim.b2), eps=eps)
+  kind = str(optim.get("adam", "optax"))
+  if kind not in ("keras", "optax"):
+    raise ValueError(f"config.optim.adam must be 'keras' or 'optax', got {kind!r}")
+  rule = keras_adam if kind == "keras" else optax.adam
+  adam = lambda lr: rule(lr, b1=float(optim.b1), b2=float(optim.b2), eps=eps)  # noqa: E731
   return Optimizers(adam(lrs["main"]), adam(lrs["adversarial"]), adam(lrs["discriminator"]), lrs)
 
 
@@ -216,7 +264,9 @@ def main_loss(
   out = model_lib.render(frozen, spec, w)
   id_loss = losses.identity_loss(id_embedding, model_lib.embed_identity(frozen, spec, out))
   lnd_loss = losses.landmark_loss(target_landmarks, model_lib.detect_landmarks(frozen, spec, out), spec.landmark_keep)
-  rec, sim = losses.reconstruction_loss(attr_images, out, mask, ms_ssim_weight=weights.ms_ssim, l1_weight=weights.l1)
+  rec, sim = losses.reconstruction_loss(
+    attr_images, out, mask, ms_ssim_weight=weights.ms_ssim, l1_weight=weights.l1 * weights.l1_scale
+  )
   rec_loss = jnp.mean(rec) * same
   total = weights.identity * id_loss + weights.landmarks * lnd_loss + weights.reconstruction * rec_loss
   terms = {
@@ -224,6 +274,7 @@ def main_loss(
     "loss/landmarks": lnd_loss,
     "loss/reconstruction": rec_loss,
     "loss/ms_ssim": jnp.mean(sim),
+    "loss/l1": jnp.mean(losses.masked_l1(attr_images, out, mask)) * weights.l1_scale,  # as reduced in the loss
     "loss/total": total,
   }
   return total, terms
@@ -382,10 +433,11 @@ def make_step_fn(
   loss_cfg: ml_collections.ConfigDict,
   optimizers: Optimizers,
   adversarial_every: int,
+  per_device_batch_size: int = 1,
 ) -> Callable[..., tuple[TrainState, Metrics]]:
   """The un-jitted step `(state, frozen_state, batch) -> (state, metrics)`: `step` with this run's fixed parts bound
-  (see `make_train_step`)."""
-  weights = LossWeights.from_config(loss_cfg)
+  (see `make_train_step`; `per_device_batch_size` matters only to `loss.l1_reduction="sum"`)."""
+  weights = LossWeights.from_config(loss_cfg, per_device_batch_size)
   mask = jnp.asarray(losses.inverse_gaussian_mask(spec.resolution, weights.mask_sigma))
   every = int(adversarial_every)
   if every < 1:
@@ -437,7 +489,9 @@ def make_train_step(
   graphs: Graphs, spec: model_lib.Spec, config: ml_collections.ConfigDict, optimizers: Optimizers, mesh: Mesh
 ) -> Callable[..., tuple[TrainState, Metrics]]:
   """`train_step(state, frozen_state, batch) -> (state, metrics)`, jitted over `mesh` with the state donated."""
-  step_fn = make_step_fn(graphs, spec, config.loss, optimizers, config.optim.adversarial_every)
+  step_fn = make_step_fn(
+    graphs, spec, config.loss, optimizers, config.optim.adversarial_every, int(config.per_device_batch_size)
+  )
   replicated = NamedSharding(mesh, P())
   return jax.jit(
     step_fn,

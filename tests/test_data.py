@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import filecmp
+import json
 import os
 import shutil
 
@@ -93,6 +94,27 @@ def test_generated_dataset_reads_back_exactly(dataset, g):
   assert np.abs(got.astype(int) - expected).max() <= 1  # PNG is lossless; XLA may round one pixel differently
   assert np.mean(got != expected) < 1e-3
   assert got.std() > 5  # a real picture, not a constant
+
+
+def test_render_from_ws_uses_every_row(g, tmp_path):
+  """`data.render_from = "ws"` (the original's generator): the image from all rows of the truncated mapping, only
+  the first `truncation_cutoff` rows truncated; the stored w is still row 0 (what their loader gives D_W)."""
+  config = _config()
+  config.data.num_train, config.data.num_validation, config.data.examples_per_shard = 8, 4, 8
+  config.data.render_from, config.data.truncation_cutoff = "ws", 2  # 2 of the 8 rows at 32 px
+  out = str(tmp_path / "ws")
+  generate.generate(config, out, generator=g)
+  examples = _read_split(out, "train")
+  z = jnp.asarray(np.stack([e["z"] for e in examples]))
+  ws = g.mapping(z, truncation_psi=config.data.truncation_psi, truncation_cutoff=2)
+  assert not np.allclose(np.asarray(ws[:, 0]), np.asarray(ws[:, -1]))  # the rows differ
+  np.testing.assert_allclose(np.stack([e["w"] for e in examples]), np.asarray(ws[:, 0]), rtol=0, atol=1e-6)
+  expected = np.clip(np.round((np.asarray(g.synthesis(ws)) + 1) * 127.5), 0, 255)
+  got = np.stack([e["image"] for e in examples]).astype(int)
+  assert np.abs(got - expected).max() <= 1 and np.mean(got != expected) < 1e-3
+  row0 = np.asarray(g.synthesis(jnp.repeat(ws[:, :1], g.config.num_ws, axis=1)))
+  assert np.abs(got - np.clip(np.round((row0 + 1) * 127.5), 0, 255)).max() > 8  # not the broadcast row 0
+  assert json.load(open(os.path.join(out, tfds_format.GENERATION_FILE)))["render_from"] == "ws"
 
 
 def test_sharded_generation_equals_single_device(dataset, g, tmp_path):
@@ -196,6 +218,13 @@ def test_batch_schedule(dataset):
   for epoch in ids.reshape(2, NUM_TRAIN):
     assert sorted(epoch) == list(range(NUM_TRAIN))
   assert not np.array_equal(ids[:NUM_TRAIN], ids[NUM_TRAIN:])
+
+
+def test_official_cross_phase(dataset):
+  """`cross_phase = 0` (configs/paper.py, their `epoch % cross_frequency == 0`): steps 0, 3, 6 are the cross ones."""
+  batches = _take(_pipe(dataset, num_steps=6, cross_phase=0))
+  assert [b["same"] for b in batches] == [False, True, True] * 2
+  assert np.any(batches[0]["id"] != batches[0]["attr"])
 
 
 def test_images_and_w_match_the_dataset(dataset):

@@ -36,7 +36,8 @@ class Evaluator:
     inner = model.frozen
     frozen = model_lib.Frozen(inner.generator, inner.id_encoder, lnd)
     keep = tuple(int(i) for i in frozen_lib.landmark_keep_indices(config.landmarks.kind))
-    self.spec = dataclasses.replace(model.spec, landmark_keep=keep)
+    scale = model_lib.landmark_scale(config.landmarks, lnd, model.resolution)  # the units training evaluates in
+    self.spec = dataclasses.replace(model.spec, landmark_keep=keep, landmark_scale=scale)
     self.resolution = model.resolution
     frozen_graph, frozen_state = nnx.split(frozen)
     trainable_graph, trainable_state = nnx.split(model.trainable)

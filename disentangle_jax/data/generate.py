@@ -1,11 +1,14 @@
 """Renders the (w, image) training set with the frozen generator G and writes it as a TFDS folder.
 
-Each example: `z = normal(fold_in(key(data.seed), seed))` -> `ws = G.mapping(z, truncation)` -> `w = ws[:, 0]` ->
-`image = G.synthesis(w broadcast to all num_ws style inputs)`. The method maps (identity, attributes) codes to ONE
-`w` that drives every style input, and its latent discriminator learns the distribution of that `w`; so the stored
-`w` is the first (truncated) row and the image is rendered from that same `w`, which keeps image and `w` in exact
-agreement. (With `truncation_cutoff` < num_ws the mapping's later rows would be untruncated and differ from row 0;
-rendering from the full `ws` would give an image that no single `w` produces.)
+Each example: `z = normal(fold_in(key(data.seed), seed))` -> `ws = G.mapping(z, truncation)` -> `w = ws[:, 0]`,
+the stored `w` (the first, truncated row: what the original's loader hands its latent discriminator as a "real" w,
+`data_loader.py: get_w_by_ind`), and the image, rendered as `data.render_from` says:
+
+* "ws" (`configs/paper.py`, the original's `utils/generate_fake_data.py`): `G.synthesis(ws)` from all num_ws rows,
+  truncated with `truncation_psi` on the first `truncation_cutoff` rows only (8 of 14 at 256 px; the later rows
+  untruncated, so no single `w` reproduces the image exactly);
+* "w" (default): `G.synthesis(w broadcast to every style input)`: image and stored `w` agree exactly (the method
+  maps codes to ONE `w` that drives every style input).
 
 Batches are jitted and sharded over every local device along a `data` mesh axis; every process of a pod writes its
 own shards (the i-th shard of the whole dataset belongs to process `i % process_count`). The content depends only on
@@ -73,7 +76,13 @@ def settings(config: ml_collections.ConfigDict, generator: Any) -> dict[str, Any
   g_config = generator.config
   d = config.data
   cutoff = d.get("truncation_cutoff", None)
+  render_from = str(d.get("render_from", "w"))
+  if render_from not in ("w", "ws"):
+    raise ValueError(f"config.data.render_from must be 'w' or 'ws', got {render_from!r}")
+  # Recorded only when not the default, so datasets written before the option existed keep matching.
+  extra = {} if render_from == "w" else {"render_from": render_from}
   return {
+    **extra,
     "seed": int(d.seed),
     "num_train": int(d.num_train),
     "num_validation": int(d.num_validation),
@@ -103,6 +112,7 @@ def settings(config: ml_collections.ConfigDict, generator: Any) -> dict[str, Any
     "truncation_cutoff",
     "noise_mode",
     "sharding",
+    "render_from",
   ),
 )
 def _render(
@@ -117,6 +127,7 @@ def _render(
   truncation_cutoff: int | None,
   noise_mode: str,
   sharding: NamedSharding,
+  render_from: str = "w",
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """One batch: seeds -> (uint8 images, w, z). Module-level so that repeated generations reuse the compilation."""
   g = nnx.merge(graphdef, state)
@@ -124,7 +135,9 @@ def _render(
   z = jax.vmap(lambda s: jax.random.normal(jax.random.fold_in(base, s), (z_dim,), jnp.float32))(seeds)
   ws = g.mapping(z, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
   w = ws[:, 0]
-  images = g.synthesis(jnp.broadcast_to(w[:, None, :], (w.shape[0], num_ws, w.shape[1])), noise_mode=noise_mode)
+  if render_from != "ws":
+    ws = jnp.broadcast_to(w[:, None, :], (w.shape[0], num_ws, w.shape[1]))
+  images = g.synthesis(ws, noise_mode=noise_mode)
   pixels = jnp.clip(jnp.round((images.astype(jnp.float32) + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
   return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, sharding), (pixels, w.astype(jnp.float32), z))
 
@@ -137,10 +150,12 @@ def make_renderer(
   truncation_psi: float,
   truncation_cutoff: int | None,
   noise_mode: str = "const",
+  render_from: str = "w",
 ) -> Callable[[np.ndarray], tuple[jax.Array, jax.Array, jax.Array]]:
   """`render(seeds [B]) -> (uint8 images [B, H, W, 3], w [B, w_dim], z [B, z_dim])`, sharded over `data`.
 
   B must be a multiple of the mesh size. The generator's parameters are replicated on every device once.
+  `render_from`: "w" (row 0 broadcast) or "ws" (every row of the truncated mapping); see the module docstring.
   """
   graphdef, state = nnx.split(module)
   batch = NamedSharding(mesh, P("data"))
@@ -154,6 +169,7 @@ def make_renderer(
     truncation_cutoff=truncation_cutoff,
     noise_mode=noise_mode,
     sharding=batch,
+    render_from=render_from,
   )
 
   def run(seeds: np.ndarray):
@@ -381,6 +397,7 @@ def generate(
         wanted["truncation_psi"],
         wanted["truncation_cutoff"],
         wanted["noise_mode"],
+        wanted.get("render_from", "w"),
       )
       progress = _Progress(sum(s.length for s in todo))
       logging.info(

@@ -10,8 +10,10 @@ float on the devices.
 With `cache=True` this process's part is decoded once into host memory and steps become gathers (same output):
 PNG decoding (~5 ms per 256px image and core) is what limits the streaming mode.
 
-The paper's schedule: with `cross_every = 3`, steps 0, 1 are same-image batches (`I_id = I_attr`, reconstruction
-applies) and step 2 a cross batch (`I_attr` a different image for every row), and so on (`is_same_step`).
+The paper's schedule: with `cross_every = 3`, one step in three is a cross batch (`I_attr` a different image for
+every row), the others same-image batches (`I_id = I_attr`, reconstruction applies); `cross_phase` says which:
+the original (`trainer.py`: epoch % cross_frequency == 0) crosses at steps 0, 3, 6 (`cross_phase = 0`, what
+`configs/paper.py` sets); the default `cross_every - 1` crosses at steps 2, 5, 8 (`is_same_step`).
 A cross batch pairs row r's identity image (epoch position p) with the attribute image at position
 `(p + shift) mod n` of the same epoch permutation, `shift` in [1, n) drawn per step: never the same image.
 The latent discriminator's real `w` come from an independent permutation stream.
@@ -48,9 +50,15 @@ tfds_format.hide_accelerators_from_tensorflow()
 _ID_STREAM, _W_STREAM, _SHIFT_STREAM = 0, 1, 2
 
 
-def is_same_step(step: int, cross_every: int) -> bool:
-  """True when `step` is a same-image step: every `cross_every`-th step (the last of each group) is a cross one."""
-  return cross_every <= 0 or step % cross_every != cross_every - 1
+def is_same_step(step: int, cross_every: int, cross_phase: int | None = None) -> bool:
+  """True when `step` is a same-image step: the steps with `step % cross_every == cross_phase` are cross ones
+  (default phase: the last of each group of `cross_every`)."""
+  if cross_every <= 0:
+    return True
+  phase = cross_every - 1 if cross_phase is None else int(cross_phase)
+  if not 0 <= phase < cross_every:
+    raise ValueError(f"data.cross_phase must be in [0, cross_every={cross_every}), got {phase}")
+  return step % cross_every != phase
 
 
 class ShardedSource:
@@ -134,9 +142,12 @@ class ShardedSource:
 class Schedule:
   """Which local positions step `step` reads: a pure function of (seed, step, n, batch size, cross_every)."""
 
-  def __init__(self, n: int, batch_size: int, seed: int, cross_every: int, process_index: int = 0):
+  def __init__(
+    self, n: int, batch_size: int, seed: int, cross_every: int, process_index: int = 0, cross_phase: int | None = None
+  ):
     self.n, self.batch_size, self.seed, self.cross_every = n, batch_size, seed, cross_every
-    self.process_index = process_index
+    self.process_index, self.cross_phase = process_index, cross_phase
+    is_same_step(0, cross_every, cross_phase)  # checks the phase
     self._cache: dict[tuple[int, int], np.ndarray] = {}
 
   def _permutation(self, stream: int, epoch: int) -> np.ndarray:
@@ -157,7 +168,7 @@ class Schedule:
     return out
 
   def same(self, step: int) -> bool:
-    return is_same_step(step, self.cross_every)
+    return is_same_step(step, self.cross_every, self.cross_phase)
 
   def positions(self, step: int) -> dict[str, np.ndarray]:
     """{"id", "attr", "w_real"} local positions of `step` ("attr" equals "id" on same-image steps)."""
@@ -221,6 +232,7 @@ class Pipeline:
     process_count: int | None = None,
     prefetch: int = 4,
     cache: bool = False,
+    cross_phase: int | None = None,
   ):
     """Args:
     data_dir: a folder written by `generate`.
@@ -234,13 +246,19 @@ class Pipeline:
     process_index, process_count: simulate another process's view (tests); default the JAX process.
     prefetch: steps prepared ahead of the consumer.
     cache: decode this process's part of the split once into memory (see the class docstring).
+    cross_phase: which step of each group of `cross_every` is the cross one (default the last; see the module).
     """
     self.source = ShardedSource(data_dir, split, process_index, process_count)
     info = self.source.builder.info.features
     self.resolution = int(info["image"].shape[0])
     self.w_dim = int(info["w"].shape[0])
     self.schedule = Schedule(
-      len(self.source), batch_size, seed, cross_every, jax.process_index() if process_index is None else process_index
+      len(self.source),
+      batch_size,
+      seed,
+      cross_every,
+      jax.process_index() if process_index is None else process_index,
+      cross_phase,
     )
     self.start_step, self.num_steps, self.mesh, self.prefetch = start_step, num_steps, mesh, prefetch
     self._sharding = None if mesh is None else NamedSharding(mesh, P("data"))
@@ -408,6 +426,7 @@ def train_pipeline(
     batch_size=int(config.per_device_batch_size) * local_devices,
     seed=int(config.data.get("pipeline_seed", config.data.seed)) + (0 if split == "train" else 1),
     cross_every=int(config.data.get("cross_every", 3)),
+    cross_phase=config.data.get("cross_phase", None),
     start_step=start_step,
     num_steps=num_steps,
     mesh=mesh,

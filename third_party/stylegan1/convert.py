@@ -239,7 +239,12 @@ def nvlabs_scope(layer: int) -> str:
 
 
 def nvlabs_config(
-  resolution: int, z_dim: int = 512, w_dim: int = 512, mapping_layers: int = 8, channel_max: int = 512
+  resolution: int,
+  z_dim: int = 512,
+  w_dim: int = 512,
+  mapping_layers: int = 8,
+  channel_max: int = 512,
+  channel_base: int = 16384,
 ) -> model_lib.Config:
   """The official numerics (eps 1e-8, bias after blur, per-layer stored noise, truncation cutoff 8)."""
   return model_lib.Config(
@@ -248,6 +253,7 @@ def nvlabs_config(
     w_dim=w_dim,
     mapping_layers=mapping_layers,
     channel_max=channel_max,
+    channel_base=channel_base,
     instance_norm_eps=1e-8,
     bias_after_blur=True,
     noise_per_layer=True,
@@ -297,15 +303,20 @@ def from_nvlabs(variables: dict[str, Array], source: str) -> tuple[model_lib.Con
   synthesis_only = n_dense == 0
   const = v.get("G_synthesis/4x4/Const/const")
   channel_max = int(const.shape[1]) if const is not None and const.ndim == 4 else 512  # nf at 4 px is the maximum
+  # nf(stage) = min(fmap_base / 2**stage, fmap_max): below the maximum, the last block's width fixes the base
+  # (FFHQ-256: 64 channels at 256 px, base 16384; a smaller fmap_base gives narrower late blocks).
+  rgb = v.get("G_synthesis/ToRGB_lod0/weight")
+  last = int(rgb.shape[2]) if rgb is not None and rgb.ndim == 4 else channel_max
+  channel_base = last * resolution if last < channel_max else 16384
   if synthesis_only:
     style = v.get("G_synthesis/4x4/Const/StyleMod/weight")
     w_dim = int(style.shape[0]) if style is not None and style.ndim == 2 else 512
-    config = nvlabs_config(resolution, w_dim, w_dim, 8, channel_max)
+    config = nvlabs_config(resolution, w_dim, w_dim, 8, channel_max, channel_base)
   else:
     d0, dl = v.get("G_mapping/Dense0/weight"), v.get(f"G_mapping/Dense{n_dense - 1}/weight")
     z_dim = int(d0.shape[0]) if d0 is not None and d0.ndim == 2 else 512
     w_dim = int(dl.shape[1]) if dl is not None and dl.ndim == 2 else 512
-    config = nvlabs_config(resolution, z_dim, w_dim, n_dense, channel_max)
+    config = nvlabs_config(resolution, z_dim, w_dim, n_dense, channel_max, channel_base)
   expected = nvlabs_expected(config, synthesis_only)
   state_dict_lib.check({k: a for k, a in v.items() if not _nvlabs_ignored(k)}, expected, source)
 
