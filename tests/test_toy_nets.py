@@ -202,6 +202,13 @@ def test_prepare_refuses_what_cannot_work(tmp_path):
     prepare_lib.prepare(config, tmp_path)
   with pytest.raises(errors.ConfigError, match="steps"):
     prepare_lib.Training(steps=0)
+  # E_attr's toy start needs the toy G; the config check says so before anything is built.
+  from disentangle_jax import config_check  # pylint: disable=import-outside-toplevel
+  from disentangle_jax.configs import smoke  # pylint: disable=import-outside-toplevel
+
+  wrong = smoke.get_config()
+  wrong.attr_encoder.toy_start = True
+  assert [p for p in config_check.problems(wrong) if p.startswith("config.attr_encoder.toy_start=True")]
 
 
 def test_frozen_builds_the_toy_kinds(prepared):

@@ -321,7 +321,8 @@ def needs_preparing(config: ml_collections.ConfigDict) -> tuple[str, ...]:
   names = [
     name for name in ("id_encoder", "landmarks") if config[name].kind == "toy" and not config[name].get("weights")
   ]
-  if config.attr_encoder.get("toy_start") and not config.attr_encoder.get("weights"):
+  attr = config.get("attr_encoder") or {}
+  if attr.get("toy_start") and not attr.get("weights"):
     names.append("attr_encoder")
   return tuple(names)
 
