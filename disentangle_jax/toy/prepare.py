@@ -96,13 +96,6 @@ def sample_factors(g: nnx.Module, key: jax.Array, batch: int) -> dict[str, jax.A
   return g.factors(g.mapping(z)[:, 0])
 
 
-def _unit_range(values: jax.Array, table: tuple[tuple[str, float, float], ...]) -> jax.Array:
-  """Factors in their render units -> [-1, 1] over each factor's range."""
-  low = jnp.asarray([lo for _, lo, _ in table], jnp.float32)
-  high = jnp.asarray([hi for _, _, hi in table], jnp.float32)
-  return (values - low) / (high - low) * 2.0 - 1.0
-
-
 def _fit(
   network: nnx.Module,
   extra: dict[str, jax.Array],
@@ -157,7 +150,7 @@ def train_identity_encoder(
       jnp.concatenate([identity, identity]), jnp.concatenate([f1["attribute"], f2["attribute"]]), resolution
     )
     e = net.embed(views)
-    target = _unit_range(identity, render.IDENTITY)
+    target = 2.0 * render.normalised(identity, render.IDENTITY) - 1.0
     regression = jnp.mean(jnp.square(e @ head["w"] + head["b"] - jnp.concatenate([target, target])))
     logits = e[:batch] @ e[batch:].T / temperature
     labels = jnp.arange(batch)
@@ -192,9 +185,8 @@ def train_attr_encoder(
   def loss_fn(net, head, key):
     f = sample_factors(g, key, batch)
     images = render.render(f["identity"], f["attribute"], resolution)
-    target = jnp.concatenate(
-      [_unit_range(f["identity"], render.IDENTITY), _unit_range(f["attribute"], render.ATTRIBUTE)], axis=-1
-    )
+    factors = [render.normalised(f["identity"], render.IDENTITY), render.normalised(f["attribute"], render.ATTRIBUTE)]
+    target = 2.0 * jnp.concatenate(factors, axis=-1) - 1.0
     return jnp.mean(jnp.square(net(images) @ head["w"] + head["b"] - target))
 
   return _fit(network, head, loss_fn, training, seed)

@@ -67,6 +67,13 @@ _NOSE_ELEVATION = 0.16
 _MOUTH_ELEVATION = 0.50
 
 
+def normalised(values: Any, table: tuple[tuple[str, float, float], ...]) -> Any:
+  """Factors in the units of `table` (`IDENTITY` / `ATTRIBUTE`) -> [0, 1] over each factor's range (numpy or jax)."""
+  low = np.asarray([lo for _, lo, _ in table])
+  high = np.asarray([hi for _, _, hi in table])
+  return (values - low) / (high - low)
+
+
 def palette(colours: tuple[tuple[float, float, float], ...], t: jax.Array) -> jax.Array:
   """Piecewise-linear colour along `colours` at t in [0, 1]: [...] -> [..., 3]."""
   table = jnp.asarray(colours, jnp.float32)

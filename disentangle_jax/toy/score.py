@@ -26,12 +26,6 @@ HELD_OUT_SEED = 2**31 - 1  # z seeds of the training data count up from 0; this 
 GROUPS = {"identity": render.IDENTITY, "attribute": render.ATTRIBUTE}
 
 
-def _scaled(factors: np.ndarray, table: tuple[tuple[str, float, float], ...]) -> np.ndarray:
-  low = np.asarray([lo for _, lo, _ in table], np.float64)
-  high = np.asarray([hi for _, _, hi in table], np.float64)
-  return (np.asarray(factors, np.float64) - low) / (high - low)
-
-
 def r2(predicted: np.ndarray, target: np.ndarray) -> float:
   """Mean over columns of 1 - SSE / SST (a constant target column counts as 0 if missed, 1 if hit)."""
   sse = np.sum((predicted - target) ** 2, axis=0)
@@ -67,7 +61,10 @@ def score(
     squared_errors.append(np.mean((np.asarray(same) - np.asarray(attr_images)) ** 2, axis=(1, 2, 3)))
   result: dict[str, float] = {}
   for group, table in GROUPS.items():
-    out, of_id, of_attr = (_scaled(np.concatenate([f[group] for f in found[k]]), table) for k in ("out", "id", "attr"))
+    out, of_id, of_attr = (
+      render.normalised(np.concatenate([f[group] for f in found[k]]).astype(np.float64), table)
+      for k in ("out", "id", "attr")
+    )
     right, other = (of_id, of_attr) if group == "identity" else (of_attr, of_id)
     result[f"{group}/r2"] = r2(out, right)
     result[f"{group}/accuracy"] = closer_accuracy(out, right, other)
