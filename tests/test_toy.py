@@ -60,7 +60,7 @@ def test_shapes_ranges_and_contract(g, w):
   # ws and w give the same factors; the module method and the jitted function agree.
   np.testing.assert_array_equal(np.asarray(toy.factors(g, w[:, None])["identity"]), np.asarray(f["identity"]))
   np.testing.assert_allclose(np.asarray(g.factors(w)["attribute"]), np.asarray(f["attribute"]), atol=1e-6)
-  assert set(toy.IDENTITY_NAMES) >= {"face_width", "skin_tone", "hair_colour", "eye_spacing", "eye_colour"}
+  assert set(toy.IDENTITY_NAMES) >= {"face_width", "face_height", "skin_tone", "hair_colour", "eye_colour"}
   assert set(toy.ATTRIBUTE_NAMES) >= {"yaw", "pitch", "mouth_open", "brow_raise", "light_azimuth"}
 
 

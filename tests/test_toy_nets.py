@@ -80,6 +80,24 @@ def test_keypoints_sit_on_what_is_drawn_and_move_with_the_pose():
   np.testing.assert_allclose((half + 0.5) * 2, points + 0.5, atol=1e-4)
 
 
+def test_the_loss_landmarks_follow_the_attributes_alone():
+  """Identity factors move only the outline (dropped by the landmark loss), so the loss cannot pull identity from
+  I_attr; every attribute but the light moves the kept points."""
+  res = 32
+  keep, jaw = list(landmark_net.KEEP_INDICES), list(render.JAW_INDICES)
+  base = np.asarray(render.keypoints(*_factors(), res))[0]
+  for name, lo, hi in render.IDENTITY:
+    for value in (lo, hi):
+      moved = np.asarray(render.keypoints(*_factors(**{name: value}), res))[0]
+      np.testing.assert_allclose(moved[keep], base[keep], atol=1e-5, err_msg=name)
+  wider = np.asarray(render.keypoints(*_factors(face_width=render.IDENTITY[0][2]), res))[0]
+  assert np.abs(wider[jaw] - base[jaw]).max() > 1.0
+  for name, lo, hi in render.ATTRIBUTE:
+    if name != "light_azimuth":
+      low, high = (np.asarray(render.keypoints(*_factors(**{name: v}), res))[0] for v in (lo, hi))
+      assert np.abs(high[keep] - low[keep]).max() > 1.0, name
+
+
 def test_contract_shapes_and_gradients():
   images = jax.random.uniform(jax.random.key(0), (3, 32, 32, 3), minval=-1.0, maxval=1.0)
   e_id = identity_net.init(identity_net.Config(), 0)

@@ -3,7 +3,7 @@
 No pretrained face network is available offline, so a run on random StyleGAN weights shows nothing recognisable.
 Here every image comes from known factors: `generator` is a differentiable cartoon-face renderer usable as G
 (config `generator.kind = "toy"`), and `generator.factors(g, w)` reads the identity factors (face shape, skin,
-hair, eyes, nose) and attribute factors (pose, expression, light) of any w exactly. `render` draws the factors.
+hair, eye colour) and attribute factors (pose, expression, light) of any w exactly. `render` draws the factors.
 """
 
 from disentangle_jax import errors

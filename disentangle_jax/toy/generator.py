@@ -4,7 +4,7 @@
     g = toy.init(toy.Config(resolution=64), seed=0)
     ws = toy.mapping(g, z)                       # z [B, z_dim] -> ws [B, 1, w_dim], a fixed nonlinear map
     img = toy.synthesis(g, ws)                   # -> [B, H, W, 3] float32 NHWC in [-1, 1], differentiable in ws
-    f = toy.factors(g, ws[:, 0])                 # {"identity": [B, 8], "attribute": [B, 6]}, exact
+    f = toy.factors(g, ws[:, 0])                 # {"identity": [B, 6], "attribute": [B, 5]}, exact
 
 It follows the contract of `third_party/README.md` (kind "toy" in `disentangle_jax.frozen`), so the method trains
 on it unchanged. Why it is built this way:
@@ -12,8 +12,8 @@ on it unchanged. Why it is built this way:
 - z -> w is a fixed random MLP (leaky ReLU), so W is not a plain Gaussian and the latent discriminator has a
   distribution to learn, as with StyleGAN.
 - w is read by two fixed linear maps onto mutually orthogonal directions: `identity_basis` (face shape, skin, hair,
-  eyes, nose) and `attribute_basis` (pose, expression, light). Moving w along an identity direction leaves every
-  attribute factor unchanged and vice versa, exactly; the remaining w_dim - 14 directions change nothing (a
+  eye colour) and `attribute_basis` (pose, expression, light). Moving w along an identity direction leaves every
+  attribute factor unchanged and vice versa, exactly; the remaining w_dim - 11 directions change nothing (a
   null space, like StyleGAN's redundant w directions). Each projection is standardised over the w distribution
   and squashed by a sigmoid into its factor's range, so every factor varies over the generator's samples.
 - Identity and attributes are also statistically independent, as two different people's faces and poses are:
@@ -89,7 +89,7 @@ class Config(config_lib.ConfigBase):
   Attributes:
     resolution: output side in pixels (32-64 is the intended range; any >= 16 works).
     z_dim: latent z size.
-    w_dim: latent w size; at least the number of factors (14), the rest is a null space.
+    w_dim: latent w size; at least the number of factors (11), the rest is a null space.
     mapping_layers: layers of the fixed z -> w MLP (the last one linear).
   """
 
@@ -165,7 +165,7 @@ class Generator(nnx.Module):
     return w_avg + truncation_psi * (ws - w_avg)
 
   def factors(self, w: jax.Array) -> dict[str, jax.Array]:
-    """w [B, w_dim] (or ws [B, num_ws, w_dim]) -> {"identity": [B, 8], "attribute": [B, 6]} in render units.
+    """w [B, w_dim] (or ws [B, num_ws, w_dim]) -> {"identity": [B, 6], "attribute": [B, 5]} in render units.
 
     Columns follow `IDENTITY_NAMES` / `ATTRIBUTE_NAMES`; each value lies in its (low, high) of `IDENTITY` /
     `ATTRIBUTE`.

@@ -8,9 +8,13 @@ and with a gradient with respect to every position, size and colour); layers are
 
 The head is an ellipsoid seen orthographically: a feature sits at an azimuth and an elevation on it, so yaw and
 pitch move features across the face and foreshorten them, as a real head turn does, while the outline stays put.
-Coordinates span [-1, 1] in x (right) and y (down) over the image.
+Coordinates run right (x) and down (y), with the image spanning [-1/_ZOOM, 1/_ZOOM] of them (a tight crop of the face).
 
 The factors arrive in the physical units of `IDENTITY` / `ATTRIBUTE` (`generator.factors` squashes w into them).
+Each one is legible at 32 px (it moves or recolours a few pixels at least); nose length, eye spacing and the
+mouth's bend, which moved less than a pixel or sat under a landmark the loss compares, are fixed instead. The
+features (eyes, brows, nose, mouth) sit on a head of fixed size, so the landmarks the loss compares (all but the
+jaw) follow the attributes alone and the identity factors show in the outline, colours and hair.
 
 All ellipses are evaluated in one batched pass ([B, shapes, H, W]) and only the compositing runs layer by layer:
 drawing them one at a time makes a graph whose backward pass takes XLA several times longer to compile.
@@ -28,20 +32,17 @@ import numpy as np
 
 # (name, low, high): the factor's range in the units the renderer uses.
 IDENTITY = (
-  ("face_width", 0.44, 0.60),  # semi-axis of the face ellipse, in half image widths
+  ("face_width", 0.46, 0.60),  # semi-axis of the face ellipse, in half image widths
   ("face_height", 0.54, 0.70),  # semi-axis, in half image heights
   ("skin_tone", 0.0, 1.0),  # position along SKIN (pale to dark)
   ("hair_colour", 0.0, 1.0),  # position along HAIR (black, brown, auburn, blonde)
   ("hair_volume", 0.0, 1.0),  # how far the hair stands out around the head
-  ("eye_spacing", 0.26, 0.56),  # azimuth of each eye on the head, radians
-  ("eye_colour", 0.0, 1.0),  # position along IRIS (blue, green, hazel, brown)
-  ("nose_length", 0.5, 1.6),  # scales the nose's vertical extent
+  ("eye_colour", 0.0, 1.0),  # position along IRIS (blue, green, brown)
 )
 ATTRIBUTE = (
   ("yaw", -0.6, 0.6),  # head turn about the vertical axis, radians (positive: features move right)
   ("pitch", -0.3, 0.3),  # nod, radians (positive: features move down)
   ("mouth_open", 0.0, 1.0),
-  ("smile", -0.6, 1.0),  # bend of the mouth: corners down (negative) or up (positive)
   ("brow_raise", 0.0, 1.0),
   ("light_azimuth", -1.1, 1.1),  # direction the light comes from, radians (positive: from the right)
 )
@@ -50,7 +51,7 @@ ATTRIBUTE_NAMES = tuple(name for name, _, _ in ATTRIBUTE)
 
 SKIN = ((0.98, 0.86, 0.76), (0.92, 0.73, 0.60), (0.78, 0.56, 0.40), (0.56, 0.37, 0.25), (0.36, 0.23, 0.15))
 HAIR = ((0.07, 0.06, 0.06), (0.30, 0.19, 0.10), (0.58, 0.26, 0.11), (0.88, 0.73, 0.42))
-IRIS = ((0.22, 0.45, 0.85), (0.25, 0.62, 0.35), (0.60, 0.46, 0.20), (0.32, 0.18, 0.08))
+IRIS = ((0.20, 0.45, 0.90), (0.20, 0.65, 0.30), (0.45, 0.25, 0.08))
 BACKGROUND_TOP = (0.62, 0.70, 0.80)
 BACKGROUND_BOTTOM = (0.38, 0.44, 0.55)
 SHIRT = (0.22, 0.30, 0.48)
@@ -60,11 +61,17 @@ TEETH = (0.96, 0.95, 0.92)
 EYE_WHITE = (0.97, 0.97, 0.97)
 PUPIL = (0.03, 0.03, 0.04)
 
-_HEAD_Y = 0.06  # the face ellipse's centre, below the image centre so the hair fits above it
+_HEAD_Y = 0.0  # the face ellipse's centre
+# The camera frames the face tightly, as aligned face crops do: the image spans [-1/_ZOOM, 1/_ZOOM] of the drawing's
+# coordinates, so eyes, brows and mouth cover enough pixels at 32 px for a pixel loss and a small CNN to read them.
+_ZOOM = 1.3
 _EYE_ELEVATION = -0.10
-_BROW_ELEVATION = -0.29
+_BROW_ELEVATION = -0.27
 _NOSE_ELEVATION = 0.16
 _MOUTH_ELEVATION = 0.50
+_SMILE = 0.25  # the mouth's fixed bend (corners slightly up)
+_EYE_AZIMUTH = 0.45  # of each eye on the head, radians
+_FEATURE_AXES = (0.50, 0.60)  # semi-axes of the head the features sit on (the face outline varies around it)
 
 
 def normalised(values: Any, table: tuple[tuple[str, float, float], ...]) -> Any:
@@ -175,13 +182,20 @@ def _factors(identity: jax.Array, attribute: jax.Array) -> dict[str, jax.Array]:
 
 
 def _place(
-  f: dict[str, jax.Array], azimuth: jax.Array | float, elevation: jax.Array | float, depth: float = 1.0
+  f: dict[str, jax.Array],
+  azimuth: jax.Array | float,
+  elevation: jax.Array | float,
+  depth: float = 1.0,
+  outline: bool = False,
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   """A point on the head ellipsoid -> (x, y, x foreshortening, y foreshortening) in the image.
 
-  `depth` > 1 lifts the point off the surface (the nose tip), so it swings further with yaw.
+  Eyes, brows, nose and mouth sit on a head of fixed size (`_FEATURE_AXES`), so their positions (the landmarks)
+  follow the attributes alone, as a landmark loss that transfers pose and expression assumes; points with
+  `outline` (the ears) sit on the identity's face outline instead. `depth` > 1 lifts the point off the surface
+  (the nose tip), so it swings further with yaw.
   """
-  a, b = f["face_width"], f["face_height"]
+  a, b = (f["face_width"], f["face_height"]) if outline else _FEATURE_AXES
   az, el = azimuth + f["yaw"], elevation + f["pitch"]
   return (
     a * depth * jnp.sin(az) * jnp.cos(el),
@@ -193,8 +207,8 @@ def _place(
 
 def _eye(f: dict[str, jax.Array], side: float) -> tuple[jax.Array, ...]:
   """(eye x, eye y, white semi-axes rx, ry, x and y foreshortening, pupil x): the gaze follows the head."""
-  ex, ey, fx, fy = _place(f, side * f["eye_spacing"], _EYE_ELEVATION)
-  return ex, ey, 0.115 * fx, 0.062 * fy, fx, fy, ex + 0.015 * jnp.sin(f["yaw"])
+  ex, ey, fx, fy = _place(f, side * _EYE_AZIMUTH, _EYE_ELEVATION)
+  return ex, ey, 0.13 * fx, 0.072 * fy, fx, fy, ex + 0.015 * jnp.sin(f["yaw"])
 
 
 _BROW_BEND = -0.03  # the brow's ends sit this much lower than its middle line (an arch)
@@ -202,21 +216,21 @@ _BROW_BEND = -0.03  # the brow's ends sit this much lower than its middle line (
 
 def _brow(f: dict[str, jax.Array], side: float) -> tuple[jax.Array, ...]:
   """(brow x, brow y, semi-axes rx, ry)."""
-  bx, by, bfx, bfy = _place(f, side * f["eye_spacing"] * 1.05, _BROW_ELEVATION - 0.2 * f["brow_raise"])
-  return bx, by, 0.12 * bfx, 0.03 * bfy
+  bx, by, bfx, bfy = _place(f, side * _EYE_AZIMUTH * 1.05, _BROW_ELEVATION - 0.18 * f["brow_raise"])
+  return bx, by, 0.13 * bfx, 0.05 * bfy
 
 
 def _nose(f: dict[str, jax.Array]) -> tuple[jax.Array, ...]:
   """(tip x, tip y, x and y foreshortening): the tip lifted off the surface so it swings with yaw."""
-  return _place(f, 0.0, _NOSE_ELEVATION * f["nose_length"], depth=1.12)
+  return _place(f, 0.0, _NOSE_ELEVATION, depth=1.12)
 
 
 def _mouth(f: dict[str, jax.Array]) -> tuple[jax.Array, ...]:
   """(x, y, opening half width, opening half height, bend, lift, lips rx, lips ry, lips bend)."""
   mx, my, mfx, mfy = _place(f, 0.0, _MOUTH_ELEVATION)
-  half_width = 0.30 * f["face_width"] * mfx
-  opening = (0.006 + 0.085 * f["mouth_open"]) * mfy
-  bend, lift = 0.07 * f["smile"], -0.021 * f["smile"]
+  half_width = 0.34 * _FEATURE_AXES[0] * mfx
+  opening = (0.01 + 0.15 * f["mouth_open"]) * mfy
+  bend, lift = 0.07 * _SMILE, -0.021 * _SMILE
   lips_rx = half_width + 0.015
   return mx, my, half_width, opening, bend, lift, lips_rx, opening + 0.028, bend * (lips_rx / half_width) ** 2
 
@@ -268,7 +282,7 @@ def keypoints(identity: jax.Array, attribute: jax.Array, resolution: int) -> jax
   points.append((mx, my - lift))
   batch = identity.shape[0]
   xy = jnp.stack([jnp.stack([jnp.broadcast_to(c, (batch, 1, 1))[:, 0, 0] for c in p], -1) for p in points], 1)
-  return (xy + 1.0) * (0.5 * resolution) - 0.5
+  return (xy * _ZOOM + 1.0) * (0.5 * resolution) - 0.5
 
 
 def render(identity: jax.Array, attribute: jax.Array, resolution: int) -> jax.Array:
@@ -280,8 +294,8 @@ def render(identity: jax.Array, attribute: jax.Array, resolution: int) -> jax.Ar
     resolution: the image side in pixels.
   """
   f = _factors(identity, attribute)
-  soft = 1.0 / resolution  # half a pixel in [-1, 1] units
-  coords = (jnp.arange(resolution, dtype=jnp.float32) + 0.5) / resolution * 2.0 - 1.0
+  soft = 1.0 / (resolution * _ZOOM)  # half a pixel in the drawing's units
+  coords = ((jnp.arange(resolution, dtype=jnp.float32) + 0.5) / resolution * 2.0 - 1.0) / _ZOOM
   x, y = coords[None, None, :], coords[None, :, None]  # [1, 1, W], [1, H, 1]
   batch = identity.shape[0]
 
@@ -311,12 +325,12 @@ def render(identity: jax.Array, attribute: jax.Array, resolution: int) -> jax.Ar
   shapes.add(SHIRT, cx, 1.28, 0.95, 0.42)
   vol = f["hair_volume"]
   back_cx = cx - 0.10 * a * jnp.sin(yaw)
-  hair_rx, hair_ry = a * (1.06 + 0.34 * vol), b * (0.90 + 0.26 * vol)
+  hair_rx, hair_ry = a + 0.04 + 0.16 * vol, 0.9 * b + 0.12 * vol  # added to the face: width and volume apart
   hair_cy = cy - 0.16 * b
   shapes.add(hair, back_cx, hair_cy + 0.1 * b * vol, hair_rx, hair_ry, ambient=0.6, lit=0.4)
   shapes.add(skin, cx, cy + 0.95 * b, 0.48 * a, 0.45, ambient=0.72)
   for side in (-1.0, 1.0):  # ears at the sides of the head, hidden behind the face
-    ex, ey, _, _ = _place(f, side * 1.45, 0.0)
+    ex, ey, _, _ = _place(f, side * 1.45, 0.0, outline=True)
     shapes.add(skin, ex, ey, 0.09 * a, 0.16 * b, ambient=0.85)
   face = shapes.add(skin, cx, cy, a, b, ambient=0.0, lit=1.0)
   # Fringe: the hair ellipse above a hairline that curves down at the temples, and follows the nod.
@@ -337,23 +351,22 @@ def render(identity: jax.Array, attribute: jax.Array, resolution: int) -> jax.Ar
     ex, ey, rx, ry, fx, _, gx = _eye(f, side)
     shapes.add(skin, ex, ey - 0.004, rx + 0.012, ry + 0.012, ambient=0.0, lit=0.6)
     white = shapes.add(EYE_WHITE, ex, ey, rx, ry, ambient=0.75, lit=0.25)
-    shapes.add(iris, gx, ey, 0.056 * fx, 0.056, clip=white)
-    shapes.add(PUPIL, gx, ey, 0.022 * fx, 0.022, clip=white)
+    shapes.add(iris, gx, ey, 0.068 * fx, 0.068, clip=white)
+    shapes.add(PUPIL, gx, ey, 0.026 * fx, 0.026, clip=white)
     bx, by, brx, bry = _brow(f, side)
     shapes.add(hair * 0.35 + 0.03, bx, by, brx, bry, bend=_BROW_BEND, clip=face)
 
   # Nose: a shadow on the side away from the light, the tip lifted off the surface so it swings with yaw.
-  length = f["nose_length"]
   nx, ny, nfx, nfy = _nose(f)
   shadow_dx = -0.03 * jnp.sin(f["light_azimuth"])
   shapes.add(
-    skin, nx + shadow_dx, ny - 0.06 * length, 0.04 * nfx, 0.12 * length * nfy, ambient=0.0, lit=0.62, clip=face
+    skin, nx + shadow_dx, ny - 0.06, 0.04 * nfx, 0.12 * nfy, ambient=0.0, lit=0.62, clip=face
   )
   shapes.add(skin, nx, ny, 0.05 * nfx, 0.035 * nfy, ambient=0.0, lit=1.05, clip=face)
   for side in (-1.0, 1.0):
     shapes.add(skin, nx + side * 0.026 * nfx, ny + 0.022 * nfy, 0.013 * nfx, 0.009 * nfy, ambient=0.35, clip=face)
 
-  # Mouth: lips, the opening, teeth along its top; `smile` bends the whole mouth (corners up when positive).
+  # Mouth: lips, the opening, teeth along its top; a fixed slight smile bends the whole mouth (corners up).
   mx, my, half_width, opening, bend, lift, lips_rx, lips_ry, lips_bend = _mouth(f)
   shapes.add(LIPS, mx, my, lips_rx, lips_ry, ambient=0.0, lit=1.0, clip=face, bend=lips_bend, lift=lift)
   shapes.add(MOUTH, mx, my, half_width, opening, clip=face, bend=bend, lift=lift)
