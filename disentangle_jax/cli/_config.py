@@ -20,9 +20,9 @@ from absl import flags
 from ml_collections import config_flags
 
 from disentangle_jax import config_check
-from disentangle_jax.configs import smoke
+from disentangle_jax.configs import toy
 
-DEFAULT = smoke.__file__
+DEFAULT = toy.__file__
 CONFIG = config_flags.DEFINE_config_file(
   "config",
   DEFAULT,

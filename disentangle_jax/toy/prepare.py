@@ -133,7 +133,12 @@ def _fit(
 def train_identity_encoder(
   g: nnx.Module, net_config: identity_net.Config, training: Training, seed: int
 ) -> tuple[identity_net.IdentityEncoder, list[float]]:
-  """The identity encoder of `seed`, trained on G's samples (InfoNCE over attribute changes + factor regression)."""
+  """The identity encoder of `seed`, trained on G's samples: a linear head on the embedding regresses the identity
+  factors, and 0.1 x InfoNCE over attribute changes keeps the embedding invariant to them.
+
+  Regression leads because the identity loss compares embeddings: each identity factor then moves the embedding in
+  proportion to its range, the small ones (eye colour) included, where InfoNCE alone lets the large ones dominate.
+  """
   network = identity_net.init(net_config, seed)
   rng = np.random.default_rng(seed)
   head = {

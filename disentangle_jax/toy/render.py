@@ -208,7 +208,7 @@ def _place(
 def _eye(f: dict[str, jax.Array], side: float) -> tuple[jax.Array, ...]:
   """(eye x, eye y, white semi-axes rx, ry, x and y foreshortening, pupil x): the gaze follows the head."""
   ex, ey, fx, fy = _place(f, side * _EYE_AZIMUTH, _EYE_ELEVATION)
-  return ex, ey, 0.13 * fx, 0.072 * fy, fx, fy, ex + 0.015 * jnp.sin(f["yaw"])
+  return ex, ey, 0.13 * fx, 0.09 * fy, fx, fy, ex + 0.015 * jnp.sin(f["yaw"])
 
 
 _BROW_BEND = -0.03  # the brow's ends sit this much lower than its middle line (an arch)
@@ -351,17 +351,15 @@ def render(identity: jax.Array, attribute: jax.Array, resolution: int) -> jax.Ar
     ex, ey, rx, ry, fx, _, gx = _eye(f, side)
     shapes.add(skin, ex, ey - 0.004, rx + 0.012, ry + 0.012, ambient=0.0, lit=0.6)
     white = shapes.add(EYE_WHITE, ex, ey, rx, ry, ambient=0.75, lit=0.25)
-    shapes.add(iris, gx, ey, 0.068 * fx, 0.068, clip=white)
-    shapes.add(PUPIL, gx, ey, 0.026 * fx, 0.026, clip=white)
+    shapes.add(iris, gx, ey, 0.085 * fx, 0.085, clip=white)
+    shapes.add(PUPIL, gx, ey, 0.028 * fx, 0.028, clip=white)
     bx, by, brx, bry = _brow(f, side)
     shapes.add(hair * 0.35 + 0.03, bx, by, brx, bry, bend=_BROW_BEND, clip=face)
 
   # Nose: a shadow on the side away from the light, the tip lifted off the surface so it swings with yaw.
   nx, ny, nfx, nfy = _nose(f)
   shadow_dx = -0.03 * jnp.sin(f["light_azimuth"])
-  shapes.add(
-    skin, nx + shadow_dx, ny - 0.06, 0.04 * nfx, 0.12 * nfy, ambient=0.0, lit=0.62, clip=face
-  )
+  shapes.add(skin, nx + shadow_dx, ny - 0.06, 0.04 * nfx, 0.12 * nfy, ambient=0.0, lit=0.62, clip=face)
   shapes.add(skin, nx, ny, 0.05 * nfx, 0.035 * nfy, ambient=0.0, lit=1.05, clip=face)
   for side in (-1.0, 1.0):
     shapes.add(skin, nx + side * 0.026 * nfx, ny + 0.022 * nfy, 0.013 * nfx, 0.009 * nfy, ambient=0.35, clip=face)
