@@ -1,8 +1,9 @@
 r"""Tiny end-to-end config for a CPU: every network small and randomly initialised, 32x32 faces.
 
-This is the README's main job:
+The real architectures (StyleGAN, VGGFace2, FAN, InceptionV3) at tiny widths; the toy world (`configs/toy.py`, the
+default) builds on it:
 
-  disentangle-jax train --workdir=runs/smoke          (this config is the default)
+  disentangle-jax train --config=configs/smoke.py --workdir=runs/smoke
 
 It renders its own small dataset with the random generator if absent, then trains a few hundred steps in a few
 minutes, writing TensorBoard metrics, image grids and checkpoints into the workdir. The pictures are not faces

@@ -1,6 +1,6 @@
-r"""The toy world on a CPU: the method trained end to end where its success is measured exactly.
+r"""The toy world on a CPU: the method trained end to end where its success is measured exactly. The README's main job:
 
-  disentangle-jax train --config=configs/toy.py --workdir=runs/toy
+  disentangle-jax train --workdir=runs/toy          (this config is the default)
 
 G is the toy face renderer (`disentangle_jax/toy/`), whose identity and attribute factors are known for every w.
 E_id and the landmark net are small CNNs trained on it once, by the run's `prepare` step, and cached in

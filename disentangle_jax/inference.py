@@ -5,7 +5,7 @@ that names the frozen networks' weights), or a training workdir with Orbax check
 `InferenceModel`, which keeps only what inference needs (G, E_id, E_attr, M: no landmark net, no D_W, no optimiser
 state) and runs each method as one jitted function, compiled once per input shape.
 
-    model = disentangle_jax.load("runs/smoke")
+    model = disentangle_jax.load("runs/toy")
     out = model.swap(id_images, attr_images)          # [B, R, R, 3] in [-1, 1]
     code, w = model.encode(id_images, attr_images)    # concat(id, attr) [B, id_dim + attr_dim], w [B, w_dim]
     same = model.render(w)

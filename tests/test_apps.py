@@ -1,5 +1,4 @@
-"""Applications: image IO errors, frame writers, learning in the toy world, and every command on a trained smoke
-model."""
+"""Applications: image IO errors, frame writers, and every command on a trained smoke model."""
 
 from __future__ import annotations
 
@@ -202,49 +201,6 @@ def run_cli(name: str, argv: list[str]) -> None:
   _flags.reset()
   rest = _flags.FLAGS([f"disentangle-jax {name}"] + argv)
   module.main(rest)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Learning, in the toy world: a short toy training whose swaps are scored exactly.
-# ---------------------------------------------------------------------------------------------------------------
-
-TOY_STEPS = 150
-
-
-def toy_config():
-  """configs/toy.py at a CI budget: 150 steps at a global batch of 8, E_attr from its random init (so `prepare`
-  trains only the toy E_id and landmark net, with their committed settings), 128 held-out pairs scored."""
-  import jax  # pylint: disable=import-outside-toplevel
-
-  from configs import toy  # pylint: disable=import-outside-toplevel
-
-  c = toy.get_config()
-  c.attr_encoder.toy_start = False
-  c.num_steps = TOY_STEPS
-  c.per_device_batch_size = max(1, 8 // jax.device_count())
-  c.log_every = c.image_every = c.eval_every = c.checkpoint_every = TOY_STEPS
-  c.data.num_train, c.data.num_validation, c.data.examples_per_shard = 256, 16, 128
-  c.eval_batches = 1
-  c.score_pairs = 128
-  return c
-
-
-@pytest.fixture(scope="session")
-def toy_score():
-  """The exact toy-world score (`score.json`) of TOY_STEPS steps of training, trained once per source version."""
-  workdir, _ = cached_runs.trained("toy", lambda workdir: toy_config(), extra_sources=("disentangle_jax/toy",))
-  return json.loads((workdir / "score.json").read_text())
-
-
-def test_toy_training_takes_identity_from_one_face_and_attributes_from_the_other(toy_score):
-  """After a short training, M's output is closer to I_id in the identity factors and to I_attr in the attribute
-  factors (chance: 0.5; copying either input scores 1 on one group and 0 on the other), and `swap(I, I)` redraws I.
-
-  Measured on two seeds and two instruction sets (AVX-512, and AVX2 through `--xla_cpu_max_isa`): MEASURED.
-  """
-  assert toy_score["identity/accuracy"] >= ID_BOUND, toy_score
-  assert toy_score["attribute/accuracy"] >= ATTR_BOUND, toy_score
-  assert toy_score["reconstruction/psnr"] >= PSNR_BOUND, toy_score
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -176,9 +176,10 @@ def test_trained_landmark_net_beats_the_mean_keypoints(prepared):
 def test_trained_identity_encoder_ignores_attributes(prepared):
   e_id = identity_net.load(prepared["config"].id_encoder.weights)
   similarity = prepare_lib.identity_similarity(prepared["g"], e_id, seed=11)
-  # Measured (seeds 5, 6): same 0.98 / 0.98, different 0.19 / 0.08 (defaults: 0.98 / 0.98 against 0.06 / 0.08).
-  assert similarity["same"] > similarity["different"] + 0.4, similarity
-  assert similarity["same"] > 0.7, similarity
+  # 1 - cosine is half the squared distance of unit embeddings: a change of attributes must move the embedding far
+  # less than a change of identity. The regression-led embedding keeps a large common part (every cosine is high),
+  # so the distances are compared, not the cosines. Measured (seeds 5, 6): 0.070 / 0.037 of the identity change.
+  assert 1.0 - similarity["same"] < 0.25 * (1.0 - similarity["different"]), similarity
 
 
 def test_prepare_trains_once_then_reads_the_cache(prepared, monkeypatch):

@@ -1,6 +1,6 @@
 r"""`disentangle-jax evaluate`: the paper's table for a model, on the validation split and/or a folder of real photos.
 
-  disentangle-jax evaluate --model=runs/smoke --out=runs/smoke/eval.json
+  disentangle-jax evaluate --model=runs/toy --out=runs/toy/eval.json
   disentangle-jax evaluate --model=exports/paper --data_dir=data/ffhq256 --photos=test_real_attr/ \
       --arcface=weights/model_ir_se50.pth --fid_inception=weights/pt_inception-2015-12-05.pth \
       --fid_reference=ffhq_real/ --pose_landmarks=weights/mediapipe_facemesh --num_pairs=1000 --out=eval.json

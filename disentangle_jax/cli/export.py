@@ -1,9 +1,9 @@
 r"""`disentangle-jax export`: a training workdir's latest checkpoint -> a small inference export.
 
-  disentangle-jax export --model=runs/smoke --out=exports/smoke
+  disentangle-jax export --model=runs/toy --out=exports/toy
 
 The export holds E_attr and M (no D_W, no optimiser state) and the config referencing the frozen networks'
-weights; `disentangle_jax.load("exports/smoke")` and every command's --model read it.
+weights; `disentangle_jax.load("exports/toy")` and every command's --model read it.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 r"""`disentangle-jax interpolate`: hold one factor, morph the other, in W and/or in the concatenated code.
 
   # identity from a.png to b.png, with the attributes of c.png:
-  disentangle-jax interpolate --model=runs/smoke --id a.png b.png --attr c.png --out=strip.png --animation=morph.gif
+  disentangle-jax interpolate --model=runs/toy --id a.png b.png --attr c.png --out=strip.png --animation=morph.gif
   # attributes from c.png to d.png, with the identity of a.png, in both spaces (two rows):
-  disentangle-jax interpolate --model=runs/smoke --id a.png --attr c.png d.png --space=both --out=strip.png
+  disentangle-jax interpolate --model=runs/toy --id a.png --attr c.png d.png --space=both --out=strip.png
 
 Two images on one side and one on the other say which factor moves. The strip PNG shows the frames in a row (one
 row per space); the animation (.gif or .mp4) plays them, the spaces side by side.

@@ -1,8 +1,8 @@
 r"""`disentangle-jax swap`: an identity x attribute grid like the paper's figures, or the original's test modes.
 
-  disentangle-jax swap --model=runs/smoke --id a.png b.png --attr c.png d.png e.png --out grid.png
-  disentangle-jax swap --model=runs/smoke --id a.png b.png --attr c.png d.png --out grid.png --cells=cells/
-  disentangle-jax swap --model=runs/smoke --pairs --id ids/ --attr attrs/ --out swapped/
+  disentangle-jax swap --model=runs/toy --id a.png b.png --attr c.png d.png e.png --out grid.png
+  disentangle-jax swap --model=runs/toy --id a.png b.png --attr c.png d.png --out grid.png --cells=cells/
+  disentangle-jax swap --model=runs/toy --pairs --id ids/ --attr attrs/ --out swapped/
 
 Grid: identities run down the left column, attributes across the top row; cell (i, j) has the face of identity i
 with the pose, expression and lighting of attribute image j. --cells=DIR also writes every cell as a file

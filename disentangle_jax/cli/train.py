@@ -29,7 +29,9 @@ from disentangle_jax.cli import _paths
 EXIT_PREEMPTED = errors.EXIT_PREEMPTED  # 75, sysexits.h EX_TEMPFAIL: requeue; the rerun resumes
 
 CONFIG = _config.CONFIG  # main.run checks its --config.<key> overrides before parsing
-_WORKDIR = flags.DEFINE_string("workdir", "runs/smoke", "directory for checkpoints, metrics and (smoke) data")
+_WORKDIR = flags.DEFINE_string(
+  "workdir", "runs/toy", "directory for checkpoints, metrics, data and the toy world's prepared networks"
+)
 _ALLOW_EMPTY = flags.DEFINE_bool(
   "allow_empty",
   False,

@@ -1,6 +1,6 @@
 r"""`disentangle-jax video`: a fixed identity driven by the frames of a video, plus its temporal identity metric.
 
-  disentangle-jax video --model=runs/smoke --id face.png --attr clip.mp4 --out out.mp4
+  disentangle-jax video --model=runs/toy --id face.png --attr clip.mp4 --out out.mp4
 
 Every frame's attributes (pose, expression, lighting) are applied to the identity of --id. With --align each frame
 is detected and aligned first (slow; for talking-head clips that are already framed, leave it off). The metric, the
