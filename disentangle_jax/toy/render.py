@@ -32,8 +32,8 @@ import numpy as np
 
 # (name, low, high): the factor's range in the units the renderer uses.
 IDENTITY = (
-  ("face_width", 0.46, 0.60),  # semi-axis of the face ellipse, in half image widths
-  ("face_height", 0.54, 0.70),  # semi-axis, in half image heights
+  ("face_width", 0.46, 0.60),  # semi-axis of the face ellipse, in drawing units (the image spans +-1/_ZOOM)
+  ("face_height", 0.54, 0.70),  # semi-axis, in drawing units
   ("skin_tone", 0.0, 1.0),  # position along SKIN (pale to dark)
   ("hair_colour", 0.0, 1.0),  # position along HAIR (black, brown, auburn, blonde)
   ("hair_volume", 0.0, 1.0),  # how far the hair stands out around the head
