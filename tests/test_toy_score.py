@@ -35,10 +35,10 @@ def _model(generator, combine):
   def encode(id_images, attr_images):
     return None, combine(w_of(id_images), w_of(attr_images))
 
-  def swap(id_images, attr_images):
-    return synthesis(generator, encode(id_images, attr_images)[1][:, None])
+  def render(w):
+    return synthesis(generator, w[:, None])
 
-  return types.SimpleNamespace(frozen=types.SimpleNamespace(generator=generator), encode=encode, swap=swap), (
+  return types.SimpleNamespace(frozen=types.SimpleNamespace(generator=generator), encode=encode, render=render), (
     remembering_synthesis
   )
 
@@ -57,8 +57,9 @@ def test_an_oracle_swap_scores_exactly(generator, monkeypatch):
     return jnp.asarray(np.asarray(w_id) + (np.asarray(w_attr) - np.asarray(w_id)) @ projection.T, jnp.float32)
 
   result = _score(generator, oracle, monkeypatch)
-  for group in ("identity", "attribute"):
+  for group, table in score_lib.GROUPS.items():
     assert result[f"{group}/r2"] > 0.999 and result[f"{group}/accuracy"] == 1.0
+    assert all(result[f"{group}/r2/{name}"] > 0.999 for name, _, _ in table)
   assert result["reconstruction/psnr"] > 60  # swap(I, I) of the oracle is I, up to float32 rounding
 
 
@@ -66,6 +67,8 @@ def test_copying_one_input_scores_at_the_floor_of_the_other_group(generator, mon
   copy_id = _score(generator, lambda w_id, w_attr: w_id, monkeypatch)
   assert copy_id["identity/accuracy"] == 1.0 and copy_id["identity/r2"] > 0.999
   assert copy_id["attribute/accuracy"] == 0.0 and copy_id["attribute/r2"] < 0.2
+  per_factor = [copy_id[f"attribute/r2/{name}"] for name in toy_lib.ATTRIBUTE_NAMES]
+  assert max(per_factor) < 0.2 and copy_id["attribute/r2"] == pytest.approx(np.mean(per_factor))
   mean = _score(generator, lambda w_id, w_attr: jnp.broadcast_to(generator.w_avg[...], w_id.shape), monkeypatch)
   assert abs(mean["identity/r2"]) < 0.3 and abs(mean["attribute/r2"]) < 0.3  # the mean w: no better than the mean
 

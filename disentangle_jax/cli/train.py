@@ -78,7 +78,10 @@ def main(argv: Sequence[str]) -> int:
     )
     return EXIT_PREEMPTED
   score = (
-    "" if result.score is None else "; score " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(result.score.items()))
+    ""
+    if result.score is None
+    else "; score "  # the headline figures; score.json also holds each factor's R^2
+    + ", ".join(f"{k} {v:.3f}" for k, v in sorted(result.score.items()) if k.count("/") < 2)
   )
   logging.info("train: finished at step %d in %s%s", result.step, _WORKDIR.value, score)
   return 0

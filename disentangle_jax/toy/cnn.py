@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from disentangle_jax.third_party.common import layers
+
 
 def check_sizes(name: str, input_size: int, widths: Sequence[int], hidden: int) -> None:
   """Raises ValueError naming the field when a size cannot build a network."""
@@ -31,9 +33,12 @@ class Backbone(nnx.Module):
   def __init__(self, input_size: int, widths: Sequence[int], hidden: int, *, rngs: nnx.Rngs):
     self.input_size = int(input_size)
     channels = [3, *(int(w) for w in widths)]
-    self.convs = nnx.List([nnx.Conv(channels[i], channels[i + 1], (3, 3), rngs=rngs) for i in range(len(widths))])
+    init = layers.scaled_normal(1.0)  # LeCun normal, quick to draw eagerly (`layers.scaled_normal`)
+    self.convs = nnx.List(
+      [nnx.Conv(channels[i], channels[i + 1], (3, 3), kernel_init=init, rngs=rngs) for i in range(len(widths))]
+    )
     side = self.input_size // 2 ** len(widths)
-    self.dense = nnx.Linear(side * side * channels[-1], int(hidden), rngs=rngs)
+    self.dense = nnx.Linear(side * side * channels[-1], int(hidden), kernel_init=init, rngs=rngs)
 
   def __call__(self, images: jax.Array) -> jax.Array:
     if images.ndim != 4 or images.shape[-1] != 3:

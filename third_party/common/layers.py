@@ -8,6 +8,7 @@ has no training mode at all.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,9 +16,30 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+
+
+def scaled_normal(scale: float) -> nnx.Initializer:
+  """Kernels drawn from N(0, scale / fan_in), fan-in being the product of every axis but the last.
+
+  Drawn as the first entries of a standard normal vector whose length is the next power of two: eager random init
+  compiles one `jax.random.normal` program per shape (about 0.4 s each on a CPU core, 37 s for InceptionV3's 94
+  kernels), and this way kernels of any size up to a power of two share one program. Eager and jitted init give
+  the same values.
+  """
+
+  def init(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32) -> jax.Array:
+    shape = tuple(int(s) for s in shape)
+    size = math.prod(shape)
+    padded = 1 << max(size - 1, 0).bit_length()
+    std = math.sqrt(scale / max(math.prod(shape[:-1]), 1))
+    return (jax.random.normal(key, (padded,), jnp.float32)[:size] * std).reshape(shape).astype(dtype)
+
+  return init
+
+
 # He (Kaiming) normal, fan-in: keeps unit activation scale through ReLU networks whose BatchNorm statistics are
 # fixed (0, 1) at random init, so a randomly initialised deep net neither explodes nor vanishes.
-he_normal = nnx.initializers.variance_scaling(2.0, "fan_in", "normal")
+he_normal = scaled_normal(2.0)
 
 
 class BatchNorm(nnx.Module):
