@@ -17,7 +17,6 @@ import jax.numpy as jnp
 from flax import nnx
 
 
-
 def scaled_normal(scale: float) -> nnx.Initializer:
   """Kernels drawn from N(0, scale / fan_in), fan-in being the product of every axis but the last.
 
