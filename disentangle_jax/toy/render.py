@@ -66,7 +66,7 @@ _HEAD_Y = 0.0  # the face ellipse's centre
 # coordinates, so eyes, brows and mouth cover enough pixels at 32 px for a pixel loss and a small CNN to read them.
 _ZOOM = 1.3
 _EYE_ELEVATION = -0.10
-_BROW_ELEVATION = -0.27
+_BROW_ELEVATION = -0.30
 _NOSE_ELEVATION = 0.16
 _MOUTH_ELEVATION = 0.50
 _SMILE = 0.25  # the mouth's fixed bend (corners slightly up)
@@ -216,8 +216,8 @@ _BROW_BEND = -0.03  # the brow's ends sit this much lower than its middle line (
 
 def _brow(f: dict[str, jax.Array], side: float) -> tuple[jax.Array, ...]:
   """(brow x, brow y, semi-axes rx, ry)."""
-  bx, by, bfx, bfy = _place(f, side * _EYE_AZIMUTH * 1.05, _BROW_ELEVATION - 0.18 * f["brow_raise"])
-  return bx, by, 0.13 * bfx, 0.05 * bfy
+  bx, by, bfx, bfy = _place(f, side * _EYE_AZIMUTH * 1.05, _BROW_ELEVATION - 0.26 * f["brow_raise"])
+  return bx, by, 0.14 * bfx, 0.065 * bfy
 
 
 def _nose(f: dict[str, jax.Array]) -> tuple[jax.Array, ...]:
@@ -229,7 +229,7 @@ def _mouth(f: dict[str, jax.Array]) -> tuple[jax.Array, ...]:
   """(x, y, opening half width, opening half height, bend, lift, lips rx, lips ry, lips bend)."""
   mx, my, mfx, mfy = _place(f, 0.0, _MOUTH_ELEVATION)
   half_width = 0.34 * _FEATURE_AXES[0] * mfx
-  opening = (0.01 + 0.15 * f["mouth_open"]) * mfy
+  opening = (0.01 + 0.19 * f["mouth_open"]) * mfy
   bend, lift = 0.07 * _SMILE, -0.021 * _SMILE
   lips_rx = half_width + 0.015
   return mx, my, half_width, opening, bend, lift, lips_rx, opening + 0.028, bend * (lips_rx / half_width) ** 2
@@ -354,7 +354,7 @@ def render(identity: jax.Array, attribute: jax.Array, resolution: int) -> jax.Ar
     shapes.add(iris, gx, ey, 0.085 * fx, 0.085, clip=white)
     shapes.add(PUPIL, gx, ey, 0.028 * fx, 0.028, clip=white)
     bx, by, brx, bry = _brow(f, side)
-    shapes.add(hair * 0.35 + 0.03, bx, by, brx, bry, bend=_BROW_BEND, clip=face)
+    shapes.add(hair * 0.25 + 0.02, bx, by, brx, bry, bend=_BROW_BEND, clip=face)
 
   # Nose: a shadow on the side away from the light, the tip lifted off the surface so it swings with yaw.
   nx, ny, nfx, nfy = _nose(f)
