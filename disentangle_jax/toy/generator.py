@@ -261,6 +261,10 @@ def init(config: Config, seed: int, w_samples: int = 8192) -> Generator:
   inside the attribute group's. `w_avg` and the scale of each factor direction come from `w_samples` z of the same
   seed: a factor's projection is standardised over the w distribution, so the sigmoid squash spreads it over its
   range.
+
+  The last bias centres W on zero (`w_avg` ~ 0). An untrained M outputs w near zero, so M starts at the middle of
+  every factor's range: with W off centre, it started in the flat tail of some factors' squash (seed 1: eye colour
+  at -3.5 standard deviations), where their small pixel gradients could not bring them back.
   """
   if config.z_dim < 3:
     raise ValueError(
@@ -281,8 +285,10 @@ def init(config: Config, seed: int, w_samples: int = 8192) -> Generator:
   rotation = _orthonormal(rng, config.w_dim)
   weights[-1], biases[-1] = weights[-1] @ rotation, biases[-1] @ rotation
   weights = [w.astype(np.float32) for w in weights]
+  z = rng.standard_normal((w_samples, config.z_dim))
+  biases[-1] = biases[-1] - _numpy_mapping(config, weights, biases, z).mean(axis=0)  # centre W (see the docstring)
   biases = [b.astype(np.float32) for b in biases]
-  w = _numpy_mapping(config, weights, biases, rng.standard_normal((w_samples, config.z_dim)))
+  w = _numpy_mapping(config, weights, biases, z)
   w_avg = w.mean(axis=0)
 
   def directions(part: slice, count: int) -> np.ndarray:

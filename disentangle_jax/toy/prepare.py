@@ -53,8 +53,8 @@ from disentangle_jax.toy import landmark_net
 from disentangle_jax.toy import render
 
 # 2: identity and attributes independent; 3: a tighter camera, 11 factors legible at 32 px; 4: E_id's invariance
-# term, a wider mouth opening and a higher, thicker, darker brow.
-VERSION = 4
+# term, a wider mouth opening and a higher, thicker, darker brow; 5: G's W centred.
+VERSION = 5
 TRAINING_LOG = "training.json"
 
 
