@@ -142,7 +142,7 @@ def train_identity_encoder(
   Regression leads because the identity loss compares embeddings: each identity factor then moves the embedding in
   proportion to its range, the small ones (eye colour) included, where InfoNCE alone lets the large ones dominate.
   InfoNCE alone left pose and light readable in the embedding (linear probes: yaw R^2 0.34, light 0.51), so the
-  identity loss pulled M's output towards I_id's pose; the invariance term brings those to 0.07 and 0.14.
+  identity loss pulled M's output towards I_id's pose; with the invariance term they are 0.08 and 0.05.
   """
   network = identity_net.init(net_config, seed)
   rng = np.random.default_rng(seed)
