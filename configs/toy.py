@@ -5,9 +5,10 @@ r"""The toy world on a CPU: the method trained end to end where its success is m
 G is the toy face renderer (`disentangle_jax/toy/`), whose identity and attribute factors are known for every w.
 E_id and the landmark net are small CNNs trained on it once, by the run's `prepare` step, and cached in
 `<workdir>/prepared`; E_attr is the InceptionV3 port at a small width, as in the smoke config, and its start point
-is trained by the same step (regressing every factor, identity included: the analog of the paper's ImageNet start). At the last step
-the run reads the factors of M's output on held-out pairs and writes the score (`score.json`, TensorBoard
-`score/*`, the final log line): identity and attribute R^2 and closer-source accuracy, reconstruction PSNR.
+is trained by the same step (regressing every factor, identity included: the analog of the paper's ImageNet start).
+At the last step the run reads the factors of M's output on held-out pairs and writes the score (`score.json`,
+TensorBoard `score/*`, the final log line): identity and attribute R^2 and closer-source accuracy, reconstruction
+PSNR.
 """
 
 from __future__ import annotations
