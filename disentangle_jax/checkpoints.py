@@ -39,6 +39,7 @@ import numpy as np
 from absl import logging
 
 from disentangle_jax import errors
+from disentangle_jax import hosts
 from disentangle_jax import trees
 
 CONFIG_FILE = "config.json"
@@ -255,10 +256,7 @@ def restore_train_state(workdir: str | os.PathLike, abstract_state: Any) -> tupl
       return ckptr.restore(item, abstract_state)
 
   found = _restore_newest(workdir, read, require_all=True, quarantine=True)
-  if jax.process_count() > 1:  # every process must have looked before any moves a folder away
-    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
-
-    multihost_utils.sync_global_devices("disentangle_jax.checkpoints.restored")
+  hosts.barrier("checkpoints.restored")  # every process must have looked before any moves a folder away
   return found
 
 

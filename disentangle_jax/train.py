@@ -37,6 +37,7 @@ from disentangle_jax import checkpoints
 from disentangle_jax import config_check
 from disentangle_jax import errors
 from disentangle_jax import evaluate as evaluate_lib
+from disentangle_jax import hosts
 from disentangle_jax import inference
 from disentangle_jax import model as model_lib
 from disentangle_jax import train_step as step_lib
@@ -103,18 +104,13 @@ def ensure_dataset(config: ml_collections.ConfigDict, directory: str, generator:
   With several processes all of them look at the folder between two barriers, so they agree on whether to render
   (each then writes its own shards, and `generate` synchronises them before process 0 writes the metadata).
   """
-  sync = lambda name: None
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
-
-    sync = multihost_utils.sync_global_devices
   from disentangle_jax.data import generate  # pylint: disable=import-outside-toplevel
 
-  sync("disentangle_jax.train.dataset_check")
+  hosts.barrier("train.dataset_check")
   missing = not os.path.exists(os.path.join(directory, "dataset_info.json"))
   # A stat and the record count of each shard (no hashing: cheap for 70,000 images); generate-data hashes too.
   problems = [] if missing else generate.verify(directory, checksums=False)
-  sync("disentangle_jax.train.dataset_checked")
+  hosts.barrier("train.dataset_checked")
   if missing or problems:
     if problems:
       logging.warning(
@@ -125,7 +121,7 @@ def ensure_dataset(config: ml_collections.ConfigDict, directory: str, generator:
     else:
       logging.info("no dataset in %s: generating it with the configured generator", directory)
     generate.generate(config, directory, generator=generator)
-    sync("disentangle_jax.train.dataset_ready")
+    hosts.barrier("train.dataset_ready")
 
 
 def local_rows(x: jax.Array) -> np.ndarray:

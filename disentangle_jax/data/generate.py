@@ -55,6 +55,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from disentangle_jax import frozen
+from disentangle_jax import hosts
 from disentangle_jax.data import tfds_format
 
 DataError = tfds_format.DataError  # a dataset folder the user must fix (the same class, importable from here)
@@ -420,10 +421,8 @@ def generate(
       "generate-data: rebuilt %d damaged shards: %s", len(damaged), ", ".join(os.path.basename(s.path) for s in damaged)
     )
 
-  if process_count > 1 and jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
-
-    multihost_utils.sync_global_devices("disentangle_jax.generate_data")
+  if process_count > 1:
+    hosts.barrier("generate_data")
   info_path = os.path.join(out_dir, "dataset_info.json")
   # Also when another process rebuilt a shard: its size may differ from the one dataset_info.json records.
   if process_index == 0 and (
