@@ -11,8 +11,8 @@ A training workdir holds
     corrupt_checkpoints/<step>/        checkpoints that failed to read, moved aside by the trainer (never deleted)
 
 Why a manifest: a checkpoint can be damaged after it was written (a full disk, a truncated copy, a flipped bit), and
-Orbax reads some damage as a traceback deep in TensorStore and some not at all. Every array is fingerprinted on the
-device when it is saved (an exact, order-sensitive checksum of its bits); once the asynchronous write has finished
+Orbax reads some damage as a traceback deep in TensorStore and some not at all. Every array is fingerprinted (on the
+host) when it is saved (an exact, order-sensitive checksum of its bits); once the asynchronous write has finished
 the checkpoint is read back and compared, and only then is the manifest written. A restore recomputes the
 fingerprints of what it read, so a checkpoint that no longer matches is detected and the newest one that does is
 used instead, with a warning naming the bad one. A checkpoint without a manifest (a kill between the write and its
@@ -33,10 +33,10 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 
 from disentangle_jax import errors
 from disentangle_jax import hosts
@@ -108,46 +108,42 @@ def _key(path: tuple[Any, ...]) -> str:
   return "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
 
 
-def _as_uint32(x: Any, xp: Any) -> Any:
-  """The bits of `x` as a flat uint32 vector (`xp` is jnp or np; both give the same numbers)."""
-  x = xp.ravel(x)
-  if x.dtype == xp.bool_:
-    return x.astype(xp.uint32)
-  size = x.dtype.itemsize
-  if size == 4:
-    return x.view(xp.uint32) if xp is np else jax.lax.bitcast_convert_type(x, jnp.uint32)
-  if size == 2:
-    bits = x.view(xp.uint16) if xp is np else jax.lax.bitcast_convert_type(x, jnp.uint16)
-    return bits.astype(xp.uint32)
-  if size == 1:
-    bits = x.view(xp.uint8) if xp is np else jax.lax.bitcast_convert_type(x, jnp.uint8)
-    return bits.astype(xp.uint32)
-  raise TypeError(f"cannot fingerprint dtype {x.dtype}")
+def _as_uint32(x: np.ndarray) -> np.ndarray:
+  """The bits of `x` as a flat uint32 vector."""
+  x = np.ravel(x)
+  if x.dtype == np.bool_:
+    return x.astype(np.uint32)
+  views = {4: np.uint32, 2: np.uint16, 1: np.uint8}
+  if x.dtype.itemsize not in views:
+    raise TypeError(f"cannot fingerprint dtype {x.dtype}")
+  return x.view(views[x.dtype.itemsize]).astype(np.uint32)
 
 
-def _fingerprint(x: Any, xp: Any) -> Any:
+def _fingerprint(x: np.ndarray) -> int:
   """sum_i bits_i * (2 i + 1) mod 2^32: exact in any summation order, and moved or changed values alter it."""
-  bits = _as_uint32(x, xp)
-  weights = xp.arange(bits.shape[0], dtype=xp.uint32) * xp.uint32(2) + xp.uint32(1)
+  bits = _as_uint32(x)
+  weights = np.arange(bits.shape[0], dtype=np.uint32) * np.uint32(2) + np.uint32(1)
   with np.errstate(over="ignore"):
-    return xp.sum(bits * weights, dtype=xp.uint32)
+    return int(np.sum(bits * weights, dtype=np.uint32))
 
 
-@jax.jit
-def _device_fingerprints(tree: Any) -> Any:
-  return jax.tree.map(lambda x: _fingerprint(x, jnp), tree)
-
-
-def _by_path(values: Any) -> dict[str, int]:
-  """{array path: fingerprint} of a tree of (host or device) fingerprint scalars."""
-  return {_key(p): int(v) for p, v in jax.tree_util.tree_flatten_with_path(jax.device_get(values))[0]}
+def _to_host(x: Any) -> np.ndarray:
+  """A host copy of a numpy or jax array, also when it spans several processes (then a collective)."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    if x.is_fully_replicated:
+      return np.asarray(x.addressable_data(0))
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(x)
 
 
 def fingerprints(tree: Any) -> dict[str, int]:
-  """{array path: fingerprint} of a tree of host or device arrays (device arrays are fingerprinted in place)."""
-  if any(isinstance(v, jax.Array) for v in jax.tree.leaves(tree)):
-    return _by_path(_device_fingerprints(tree))
-  return _by_path(jax.tree.map(lambda v: _fingerprint(np.asarray(v), np), tree))
+  """{array path: fingerprint} of a tree of host or device arrays.
+
+  Computed on the host, one array at a time: a jitted program over a train state's thousand-odd leaves took XLA
+  15 s to compile on a CPU, where copying and hashing them takes well under a second (about 0.15 s for 25 million
+  float32 values).
+  """
+  return {_key(p): _fingerprint(_to_host(v)) for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def _read_manifest(step_dir: pathlib.Path) -> dict[str, int] | None:
@@ -337,12 +333,12 @@ class Saver:
     self._manager = ocp.CheckpointManager(
       self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
     )
-    self._pending: list[tuple[int, Any, Any]] = []  # (step, device fingerprints, abstract state)
+    self._pending: list[tuple[int, Any, Any]] = []  # (step, fingerprints, abstract state)
 
   def save(self, step: int, state: Any) -> None:
     self.verify_pending()
-    prints = _device_fingerprints(state)  # dispatched before the next step can donate `state`
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+    prints = fingerprints(state)  # before the next step can donate `state`
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
     self._manager.save(step, args=self._ocp.args.StandardSave(state), force=True)
     self._pending.append((step, prints, abstract))
 
@@ -356,10 +352,13 @@ class Saver:
       step_dir = self.directory / str(step)
       if not step_dir.is_dir():  # already rotated out by max_to_keep
         continue
-      expected = _by_path(prints)
-      try:  # every process reads (an Orbax restore is collective); the fingerprints are computed on the devices
+      expected = prints
+      try:  # every process reads (an Orbax restore is collective)
         with self._ocp.StandardCheckpointer() as ckptr:
-          got = fingerprints(ckptr.restore(step_dir / ITEM, abstract))
+          # Read into host arrays: only the bytes are compared, and placing every array on every device of the
+          # mesh first took 15 s for a toy train state on 8 CPU devices, against 3 s.
+          host = jax.tree.map(lambda a: np.empty(a.shape, a.dtype), abstract)
+          got = fingerprints(ckptr.restore(step_dir / ITEM, host))
       except Exception as e:  # pylint: disable=broad-except
         got = {"<read>": f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"}
       bad = sorted(k for k in set(expected) | set(got) if expected.get(k) != got.get(k))

@@ -15,6 +15,10 @@ import jax  # pylint: disable=wrong-import-position
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
+from tests import forced_devices  # pylint: disable=wrong-import-position
+
+forced_devices.write_whole_arrays()
+
 
 import fcntl  # pylint: disable=wrong-import-position,wrong-import-order
 import pathlib  # pylint: disable=wrong-import-position,wrong-import-order

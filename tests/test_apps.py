@@ -290,10 +290,17 @@ TOY_STEPS = 200
 
 
 def toy_config():
-  """`configs/toy.py` (the README's main job, its `prepare` included) cut to TOY_STEPS steps and 128 scored pairs."""
+  """`configs/toy.py` (the README's main job, its `prepare` included) cut to TOY_STEPS steps and 128 scored pairs.
+
+  The global batch stays the main job's 16 however many devices the tests force (8): per device 16 would train on
+  128 images a step, 8 times the main job's work.
+  """
+  import jax  # pylint: disable=import-outside-toplevel
+
   from configs import toy  # pylint: disable=import-outside-toplevel
 
   c = toy.get_config()
+  c.per_device_batch_size = max(1, c.per_device_batch_size // jax.device_count())
   c.num_steps = c.eval_every = c.checkpoint_every = c.image_every = TOY_STEPS
   c.log_every = TOY_STEPS // 4
   c.score_pairs = 128
@@ -328,9 +335,10 @@ def test_the_method_disentangles_the_toy_world(toy_run):
   Accuracy is the share of held-out pairs whose output factors lie closer to the right source's than to the other's
   (0.5 by chance; a swap copying either input scores 0 on one group); R^2 is over the factors' values (0 for a
   constant guess). Measured on seeds 0 and 1 (config.seed): identity accuracy 0.953 / 0.906, attribute accuracy
-  0.914 / 0.820, identity R^2 0.785 / 0.660, attribute R^2 0.586 / 0.576, reconstruction PSNR 26.6 / 26.3 dB. The
-  bounds leave at least 0.12 of accuracy, 0.27 of R^2 and 3 dB below the worse seed, more than the seeds differ by
-  (up to 0.09, 0.13 and 0.3 dB).
+  0.914 / 0.820, identity R^2 0.785 / 0.660, attribute R^2 0.586 / 0.576, reconstruction PSNR 26.6 / 26.3 dB (one
+  device); seed 0 on the tests' 8 forced devices (the same global batch of 16): 0.961, 0.891, 0.798, 0.541, 26.4 dB.
+  The bounds leave at least 0.12 of accuracy, 0.24 of R^2 and 3 dB below the worst of these, more than the seeds
+  differ by (up to 0.09, 0.13 and 0.3 dB).
   """
   score = toy_run[1]["score"]
   assert score["identity/accuracy"] >= 0.7 and score["attribute/accuracy"] >= 0.7, score

@@ -208,23 +208,28 @@ def test_a_save_that_reads_back_differently_is_refused(tmp_path, monkeypatch):
   saver.verify_pending()
   manifest = json.loads((checkpoints.checkpoint_dir(tmp_path) / "3" / checkpoints.MANIFEST).read_text())
   assert set(manifest["fingerprints"]) == {"step", "w"}
+  saver.save(5, state)  # fingerprinted now; read back and compared at close
   real = checkpoints.fingerprints
   monkeypatch.setattr(checkpoints, "fingerprints", lambda tree: {**real(tree), "w": 0})  # as if a bit flipped
-  saver.save(5, state)
   with pytest.raises(checkpoints.CheckpointError, match="step 5 read back differently from what was saved"):
     saver.close()
   assert checkpoints.steps(tmp_path) == [3] and (tmp_path / checkpoints.CORRUPT_DIR / "5").is_dir()
 
 
 def test_fingerprints_agree_on_device_and_host_and_see_moved_values():
+  """Device arrays (replicated over the mesh, as a train state is) and their host copies fingerprint alike."""
   tree = {
     "a": jax.numpy.arange(10, dtype=jax.numpy.float32),
     "b": jax.numpy.asarray([True, False]),
     "c": jax.numpy.ones((2, 3), jax.numpy.bfloat16),
     "d": jax.numpy.arange(4, dtype=jax.numpy.int32),
   }
+  mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("data",))
+  tree = jax.device_put(tree, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
   on_device = checkpoints.fingerprints(tree)
   assert on_device == checkpoints.fingerprints(jax.tree.map(np.asarray, tree))
+  # The formula, by hand (manifests written earlier must keep verifying): sum of bits_i * (2 i + 1).
+  assert on_device["d"] == 0 * 1 + 1 * 3 + 2 * 5 + 3 * 7
   swapped = np.asarray(tree["a"])[[1, 0, *range(2, 10)]]
   assert checkpoints.fingerprints({"a": swapped})["a"] != on_device["a"]
 

@@ -47,8 +47,10 @@ def main() -> None:
 
   from disentangle_jax import train  # pylint: disable=import-outside-toplevel
   from disentangle_jax import train_step  # pylint: disable=import-outside-toplevel
+  from tests import forced_devices  # pylint: disable=import-outside-toplevel
   from tests import standins  # pylint: disable=import-outside-toplevel
 
+  forced_devices.write_whole_arrays()
   standins.install()
   if args.steps_only:
     run_fixed_steps(args.workdir, args.steps_only)
