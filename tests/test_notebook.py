@@ -1,4 +1,4 @@
-"""The Colab notebook runs headless, top to bottom, on the smoke model the command tests trained."""
+"""The Colab notebook runs headless, top to bottom, on the toy model the command tests trained."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import pathlib
 import nbformat
 from nbclient import NotebookClient
 
-from tests.test_apps import smoke_run  # noqa: F401  pylint: disable=unused-import  (the shared session fixture)
+from tests.test_apps import toy_run  # noqa: F401  pylint: disable=unused-import  (the shared session fixture)
 
 NOTEBOOK = pathlib.Path(__file__).resolve().parents[1] / "notebooks" / "colab.ipynb"
 
 
-def test_notebook_runs_on_the_smoke_model(smoke_run, tmp_path):  # noqa: F811  pylint: disable=redefined-outer-name
+def test_notebook_runs_on_the_toy_model(toy_run, tmp_path):  # noqa: F811  pylint: disable=redefined-outer-name
   nb = nbformat.read(NOTEBOOK, as_version=4)
   params = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
   assert len(params) == 1, "the notebook needs exactly one cell tagged 'parameters'"
@@ -22,7 +22,7 @@ def test_notebook_runs_on_the_smoke_model(smoke_run, tmp_path):  # noqa: F811  p
   nb.cells.insert(
     index + 1,
     nbformat.v4.new_code_cell(
-      f"MODEL = {json.dumps(str(smoke_run[0]))}\nWORKDIR = {json.dumps(str(tmp_path))}\nINSTALL = False"
+      f"MODEL = {json.dumps(str(toy_run[0]))}\nWORKDIR = {json.dumps(str(tmp_path))}\nINSTALL = False"
     ),
   )
   NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
