@@ -82,3 +82,18 @@ def wheel() -> pathlib.Path:
       )
       assert path.is_file(), f"pip download of mediapipe==0.10.21 failed:\n{result.stdout}\n{result.stderr}"
   return path
+
+
+# Tests that share a trained model (a session or module fixture training it once, behind a file lock) run on one
+# test worker: spread over two, the second worker would wait on the lock for the whole training instead of running
+# other tests. Used by pytest-xdist's `--dist loadgroup` (pyproject.toml); without xdist the marks do nothing.
+SHARED_MODELS = {"toy_run": "toy-model", "paper_run": "standin-paper-model"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks into the test ids
+def pytest_collection_modifyitems(config, items):  # pylint: disable=unused-argument
+  for item in items:
+    for fixture, group in SHARED_MODELS.items():
+      if fixture in item.fixturenames:
+        item.add_marker(pytest.mark.xdist_group(group))
+        break
