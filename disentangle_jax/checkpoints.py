@@ -348,11 +348,10 @@ class Saver:
       return
     self._manager.wait_until_finished()
     pending, self._pending = self._pending, []
-    for step, prints, abstract in pending:
+    for step, expected, abstract in pending:
       step_dir = self.directory / str(step)
       if not step_dir.is_dir():  # already rotated out by max_to_keep
         continue
-      expected = prints
       try:  # every process reads (an Orbax restore is collective)
         with self._ocp.StandardCheckpointer() as ckptr:
           # Read into host arrays: only the bytes are compared, and placing every array on every device of the
