@@ -291,7 +291,7 @@ def test_smoke_config_trains(tmp_path):
 
 def test_stylegan1_renders_the_dataset_and_the_train_step_traces_through_it(tmp_path):
   """With StyleGAN v1 as G: the dataset is rendered by it, and the train step on its batches traces to the state's
-  own shapes and finite-size scalar metrics.
+  own shapes and to scalar metrics.
 
   The step is traced, not compiled: the loop around it is G-agnostic and runs above with StyleGAN2, and
   `test_stylegan1.py` checks v1's outputs and gradients; compiling a second full train step would add minutes.
