@@ -112,6 +112,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.optim.lr = 5e-5  # trainer.py:23, E_attr + M on the non-adversarial loss
   c.optim.adversarial_lr_scale = 0.1  # trainer.py:26, their adversarial update
   c.optim.discriminator_lr_scale = 0.4  # trainer.py:27, D_W
+  c.optim.attr_encoder_lr_scale = 1.0  # trainer.py:23: E_attr at M's rate (one optimiser for both)
   c.optim.adam = "keras"  # trainer.py:25-27: tf.keras Adam (eps added to the uncorrected sqrt(v))
   c.optim.b1 = 0.9  # Keras' Adam defaults
   c.optim.b2 = 0.999

@@ -55,6 +55,7 @@ NON_NEGATIVE = (
   "optim.lr",
   "optim.adversarial_lr_scale",
   "optim.discriminator_lr_scale",
+  "optim.attr_encoder_lr_scale",
   "optim.eps",
   "landmarks.units_px",
   "mapper.negative_slope",

@@ -160,12 +160,31 @@ def keras_adam(
   return optax.GradientTransformation(init, update)
 
 
+def scale_subtree(tx: optax.GradientTransformation, name: str, scale: float) -> optax.GradientTransformation:
+  """`tx` with the updates of `params[name]` multiplied by `scale` (its state unchanged: the same checkpoint layout).
+
+  For Adam this is the learning rate of that subtree times `scale`, the moment estimates being per parameter.
+  """
+  if scale == 1.0:
+    return tx
+
+  def update(grads, state, params=None):
+    updates, state = tx.update(grads, state, params)
+    return {**updates, name: jax.tree.map(lambda u: u * scale, updates[name])}, state
+
+  return optax.GradientTransformation(tx.init, update)
+
+
 def make_optimizers(optim: ml_collections.ConfigDict) -> Optimizers:
   """The original's three Adam groups (`optim.eps` 1e-7: Keras' default, which the original used).
 
   `optim.adam` picks the update rule: "keras" (the original's, `keras_adam`) or "optax" (`optax.adam`, default).
+  `optim.attr_encoder_lr_scale` (default 1, the original's single rate) scales E_attr's rate in both of its updates
+  (main and adversarial) against M's: a start point worth keeping (ImageNet, the toy world's) changes more slowly
+  than the freshly initialised M that reads it.
   """
   eps = float(optim.eps)
+  attr_scale = float(optim.get("attr_encoder_lr_scale", 1.0))
   lrs = {
     "main": float(optim.lr),
     "adversarial": float(optim.lr) * float(optim.adversarial_lr_scale),
@@ -176,7 +195,8 @@ def make_optimizers(optim: ml_collections.ConfigDict) -> Optimizers:
     raise ValueError(f"config.optim.adam must be 'keras' or 'optax', got {kind!r}")
   rule = keras_adam if kind == "keras" else optax.adam
   adam = lambda lr: rule(lr, b1=float(optim.b1), b2=float(optim.b2), eps=eps)  # noqa: E731
-  return Optimizers(adam(lrs["main"]), adam(lrs["adversarial"]), adam(lrs["discriminator"]), lrs)
+  encoder = lambda lr: scale_subtree(adam(lr), "attr_encoder", attr_scale)  # noqa: E731
+  return Optimizers(encoder(lrs["main"]), encoder(lrs["adversarial"]), adam(lrs["discriminator"]), lrs)
 
 
 @dataclasses.dataclass(frozen=True)

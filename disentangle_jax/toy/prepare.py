@@ -85,7 +85,7 @@ class Training(config_lib.ConfigBase):
 
 ID_TRAINING = Training(steps=300, batch_size=32, learning_rate=2e-3)
 LANDMARK_TRAINING = Training(steps=600, batch_size=32, learning_rate=2e-3)
-ATTR_TRAINING = Training(steps=200, batch_size=32, learning_rate=2e-3)
+ATTR_TRAINING = Training(steps=400, batch_size=32, learning_rate=2e-3)
 
 
 # ----------------------------------------------------------------------------------------------------------------
