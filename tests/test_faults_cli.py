@@ -138,7 +138,10 @@ def test_unknown_config_key_names_the_closest_keys(capsys):
   code, err = run(capsys, "train", "--config=" + paper.__file__, "--config.per_device_batch=4")
   assert code == 2 and "did you mean: per_device_batch_size?" in one_line(err, "train")
   code, err = run(capsys, "train", "--config.optim.zzz=1")
-  assert code == 2 and "optim has: adam, adversarial_every, adversarial_lr_scale, attr_encoder_lr_scale, b1" in one_line(err, "train")
+  assert (
+    code == 2
+    and "optim has: adam, adversarial_every, adversarial_lr_scale, attr_encoder_lr_scale, b1" in one_line(err, "train")
+  )
 
 
 @pytest.mark.parametrize(

@@ -155,6 +155,31 @@ def test_keep_best_zero_saves_nothing(tmp_path):
   assert not (tmp_path / "best").exists()
 
 
+@pytest.mark.parametrize("rule", ["keras", "optax"])
+def test_attr_encoder_lr_scale_scales_e_attrs_updates_only(rule):
+  """`optim.attr_encoder_lr_scale` multiplies E_attr's updates in both of its optimisers (main and adversarial),
+  which under Adam is its learning rate, and leaves M's updates, D_W's optimiser and every optimiser state as they
+  are (the checkpoint layout does not depend on it). The paper config keeps 1: the original's one rate."""
+  assert paper.get_config().optim.attr_encoder_lr_scale == 1.0
+  optim = ml_collections.ConfigDict({**smoke.get_config().optim.to_dict(), "adam": rule})
+  plain = step_lib.make_optimizers(optim)
+  optim.attr_encoder_lr_scale = 0.25
+  scaled = step_lib.make_optimizers(optim)
+  rng = np.random.default_rng(0)
+  params = {"attr_encoder": {"k": jnp.ones((3, 2))}, "mapper": {"k": jnp.ones(4), "b": jnp.zeros(2)}}
+  grads = [jax.tree.map(lambda p: jnp.asarray(rng.standard_normal(p.shape), jnp.float32), params) for _ in range(3)]
+  for name in ("main", "adversarial", "discriminator"):
+    want_tx, got_tx = getattr(plain, name), getattr(scaled, name)
+    want_state, got_state = want_tx.init(params), got_tx.init(params)
+    for g in grads:
+      want, want_state = want_tx.update(g, want_state, params)
+      got, got_state = got_tx.update(g, got_state, params)
+      factor = 1.0 if name == "discriminator" else 0.25
+      np.testing.assert_allclose(got["attr_encoder"]["k"], factor * want["attr_encoder"]["k"], rtol=1e-6)
+      jax.tree.map(np.testing.assert_array_equal, got["mapper"], want["mapper"])
+      jax.tree.map(np.testing.assert_array_equal, got_state, want_state)
+
+
 def test_jit_compatible_keras_adam():
   """`keras_adam` runs inside jit with the state's count as a traced scalar (as in the train step)."""
   opt = step_lib.keras_adam(1e-3)

@@ -85,6 +85,9 @@ class Training(config_lib.ConfigBase):
 
 ID_TRAINING = Training(steps=300, batch_size=32, learning_rate=2e-3)
 LANDMARK_TRAINING = Training(steps=600, batch_size=32, learning_rate=2e-3)
+# E_attr's start: held-out linear probes of its features read mouth opening and brow raise at R^2 0.60 and 0.25 after
+# 200 steps, 0.80 and 0.55 after 400 (0.70 and 0.36 after 200 steps at batch 64; 300 steps at a rate of 3e-3 fell
+# back to 0.21 and 0.12). Those two are the attributes M learns last.
 ATTR_TRAINING = Training(steps=400, batch_size=32, learning_rate=2e-3)
 
 
