@@ -277,6 +277,10 @@ def load_export(path: str | os.PathLike) -> InferenceModel:
   if not (path / EXPORT_PARAMS).is_dir():
     raise ModelLoadError(f"{path}: the export has no {EXPORT_PARAMS}/ directory")
   config = ml_collections.ConfigDict(meta["config"])
+  for section in ("generator", "id_encoder"):  # weights the export carries are relative to it (`export.CARRIED_DIR`)
+    weights = config[section].get("weights") if section in config else None
+    if weights and not os.path.isabs(weights) and (path / weights).exists():
+      config[section].weights = str(path / weights)
   with ocp.StandardCheckpointer() as ckptr:
     trained = ckptr.restore(path / EXPORT_PARAMS)
   return build(

@@ -332,25 +332,33 @@ def test_load_and_commands_skip_a_damaged_newest_checkpoint(toy_run, toy_model, 
 
 
 def test_export_roundtrip_without_optimizer_state(toy_run, toy_model, faces, tmp_path):
+  """An export holds E_attr, M and the random-init toy G, and carries the E_id the run prepared in its workdir, so
+  it loads (the same swaps) after being moved; without `carry_from` E_id stays referenced by its path."""
   from disentangle_jax import export  # pylint: disable=import-outside-toplevel
   from disentangle_jax import inference  # pylint: disable=import-outside-toplevel
 
-  dst = export.export_model(toy_model, tmp_path / "export", step=TOY_STEPS)
+  dst = export.export_model(toy_model, tmp_path / "export", step=TOY_STEPS, carry_from=toy_run[0])
   meta = json.loads((dst / inference.EXPORT_META).read_text())
   assert meta["format"] == inference.EXPORT_FORMAT and meta["step"] == TOY_STEPS
+  assert meta["config"]["id_encoder"]["weights"] == "frozen/id_encoder"
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
 
   with ocp.StandardCheckpointer() as ckptr:
     stored = ckptr.metadata(dst / inference.EXPORT_PARAMS)
   stored = getattr(stored, "item_metadata", stored)
-  # E_attr and M, and the toy renderer G (random-init: no weights file to reference); E_id's prepared weights are
-  # referenced by path. No optimiser state, no D_W.
+  # E_attr and M, and the toy renderer G (random-init: no weights file to reference). No optimiser state, no D_W.
   assert set(getattr(stored, "tree", stored)) == {"attr_encoder", "mapper", "frozen_generator"}
-  loaded = inference.load(dst)
+  moved = pathlib.Path(shutil.move(dst, tmp_path / "moved"))
+  loaded = inference.load(moved)
+  assert loaded.config.id_encoder.weights == str(moved / "frozen" / "id_encoder")
   x = images.to_model(faces[:3])
   np.testing.assert_allclose(loaded.swap(x, x[::-1]), toy_model.swap(x, x[::-1]), atol=1e-5)
   with pytest.raises(FileExistsError, match="not empty"):
-    export.export_model(toy_model, dst)
+    export.export_model(toy_model, moved)
+  plain = export.export_model(toy_model, tmp_path / "plain")
+  assert not (plain / "frozen").exists()
+  recorded = json.loads((plain / inference.EXPORT_META).read_text())["config"]["id_encoder"]["weights"]
+  assert recorded == toy_model.config.id_encoder.weights and pathlib.Path(recorded).is_relative_to(toy_run[0])
 
 
 # ---------------------------------------------------------------------------------------------------------------
