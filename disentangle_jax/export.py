@@ -30,7 +30,6 @@ from disentangle_jax import inference
 from disentangle_jax import trees
 
 FROZEN_SECTIONS = ("generator", "id_encoder", "attr_encoder", "landmarks")
-CARRIED_DIR = "frozen"  # converted weights the export carries, under DST
 
 
 def _absolute_weights(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -63,18 +62,19 @@ def export_model(
   config = _absolute_weights(model.config)
   params = {name: trees.params_of(getattr(trainable, name)) for name in ("attr_encoder", "mapper")}
   carried = {}
-  for name in ("generator", "id_encoder"):
+  for name in inference.INFERENCE_FROZEN:
     weights = config[name].get("weights")
     if not weights:  # random init: no file to reference, so the export carries it
       params[f"frozen_{name}"] = trees.params_of(getattr(frozen, name))
     elif carry_from is not None and pathlib.Path(weights).is_relative_to(pathlib.Path(carry_from).absolute()):
       carried[name] = pathlib.Path(weights)
-      config[name].weights = f"{CARRIED_DIR}/{name}"
+      config[name].weights = f"{inference.EXPORT_CARRIED}/{name}"
   dst.mkdir(parents=True, exist_ok=True)
+  if carried:
+    (dst / inference.EXPORT_CARRIED).mkdir()
   for name, weights in carried.items():
     copy = shutil.copytree if weights.is_dir() else shutil.copy2
-    (dst / CARRIED_DIR).mkdir(exist_ok=True)
-    copy(weights, dst / CARRIED_DIR / name)
+    copy(weights, dst / inference.EXPORT_CARRIED / name)
   with ocp.StandardCheckpointer() as ckptr:
     ckptr.save(dst / inference.EXPORT_PARAMS, params)
     ckptr.wait_until_finished()

@@ -33,6 +33,9 @@ from disentangle_jax.third_party.common import state_dict as state_dict_lib
 
 EXPORT_META = "inference.json"
 EXPORT_PARAMS = "params"
+EXPORT_CARRIED = "frozen"  # frozen weights an export carries; its config names them relative to the export
+# The frozen networks an inference model builds (no landmark net): those an export stores, carries or references.
+INFERENCE_FROZEN = ("generator", "id_encoder")
 EXPORT_FORMAT = "disentangle_jax.inference"
 EXPORT_VERSION = 1
 
@@ -277,7 +280,7 @@ def load_export(path: str | os.PathLike) -> InferenceModel:
   if not (path / EXPORT_PARAMS).is_dir():
     raise ModelLoadError(f"{path}: the export has no {EXPORT_PARAMS}/ directory")
   config = ml_collections.ConfigDict(meta["config"])
-  for section in ("generator", "id_encoder"):  # weights the export carries are relative to it (`export.CARRIED_DIR`)
+  for section in INFERENCE_FROZEN:  # weights the export carries (EXPORT_CARRIED) are named relative to it
     weights = config[section].get("weights") if section in config else None
     if weights and not os.path.isabs(weights) and (path / weights).exists():
       config[section].weights = str(path / weights)
