@@ -33,6 +33,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable
+from concurrent import futures
 from typing import Any
 
 import jax
@@ -113,22 +114,28 @@ def _fit(
   tx = optax.adam(float(training.learning_rate))
   variables = {"net": params, "extra": extra}
   opt_state = tx.init(variables)
+  # The loop carries flat lists of arrays: rebuilding the NNX variables of the parameters and both Adam moments at
+  # every call's boundary cost more Python time than InceptionV3's step itself on a 2-core CPU.
+  leaves, treedef = jax.tree.flatten((variables, opt_state))
 
   @jax.jit
-  def step(variables, opt_state, key):
+  def step(leaves, key):
+    variables, opt_state = jax.tree.unflatten(treedef, leaves)
+
     def loss(v):
       return loss_fn(nnx.merge(graphdef, v["net"], rest), v["extra"], key)
 
     value, grads = jax.value_and_grad(loss)(variables)
     updates, opt_state = tx.update(grads, opt_state, variables)
-    return optax.apply_updates(variables, updates), opt_state, value
+    return jax.tree.leaves((optax.apply_updates(variables, updates), opt_state)), value
 
   key = jax.random.key(seed)
   losses = []
   for _ in range(int(training.steps)):
     key, sub = jax.random.split(key)
-    variables, opt_state, value = step(variables, opt_state, sub)
+    leaves, value = step(leaves, sub)
     losses.append(value)
+  variables, _ = jax.tree.unflatten(treedef, leaves)
   losses = [float(v) for v in jax.device_get(losses)]
   if not np.isfinite(losses[-1]):
     raise FloatingPointError(f"toy net training diverged: final loss {losses[-1]}")
@@ -372,6 +379,7 @@ def prepare(
   g = frozen.generator(config.generator, g_seed)
   resolution = int(g.config.resolution)
   cache_dir = pathlib.Path(cache_dir)
+  jobs = {}
   for name in names:
     cls, training, trainer, network_name = known[name]
     # The toy nets default to G's resolution; InceptionV3 has its own input size (at least 75).
@@ -390,8 +398,13 @@ def prepare(
     def train(trainer=trainer, net_config=net_config, training=training, seed=seed):
       return trainer(g, net_config, training, seed)
 
-    path = _cached(cache_dir, name, payload, network_name, train)
-    config[name].weights = str(path.absolute())
+    jobs[name] = functools.partial(_cached, cache_dir, name, payload, network_name, train)
+  # The nets are independent and each alone leaves part of a small CPU idle (XLA compiles on one thread, and the
+  # Python loop of one net waits on its step), so they train side by side; each result depends on its seed alone.
+  with futures.ThreadPoolExecutor(len(jobs)) as pool:
+    paths = {name: pool.submit(job) for name, job in jobs.items()}
+  for name in names:
+    config[name].weights = str(paths[name].result().absolute())
     if name != "attr_encoder":  # E_attr keeps its arch: `model.attr_encoder` loads at its input size
       config[name].arch = ml_collections.ConfigDict()
   return config
