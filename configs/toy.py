@@ -52,12 +52,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.mapper.hidden = (256, 256, 128)
   # Batch 16: the small factors (mouth, brows, eye colour) move a few pixels, and at batch 8 their gradients drown
   # in the noise of the large ones (measured at 400 steps, batch 8 -> 32: identity R^2 0.18 -> 0.77, attribute
-  # 0.36 -> 0.52). Batch 32 costs 2.5x the step time; 16 keeps the run near 5 minutes.
+  # 0.36 -> 0.52). Batch 32 cost 2.5x the step time when measured; 16 keeps the run at about 3 minutes.
   c.per_device_batch_size = 16
   c.num_steps = 400
   c.log_every = 25
   c.image_every = 100
   c.eval_every = 400  # the score at the end says more; one evaluation keeps the run short
-  c.checkpoint_every = 400  # one checkpoint, at the end: each save costs seconds of a 5-minute run
+  c.checkpoint_every = 400  # one checkpoint, at the end: each save costs seconds of a 3-minute run
   c.score_pairs = 256
   return c
