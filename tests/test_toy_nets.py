@@ -1,5 +1,7 @@
 """The toy world's frozen networks: keypoints of the renderer, the two CNNs' contract, training, and prepare's cache."""
 
+from concurrent import futures
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -145,6 +147,25 @@ def test_load_round_trip(tmp_path):
       package.load(tmp_path / "missing")
   with pytest.raises(ValueError, match="toy_landmark_net"):  # another network's directory
     identity_net.load(tmp_path / landmark_net.NETWORK)
+
+
+def test_saves_from_threads_do_not_mix(tmp_path):
+  """prepare() writes its nets from threads; Orbax's async save is not safe to run twice at once in one process."""
+  from disentangle_jax.third_party.common import converted  # pylint: disable=import-outside-toplevel
+
+  def save(i):
+    trees = [{f"layer{j}": np.full((32, 32), 10 * i + k + j / 100, np.float32) for j in range(16)} for k in range(3)]
+    for k, params in enumerate(trees):
+      converted.save(tmp_path / f"net{i}-{k}", "toy", {"i": i}, params)
+    return trees
+
+  with futures.ThreadPoolExecutor(4) as pool:
+    written = list(pool.map(save, range(4)))
+  for i, trees in enumerate(written):
+    for k, params in enumerate(trees):
+      config, loaded = converted.load(tmp_path / f"net{i}-{k}", "toy")
+      assert config == {"i": i}
+      jax.tree.map(np.testing.assert_array_equal, loaded, params)
 
 
 @pytest.fixture(scope="module")

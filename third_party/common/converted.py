@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,11 @@ from disentangle_jax import trees
 
 _META = "network.json"
 _PARAMS = "params"
+
+# Orbax's asynchronous save keeps process-wide state (operation ids and the signals that say a temporary directory
+# exists), so two saves running at once in threads of one process can write into each other's unfinished
+# directories and fail ("Directory not empty") or mix files. Saves here run one at a time, each to the end.
+_SAVE_LOCK = threading.Lock()
 
 
 def is_converted(path: str | os.PathLike) -> bool:
@@ -41,7 +47,7 @@ def save(dst: str | os.PathLike, network: str, config: dict[str, Any], params: A
     raise FileExistsError(f"{dst} exists and is not empty; choose a new destination")
   dst.mkdir(parents=True, exist_ok=True)
   params = trees.to_numpy(params)
-  with ocp.StandardCheckpointer() as ckptr:
+  with _SAVE_LOCK, ocp.StandardCheckpointer() as ckptr:
     ckptr.save(dst / _PARAMS, params)
     ckptr.wait_until_finished()
   # Written last: a directory without it is an unfinished conversion and `load` says so.
