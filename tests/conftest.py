@@ -84,16 +84,22 @@ def wheel() -> pathlib.Path:
   return path
 
 
-# Tests that share a trained model (a session or module fixture training it once, behind a file lock) run on one
-# test worker: spread over two, the second worker would wait on the lock for the whole training instead of running
-# other tests. Used by pytest-xdist's `--dist loadgroup` (pyproject.toml); without xdist the marks do nothing.
-SHARED_MODELS = {"toy_run": "toy-model", "paper_run": "standin-paper-model"}
+# Tests that share an expensive fixture run on one test worker. A session fixture training a model behind a file
+# lock, spread over two workers, would leave the second one waiting on the lock for the whole training; a module
+# fixture (the official steps, the prepared toy nets) would be computed once on each worker. Used by pytest-xdist's
+# `--dist loadgroup` (pyproject.toml); without xdist the marks do nothing.
+SHARED_FIXTURES = {
+  "toy_run": "toy-model",
+  "paper_run": "standin-paper-model",
+  "official_steps": "official-steps",
+  "prepared_nets": "toy-nets",
+}
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks into the test ids
 def pytest_collection_modifyitems(config, items):  # pylint: disable=unused-argument
   for item in items:
-    for fixture, group in SHARED_MODELS.items():
+    for fixture, group in SHARED_FIXTURES.items():
       if fixture in item.fixturenames:
         item.add_marker(pytest.mark.xdist_group(group))
         break

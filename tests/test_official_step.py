@@ -161,22 +161,22 @@ def run_steps(tmp, **overrides):
 
 
 @pytest.fixture(scope="module")
-def steps(tmp_path_factory):
+def official_steps(tmp_path_factory):
   return run_steps(tmp_path_factory.mktemp("official_step"))
 
 
-def test_schedule_matches(steps):
+def test_schedule_matches(official_steps):
   """Cross at step 0, same-image at 1 and 2 (their `epoch % cross_frequency == 0`); adversarial at 0 and 2."""
   io = np.load(ow.DIR / "train_step_io.npz")
-  _, out, _ = steps
+  _, out, _ = official_steps
   for k, (same, metrics, _) in enumerate(out):
     assert same == bool(io[f"step{k}/batch/same"])
     assert (f"step{k}/loss/W_D_loss" in io.files) == (k % 2 == 0) == (float(metrics["loss/discriminator"]) != 0)
 
 
-def test_every_loss_term_matches(steps):
+def test_every_loss_term_matches(official_steps):
   io = np.load(ow.DIR / "train_step_io.npz")
-  config, out, _ = steps
+  config, out, _ = official_steps
   checked = 0
   for k, (same, metrics, _) in enumerate(out):
     for name, (ours, weight) in LOSSES.items():
@@ -196,11 +196,11 @@ AGGREGATE_TOLERANCE = {"norm": 0.01, "proj": 0.1, "sum": 0.6}  # x lr x sqrt(ent
 
 
 @pytest.mark.parametrize("net", list(NETS))
-def test_every_updated_tensor_matches(steps, net):
+def test_every_updated_tensor_matches(official_steps, net):
   """Per tensor and step: the update's norm, sum and random projection, and its recorded entries (all entries of a
   tensor up to 512 long: every BatchNorm offset and bias), against the official Keras Adam step."""
   io = np.load(ow.DIR / "train_step_io.npz")
-  config, out, maps = steps
+  config, out, maps = official_steps
   lr = float(config.optim.lr)
   for k, (_, _, updates) in enumerate(out):
     rec = {key: io[f"step{k}/update/{net}/{key}"] for key in ("tensors", "norm", "sum", "proj", "values")}

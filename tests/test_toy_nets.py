@@ -169,7 +169,7 @@ def test_saves_from_threads_do_not_mix(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
+def prepared_nets(tmp_path_factory):
   """prepare() on a fresh cache with tiny step counts; the trainers' calls counted."""
   cache = tmp_path_factory.mktemp("toy_nets")
   calls = []
@@ -187,25 +187,25 @@ def prepared(tmp_path_factory):
   return dict(config=config, cache=cache, calls=calls, g=g)
 
 
-def test_trained_landmark_net_beats_the_mean_keypoints(prepared):
-  net = landmark_net.load(prepared["config"].landmarks.weights)
-  error = prepare_lib.landmark_error(prepared["g"], net, seed=11)
+def test_trained_landmark_net_beats_the_mean_keypoints(prepared_nets):
+  net = landmark_net.load(prepared_nets["config"].landmarks.weights)
+  error = prepare_lib.landmark_error(prepared_nets["g"], net, seed=11)
   # Measured (seeds 5, 6): 0.93 / 0.79 px against 3.16 / 3.13 px for the mean.
   assert error["net"] < 0.7 * error["mean_predictor"], error
 
 
-def test_trained_identity_encoder_ignores_attributes(prepared):
-  e_id = identity_net.load(prepared["config"].id_encoder.weights)
-  similarity = prepare_lib.identity_similarity(prepared["g"], e_id, seed=11)
+def test_trained_identity_encoder_ignores_attributes(prepared_nets):
+  e_id = identity_net.load(prepared_nets["config"].id_encoder.weights)
+  similarity = prepare_lib.identity_similarity(prepared_nets["g"], e_id, seed=11)
   # 1 - cosine is half the squared distance of unit embeddings: a change of attributes must move the embedding far
   # less than a change of identity. The regression-led embedding keeps a large common part (every cosine is high),
   # so the distances are compared, not the cosines. Measured (seeds 5, 6): 0.050 / 0.030 of the identity change.
   assert 1.0 - similarity["same"] < 0.25 * (1.0 - similarity["different"]), similarity
 
 
-def test_prepare_trains_once_then_reads_the_cache(prepared, monkeypatch):
-  config, cache = prepared["config"], prepared["cache"]
-  assert sorted(prepared["calls"]) == ["train_identity_encoder", "train_landmark_net"]
+def test_prepare_trains_once_then_reads_the_cache(prepared_nets, monkeypatch):
+  config, cache = prepared_nets["config"], prepared_nets["cache"]
+  assert sorted(prepared_nets["calls"]) == ["train_identity_encoder", "train_landmark_net"]
   for section in ("id_encoder", "landmarks"):
     assert config[section].kind == "toy" and config[section].weights.startswith(str(cache))
   # A leftover temporary directory (an interrupted run) is never taken for a cache entry.
@@ -251,8 +251,8 @@ def test_prepare_refuses_what_cannot_work(tmp_path):
   assert [p for p in config_check.problems(wrong) if p.startswith("config.attr_encoder.toy_start=True")]
 
 
-def test_frozen_builds_the_toy_kinds(prepared):
-  config = prepared["config"]
+def test_frozen_builds_the_toy_kinds(prepared_nets):
+  config = prepared_nets["config"]
   e_id = frozen.id_encoder(config.id_encoder, seed=0)
   net = frozen.landmark_net(config.landmarks, seed=0)
   assert isinstance(e_id, identity_net.IdentityEncoder) and isinstance(net, landmark_net.LandmarkNet)
