@@ -162,9 +162,9 @@ class _Shapes:
     u2 = ((x - cx) / rx) ** 2
     y_bent = y + bend * u2 + lift
     coverage = jax.nn.sigmoid(-ellipse_sdf(x, y_bent, cx, cy, rx, ry) / soft)  # [B, S, H, W]
-    # One split per array, not a slice per layer: a slice's gradient is a zero-padded copy of the whole array, so
-    # S slices made the backward pass add S full [B, S, H, W] arrays; a split's gradient is one concatenation.
-    coverage, cut, cut_bend, u2, y_bent = (_unstack(a) for a in (coverage, cut, cut_bend, u2, y_bent))
+    # One unstack per array, not a slice per layer: a slice's gradient is a zero-padded copy of the whole array, so
+    # S slices made the backward pass add S full [B, S, H, W] arrays; an unstack's gradient is one stack.
+    coverage, cut, cut_bend, u2, y_bent = (jnp.unstack(a, axis=1) for a in (coverage, cut, cut_bend, u2, y_bent))
     image, alphas = background, []
     for s, layer in enumerate(self.layers):
       alpha = coverage[s] if layer.clip < 0 else coverage[s] * alphas[layer.clip]
@@ -175,11 +175,6 @@ class _Shapes:
       colour = colour * (layer.ambient + layer.lit * shade) if layer.lit else colour * layer.ambient
       image = image + (colour - image) * alpha[..., None]
     return image
-
-
-def _unstack(a: jax.Array) -> list[jax.Array]:
-  """[B, S, ...] -> the S arrays [B, ...] along axis 1."""
-  return [part[:, 0] for part in jnp.split(a, a.shape[1], axis=1)]
 
 
 def _factors(identity: jax.Array, attribute: jax.Array) -> dict[str, jax.Array]:
